@@ -1,0 +1,137 @@
+//! The `Plugin` trait: the GenServer callbacks of a wasmvisor instance.
+
+use crate::message::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// A wasmvisor plugin: the state of one instance and its callbacks.
+///
+/// The host creates the value with [`Default::default`], calls
+/// [`init`](Plugin::init) with the child's args, then delivers one message at
+/// a time. Every callback has a default, so a plugin implements only what it
+/// handles. Messages are JSON; their Rust types are the associated types.
+///
+/// Export the implementation with [`export!`](crate::export).
+pub trait Plugin: Default + 'static {
+    /// The init args (JSON), given when the child is started and passed again
+    /// on every restart. Use `serde_json::Value` to accept anything.
+    type Args: DeserializeOwned;
+    /// Requests handled by [`handle_call`](Plugin::handle_call).
+    type Call: DeserializeOwned;
+    /// Replies to requests.
+    type Reply: Serialize;
+    /// Messages handled by [`handle_cast`](Plugin::handle_cast).
+    type Cast: DeserializeOwned;
+
+    /// Initialises the instance. An error aborts the start: the child exits
+    /// with `init_failed`. The default accepts any args and does nothing.
+    ///
+    /// Everything an instance sets up for itself (subscriptions, monitors,
+    /// timers) dies with it, so set it up here: a restarted instance then
+    /// sets it up again by construction.
+    fn init(&mut self, args: Self::Args) -> Result<(), String> {
+        let _ = args;
+        Ok(())
+    }
+
+    /// Handles a request and returns the reply. The default traps, as an OTP
+    /// GenServer without a `handle_call` clause crashes: a child that is
+    /// called but cannot answer is a bug.
+    fn handle_call(&mut self, msg: Self::Call) -> Self::Reply {
+        let _ = msg;
+        panic!("this plugin does not handle calls (Plugin::handle_call is not implemented)")
+    }
+
+    /// Handles a message that expects no reply. The default logs it at
+    /// `warn` and drops it.
+    fn handle_cast(&mut self, msg: Self::Cast) {
+        let _ = msg;
+        crate::runtime::log(crate::Level::Warn, "cast ignored: Plugin::handle_cast is not implemented");
+    }
+
+    /// Handles timers, monitor `down`s and topic events. The default ignores
+    /// them.
+    fn handle_info(&mut self, info: Info) {
+        let _ = info;
+    }
+
+    /// Called before a clean stop (`normal` or `shutdown`). Not called after a
+    /// trap or a kill. The default does nothing.
+    fn terminate(&mut self, reason: ExitReason) {
+        let _ = reason;
+    }
+
+    /// The state to carry into a new version of the plugin on hot reload.
+    /// `None` (the default) means the new version starts from `init` alone.
+    fn snapshot(&self) -> Option<Message> {
+        None
+    }
+
+    /// Takes over the state of the previous version after a hot reload. It
+    /// runs right after `init`. An error rolls the reload back. The default
+    /// ignores the state.
+    fn restore(&mut self, state: Message) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// Why an instance exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// It asked to stop: an expected exit.
+    Normal,
+    /// An operator, a reload or the host stopped it.
+    Shutdown,
+    /// It trapped; the trap message.
+    Trap(String),
+    /// The host cut it off (deadline, memory, operator kill); why.
+    Killed(String),
+    /// Its `init` failed; the error.
+    InitFailed(String),
+    /// Only in [`Info::Down`]: the monitored id was not running.
+    Noproc,
+}
+
+impl ExitReason {
+    /// `normal` and `shutdown` are clean exits; everything else is abnormal.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, ExitReason::Normal | ExitReason::Shutdown)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Shutdown => f.write_str("shutdown"),
+            ExitReason::Trap(m) => write!(f, "trap: {m}"),
+            ExitReason::Killed(m) => write!(f, "killed: {m}"),
+            ExitReason::InitFailed(m) => write!(f, "init_failed: {m}"),
+            ExitReason::Noproc => f.write_str("noproc"),
+        }
+    }
+}
+
+/// An out-of-band message for [`Plugin::handle_info`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Info {
+    /// A timer from [`send_after`](crate::send_after) fired.
+    Timer(Message),
+    /// A monitored id exited (see [`monitor`](crate::monitor)).
+    Down {
+        /// The monitored id.
+        id: String,
+        /// Why it exited; `Noproc` when it was not running.
+        reason: ExitReason,
+    },
+    /// A message was published on a subscribed topic.
+    Event {
+        /// The topic.
+        topic: String,
+        /// The message.
+        msg: Message,
+    },
+}

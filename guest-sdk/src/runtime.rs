@@ -1,0 +1,277 @@
+//! Safe wrappers over the host's `runtime` imports.
+
+use crate::bindings::wasmvisor::plugin::runtime as rt;
+use crate::bindings::wasmvisor::plugin::types as wit;
+use crate::message::{DecodeError, Message};
+use crate::plugin::ExitReason;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// The default `call` timeout, as OTP's `GenServer.call/2`.
+pub const DEFAULT_CALL_TIMEOUT_MS: u32 = 5_000;
+
+/// Why a [`call`] or [`cast`] did not produce a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No child is registered under that id.
+    NotFound,
+    /// No reply within the timeout.
+    Timeout,
+    /// The callee trapped while handling the message.
+    Trapped(String),
+    /// The callee was killed while handling the message.
+    Killed(String),
+    /// The callee's mailbox is full.
+    MailboxFull,
+    /// The callee failed permanently, is stopping, or the call was refused.
+    Failed(String),
+    /// A reply arrived but did not decode as the expected type.
+    Decode(DecodeError),
+}
+
+impl CallError {
+    /// The stable error code, as the HTTP API spells it (`not_found`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::NotFound => "not_found",
+            CallError::Timeout => "timeout",
+            CallError::Trapped(_) => "trapped",
+            CallError::Killed(_) => "killed",
+            CallError::MailboxFull => "mailbox_full",
+            CallError::Failed(_) => "failed",
+            CallError::Decode(_) => "bad_reply",
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Trapped(m) | CallError::Killed(m) | CallError::Failed(m) => {
+                write!(f, "{}: {m}", self.code())
+            }
+            CallError::Decode(e) => write!(f, "{}: {e}", self.code()),
+            _ => f.write_str(self.code()),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<wit::CallError> for CallError {
+    fn from(e: wit::CallError) -> CallError {
+        match e {
+            wit::CallError::NotFound => CallError::NotFound,
+            wit::CallError::Timeout => CallError::Timeout,
+            wit::CallError::Trapped(m) => CallError::Trapped(m),
+            wit::CallError::Killed(m) => CallError::Killed(m),
+            wit::CallError::MailboxFull => CallError::MailboxFull,
+            wit::CallError::Failed(m) => CallError::Failed(m),
+        }
+    }
+}
+
+/// The registry id of this instance; stable across restarts and reloads.
+pub fn self_id() -> String {
+    rt::self_id()
+}
+
+/// Calls child `to` with `msg` and decodes its reply, waiting up to
+/// [`DEFAULT_CALL_TIMEOUT_MS`].
+///
+/// While it waits, this instance handles nothing else (as in OTP), so two
+/// children calling each other end in a timeout, and calling oneself fails.
+pub fn call<R: DeserializeOwned>(to: &str, msg: &impl Serialize) -> Result<R, CallError> {
+    call_timeout(to, msg, DEFAULT_CALL_TIMEOUT_MS)
+}
+
+/// [`call`] with an explicit timeout in milliseconds.
+pub fn call_timeout<R: DeserializeOwned>(
+    to: &str,
+    msg: &impl Serialize,
+    timeout_ms: u32,
+) -> Result<R, CallError> {
+    call_raw(to, &Message::encode(msg), timeout_ms)?
+        .decode()
+        .map_err(CallError::Decode)
+}
+
+/// [`call`] without encoding or decoding: the reply's bytes as they came.
+pub fn call_raw(to: &str, msg: &Message, timeout_ms: u32) -> Result<Message, CallError> {
+    rt::call(to, msg.as_bytes(), timeout_ms)
+        .map(Message::from_bytes)
+        .map_err(CallError::from)
+}
+
+/// Sends `msg` to child `to` without waiting for it to be handled.
+pub fn cast(to: &str, msg: &impl Serialize) -> Result<(), CallError> {
+    rt::cast(to, Message::encode(msg).as_bytes()).map_err(CallError::from)
+}
+
+/// A pending timer, returned by [`send_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerRef(pub u64);
+
+/// Delivers [`Info::Timer`](crate::Info::Timer) with `msg` to this instance
+/// after `delay_ms`. The timer dies with the instance.
+pub fn send_after(delay_ms: u64, msg: &impl Serialize) -> TimerRef {
+    TimerRef(rt::send_after(delay_ms, Message::encode(msg).as_bytes()))
+}
+
+/// Cancels a timer; true when it was still pending (its message will not
+/// arrive).
+pub fn cancel_timer(timer: TimerRef) -> bool {
+    rt::cancel_timer(timer.0)
+}
+
+/// When a child is restarted (OTP restart values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Always restarted (the default).
+    #[default]
+    Permanent,
+    /// Restarted unless it exited `normal` or `shutdown`.
+    Transient,
+    /// Never restarted.
+    Temporary,
+}
+
+/// How to start a child with [`start_child`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSpec {
+    /// The registry id.
+    pub id: String,
+    /// The plugin name.
+    pub plugin: String,
+    /// The init args.
+    pub args: Message,
+    /// The restart policy.
+    pub restart: Restart,
+    /// How long `terminate` may take on shutdown; 0 means the host default.
+    pub shutdown_ms: u32,
+}
+
+impl ChildSpec {
+    /// A permanent child of `plugin` registered as `id`, with `null` args.
+    pub fn new(id: impl Into<String>, plugin: impl Into<String>) -> ChildSpec {
+        ChildSpec {
+            id: id.into(),
+            plugin: plugin.into(),
+            args: Message::encode(&()),
+            restart: Restart::Permanent,
+            shutdown_ms: 0,
+        }
+    }
+
+    /// Sets the init args.
+    pub fn args(mut self, args: &impl Serialize) -> ChildSpec {
+        self.args = Message::encode(args);
+        self
+    }
+
+    /// Sets the restart policy.
+    pub fn restart(mut self, restart: Restart) -> ChildSpec {
+        self.restart = restart;
+        self
+    }
+}
+
+/// Starts a dynamic child and waits until its `init` returned. The error is
+/// a code such as `already_started`, `unknown_plugin` or
+/// `init_failed: <reason>`.
+pub fn start_child(spec: &ChildSpec) -> Result<(), String> {
+    let spec = wit::ChildSpec {
+        id: spec.id.clone(),
+        plugin: spec.plugin.clone(),
+        args: spec.args.as_bytes().to_vec(),
+        restart: match spec.restart {
+            Restart::Permanent => wit::Restart::Permanent,
+            Restart::Transient => wit::Restart::Transient,
+            Restart::Temporary => wit::Restart::Temporary,
+        },
+        shutdown_ms: spec.shutdown_ms,
+    };
+    rt::start_child(&spec)
+}
+
+/// Stops child `id` with `shutdown` and removes it.
+pub fn stop_child(id: &str) -> Result<(), String> {
+    rt::stop_child(id)
+}
+
+/// Monitors `id`: [`Info::Down`](crate::Info::Down) arrives once when it
+/// exits, or at once (with `Noproc`) if it is not running.
+pub fn monitor(id: &str) {
+    rt::monitor(id)
+}
+
+/// Publishes `msg` on `topic` to every subscriber and event stream.
+pub fn publish(topic: &str, msg: &impl Serialize) {
+    rt::publish(topic, Message::encode(msg).as_bytes())
+}
+
+/// Subscribes this instance to `topic`; events arrive as
+/// [`Info::Event`](crate::Info::Event). Subscribe in `init`.
+pub fn subscribe(topic: &str) {
+    rt::subscribe(topic)
+}
+
+/// Ends this instance's subscription to `topic`.
+pub fn unsubscribe(topic: &str) {
+    rt::unsubscribe(topic)
+}
+
+/// Stops this instance with `reason` after the current callback returns.
+pub fn stop(reason: ExitReason) {
+    rt::stop(&to_wit_reason(reason))
+}
+
+/// Log levels for [`log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Very detailed diagnostics.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected but handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Writes a line to the host's log, tagged with this instance's id.
+pub fn log(level: Level, msg: &str) {
+    let level = match level {
+        Level::Trace => wit::LogLevel::Trace,
+        Level::Debug => wit::LogLevel::Debug,
+        Level::Info => wit::LogLevel::Info,
+        Level::Warn => wit::LogLevel::Warn,
+        Level::Error => wit::LogLevel::Error,
+    };
+    rt::log(level, msg)
+}
+
+pub(crate) fn to_wit_reason(reason: ExitReason) -> wit::ExitReason {
+    match reason {
+        ExitReason::Normal => wit::ExitReason::Normal,
+        ExitReason::Shutdown => wit::ExitReason::Shutdown,
+        ExitReason::Trap(m) => wit::ExitReason::Trap(m),
+        ExitReason::Killed(m) => wit::ExitReason::Killed(m),
+        ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m),
+        ExitReason::Noproc => wit::ExitReason::Noproc,
+    }
+}
+
+pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
+    match reason {
+        wit::ExitReason::Normal => ExitReason::Normal,
+        wit::ExitReason::Shutdown => ExitReason::Shutdown,
+        wit::ExitReason::Trap(m) => ExitReason::Trap(m),
+        wit::ExitReason::Killed(m) => ExitReason::Killed(m),
+        wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
+        wit::ExitReason::Noproc => ExitReason::Noproc,
+    }
+}

@@ -1,0 +1,13 @@
+//! Host bindings for the `wasmvisor:plugin` world.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+    imports: {
+        "wasmvisor:plugin/runtime.call": async | trappable,
+        "wasmvisor:plugin/runtime.start-child": async | trappable,
+        "wasmvisor:plugin/runtime.stop-child": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+});

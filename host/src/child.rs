@@ -1,0 +1,362 @@
+//! The driver of one child: a task that owns the child's mailbox for the
+//! child's whole life and runs one instance after another in it. It handles
+//! one message at a time, reports every exit to the supervisor, and carries
+//! out the decision (restart, back off, fail, remove).
+
+use crate::address::{Cell, Envelope};
+use crate::control::{Control, ControlSlot};
+use crate::events::Event;
+use crate::host::HostInner;
+use crate::instance::{Instance, StartFailure};
+use crate::supervisor::intensity::Intensity;
+use crate::supervisor::{self, Decision};
+use crate::types::{CallError, ExitReason, StartError, Status};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+/// How a running instance ended.
+enum Ended {
+    /// On its own (trap, kill, guest stop): the supervisor decides.
+    Exit(ExitReason),
+    /// An operator stopped the child: remove it.
+    Stop(oneshot::Sender<()>),
+    /// An operator restarted the child: start a new instance now.
+    Restart(oneshot::Sender<()>),
+}
+
+/// What a child that is down (backoff, failed, waiting) does next.
+enum Wake {
+    Start,
+    Removed,
+}
+
+pub(crate) struct Child {
+    host: Arc<HostInner>,
+    cell: Arc<Cell>,
+    mailbox: mpsc::Receiver<Envelope>,
+    intensity: Intensity,
+}
+
+/// Runs `work` unless a kill arrives first; a kill drops the guest call in
+/// flight, which unwinds the guest, and the instance is then discarded.
+async fn guarded<T>(
+    control: &ControlSlot,
+    work: impl Future<Output = Result<T, ExitReason>>,
+) -> Result<T, ExitReason> {
+    tokio::select! {
+        biased;
+        reason = control.killed() => Err(ExitReason::Killed(reason)),
+        result = work => result,
+    }
+}
+
+impl Child {
+    /// Starts the child's task; the receiver answers once the first
+    /// instance's `init` returned.
+    pub(crate) fn spawn(
+        host: Arc<HostInner>,
+        cell: Arc<Cell>,
+        mailbox: mpsc::Receiver<Envelope>,
+    ) -> oneshot::Receiver<Result<(), StartError>> {
+        let s = host.config.supervisor;
+        let child = Child {
+            host,
+            cell,
+            mailbox,
+            intensity: Intensity::new(s.max_restarts, s.max_seconds),
+        };
+        let (ready, started) = oneshot::channel();
+        tokio::spawn(child.run(ready));
+        started
+    }
+
+    async fn run(mut self, ready: oneshot::Sender<Result<(), StartError>>) {
+        let mut ready = Some(ready);
+        loop {
+            let Some(version) = self.host.catalog.current(&self.cell.spec.plugin) else {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(StartError::UnknownPlugin(self.cell.spec.plugin.clone())));
+                    return self.remove();
+                }
+                // The plugin's file is gone; wait for it (or an operator).
+                self.cell.set_status(Status::Waiting);
+                match self.wait(None).await {
+                    Wake::Start => continue,
+                    Wake::Removed => return,
+                }
+            };
+            let generation = self.cell.next_generation();
+            let started = Box::pin(guarded(&self.cell.control, async {
+                Ok(Instance::start(&self.host, &self.cell, version, generation).await)
+            }))
+            .await;
+            let (ended, uptime) = match started {
+                Ok(Ok(instance)) => {
+                    self.running(&instance, ready.take());
+                    let up = Instant::now();
+                    let ended = self.serve(instance).await;
+                    (ended, up.elapsed())
+                }
+                Ok(Err(failure)) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(match failure {
+                            StartFailure::Init(m) => StartError::InitFailed(m),
+                            StartFailure::Unavailable(m) => StartError::Unavailable(m),
+                        }));
+                        return self.remove();
+                    }
+                    let message = match failure {
+                        StartFailure::Init(m) | StartFailure::Unavailable(m) => m,
+                    };
+                    (Ended::Exit(ExitReason::InitFailed(message)), Duration::ZERO)
+                }
+                Err(killed) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(StartError::InitFailed(killed.to_string())));
+                        return self.remove();
+                    }
+                    (Ended::Exit(killed), Duration::ZERO)
+                }
+            };
+            match ended {
+                Ended::Stop(done) => {
+                    self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+                    self.remove();
+                    let _ = done.send(());
+                    return;
+                }
+                Ended::Restart(done) => {
+                    self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+                    self.intensity.reset();
+                    let _ = done.send(());
+                }
+                Ended::Exit(reason) => {
+                    if let Wake::Removed = self.after_exit(reason, uptime).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the child running on `instance` and announces it.
+    fn running(&self, instance: &Instance, ready: Option<oneshot::Sender<Result<(), StartError>>>) {
+        let version = instance.version.clone();
+        let restarts = {
+            let mut state = self.cell.state();
+            state.status = Status::Running;
+            state.started_at = SystemTime::now();
+            state.backoff_until = None;
+            state.version = Some(version.clone());
+            if ready.is_none() {
+                state.restarts += 1;
+            }
+            state.restarts
+        };
+        let (id, version) = (self.cell.id.to_string(), version.hash.clone());
+        match ready {
+            Some(ready) => {
+                let _ = ready.send(Ok(()));
+                self.host.events.emit(Event::ChildStarted {
+                    id,
+                    plugin: self.cell.spec.plugin.clone(),
+                    version,
+                });
+            }
+            None => {
+                self.host.metrics.restart();
+                self.host.events.emit(Event::ChildRestarted { id, restarts, version });
+            }
+        }
+    }
+
+    /// An instance ended on its own: ask the supervisor and act on it.
+    async fn after_exit(&mut self, reason: ExitReason, uptime: Duration) -> Wake {
+        self.host.metrics.exit(&reason);
+        tracing::info!(child = %self.cell.id, "exited: {reason}");
+        self.host.events.emit(Event::ChildExited {
+            id: self.cell.id.to_string(),
+            reason: reason.clone(),
+        });
+        let decision = supervisor::decide(
+            self.cell.spec.restart,
+            &reason,
+            &self.host.config.supervisor,
+            &mut self.intensity,
+            uptime,
+            Instant::now(),
+        );
+        match decision {
+            Decision::Remove => {
+                self.cell.exited(&reason, Status::Restarting);
+                self.remove();
+                Wake::Removed
+            }
+            Decision::Restart { delay } if delay.is_zero() => {
+                self.cell.exited(&reason, Status::Restarting);
+                Wake::Start
+            }
+            Decision::Restart { delay } => {
+                self.cell.exited(&reason, Status::Backoff);
+                self.cell.state().backoff_until = Some(SystemTime::now() + delay);
+                tracing::warn!(child = %self.cell.id, "restart intensity exceeded; next restart in {delay:?}");
+                self.host.events.emit(Event::ChildBackoff {
+                    id: self.cell.id.to_string(),
+                    delay_ms: delay.as_millis() as u64,
+                    reason,
+                });
+                self.wait(Some(Instant::now() + delay)).await
+            }
+            Decision::Fail => {
+                self.cell.exited(&reason, Status::Failed);
+                tracing::error!(child = %self.cell.id, "restart intensity exceeded; failed: {reason}");
+                self.host.events.emit(Event::ChildFailed {
+                    id: self.cell.id.to_string(),
+                    reason,
+                });
+                self.wait(None).await
+            }
+        }
+    }
+
+    /// Serves the mailbox with `instance` until it ends.
+    async fn serve(&mut self, mut instance: Instance) -> Ended {
+        loop {
+            let next = tokio::select! {
+                biased;
+                control = self.cell.control.next() => Err(control),
+                envelope = self.mailbox.recv() => Ok(envelope),
+            };
+            match next {
+                Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),
+                Err(Control::Stop { done }) => {
+                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    return Ended::Stop(done);
+                }
+                Err(Control::Restart { done }) => {
+                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    return Ended::Restart(done);
+                }
+                Err(Control::Reload { done, .. }) => {
+                    let _ = done.send(Err("hot reload is not available yet".into()));
+                }
+                // The cell holds a sender for as long as this task runs.
+                Ok(None) => return Ended::Exit(ExitReason::Shutdown),
+                Ok(Some(envelope)) => {
+                    if let Err(reason) = self.dispatch(&mut instance, envelope).await {
+                        return Ended::Exit(reason);
+                    }
+                    if let Some(reason) = instance.take_stop_request() {
+                        self.terminate(&mut instance, &reason).await;
+                        return Ended::Exit(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, instance: &mut Instance, envelope: Envelope) -> Result<(), ExitReason> {
+        let control = &self.cell.control;
+        match envelope {
+            Envelope::Call { msg, reply } => {
+                match guarded(control, instance.handle_call(&msg)).await {
+                    Ok(out) => {
+                        let _ = reply.send(Ok(out));
+                        Ok(())
+                    }
+                    Err(reason) => {
+                        let _ = reply.send(Err(reason.to_call_error()));
+                        Err(reason)
+                    }
+                }
+            }
+            Envelope::Cast { msg } => guarded(control, instance.handle_cast(&msg)).await,
+            Envelope::Info { generation, info } => {
+                guarded(control, instance.handle_info(generation, info)).await
+            }
+        }
+    }
+
+    /// `terminate(reason)`, given `shutdown_ms` at most, and cut short by a
+    /// kill.
+    async fn terminate(&self, instance: &mut Instance, reason: &ExitReason) {
+        let limit = Duration::from_millis(self.cell.spec.shutdown_ms.into());
+        let work = async {
+            instance.terminate(reason).await;
+            Ok(())
+        };
+        if tokio::time::timeout(limit, guarded(&self.cell.control, work)).await.is_err() {
+            tracing::warn!(child = %self.cell.id, "terminate took longer than {limit:?}; killed");
+        }
+    }
+
+    /// Waits while the child is down (backoff until `until`, or failed or
+    /// waiting with no deadline). Calls are answered `failed` meanwhile when
+    /// there is no deadline; with one, they wait for the restart.
+    async fn wait(&mut self, until: Option<Instant>) -> Wake {
+        let sleep = async {
+            match until {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                control = self.cell.control.next() => match control {
+                    Control::Stop { done } => {
+                        self.remove();
+                        let _ = done.send(());
+                        return Wake::Removed;
+                    }
+                    Control::Restart { done } => {
+                        self.intensity.reset();
+                        let _ = done.send(());
+                        return Wake::Start;
+                    }
+                    Control::Reload { done, .. } => {
+                        self.intensity.reset();
+                        let _ = done.send(Ok(()));
+                        return Wake::Start;
+                    }
+                    Control::Kill { .. } => {}
+                },
+                () = &mut sleep => return Wake::Start,
+                envelope = self.mailbox.recv(), if until.is_none() => {
+                    if let Some(Envelope::Call { reply, .. }) = envelope {
+                        let status = self.cell.state().status;
+                        let why = match self.cell.state().last_exit.clone() {
+                            Some(exit) => format!("the child is {status}: {exit}"),
+                            None => format!("the child is {status}"),
+                        };
+                        let _ = reply.send(Err(CallError::Failed(why)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deregisters the child. Queued calls are answered `failed` when this
+    /// task ends and drops the mailbox; queued signals are released.
+    fn remove(&self) {
+        self.host.registry.remove(&self.cell);
+        for control in self.cell.control.drain() {
+            match control {
+                Control::Stop { done } | Control::Restart { done } => {
+                    let _ = done.send(());
+                }
+                Control::Reload { done, .. } => {
+                    let _ = done.send(Err("the child was removed".into()));
+                }
+                Control::Kill { .. } => {}
+            }
+        }
+        tracing::info!(child = %self.cell.id, "removed");
+        self.host.events.emit(Event::ChildRemoved {
+            id: self.cell.id.to_string(),
+        });
+    }
+}

@@ -1,0 +1,208 @@
+//! `wasmvisor.toml`: every key is optional and has the default documented in
+//! the README.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The watched plugins folder; `NAME.wasm` is plugin `NAME`.
+    pub plugins_dir: PathBuf,
+    /// Where the HTTP API listens.
+    pub listen: String,
+    /// Where durable state and compiled artifacts live.
+    pub data_dir: PathBuf,
+    /// Restart intensity and what happens when it is exceeded.
+    pub supervisor: SupervisorConfig,
+    /// Limits per plugin, by plugin name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// The size of the instance pool.
+    pub pool: PoolConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            plugins_dir: PathBuf::from("plugins"),
+            listen: "127.0.0.1:7070".into(),
+            data_dir: PathBuf::from(".wasmvisor"),
+            supervisor: SupervisorConfig::default(),
+            plugins: BTreeMap::new(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// At most this many restarts...
+    pub max_restarts: u32,
+    /// ...within this many seconds (as Elixir: 3 in 5).
+    pub max_seconds: u32,
+    /// What a dynamic child that exceeds its intensity does.
+    pub on_exhausted: OnExhausted,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: 3,
+            max_seconds: 5,
+            on_exhausted: OnExhausted::Backoff,
+        }
+    }
+}
+
+/// What a dynamic child that exceeds its restart intensity does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Keep restarting after an exponential delay (100 ms doubling to 30 s).
+    Backoff,
+    /// Stop restarting and show `failed` until an operator or a reload
+    /// revives it.
+    Fail,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Linear memory cap per instance, MiB.
+    pub memory_mb: u32,
+    /// CPU time one message may take, ms.
+    pub cpu_ms: u32,
+    /// Mailbox bound (calls and casts waiting).
+    pub mailbox: u32,
+    /// Hosts (`host` or `host:port`) the plugin may reach over HTTP.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            memory_mb: 64,
+            cpu_ms: 1_000,
+            mailbox: 10_000,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// `[pool]`: how many instances the host can hold at once. The pooling
+/// allocator reserves address space and memory mappings for all of them at
+/// start.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Live instances at most (a reload briefly needs one extra per batch).
+    pub max_instances: u32,
+    /// The native stack each instance's calls run on, KiB.
+    pub stack_kib: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_instances: 10_000,
+            stack_kib: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file. Unknown keys are errors, so a typo never silently
+    /// falls back to a default.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The limits of a plugin: its `[plugins.NAME]` section or the defaults.
+    pub fn plugin(&self, name: &str) -> PluginConfig {
+        self.plugins.get(name).cloned().unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let s = &self.supervisor;
+        anyhow::ensure!(s.max_seconds > 0, "supervisor.max_seconds must be at least 1");
+        for (name, p) in &self.plugins {
+            anyhow::ensure!(p.memory_mb > 0, "plugins.{name}.memory_mb must be at least 1");
+            anyhow::ensure!(
+                p.memory_mb <= 4096,
+                "plugins.{name}.memory_mb must be at most 4096 (wasm32 memories are 4 GiB)"
+            );
+            anyhow::ensure!(p.cpu_ms > 0, "plugins.{name}.cpu_ms must be at least 1");
+            anyhow::ensure!(p.mailbox > 0, "plugins.{name}.mailbox must be at least 1");
+        }
+        anyhow::ensure!(self.pool.max_instances > 0, "pool.max_instances must be at least 1");
+        anyhow::ensure!(
+            (64..=8192).contains(&self.pool.stack_kib),
+            "pool.stack_kib must be between 64 and 8192"
+        );
+        Ok(())
+    }
+
+    /// The largest memory cap of any plugin: the size of a pool memory slot.
+    pub fn max_memory_mb(&self) -> u32 {
+        self.plugins
+            .values()
+            .map(|p| p.memory_mb)
+            .chain([PluginConfig::default().memory_mb])
+            .max()
+            .unwrap_or(64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, "127.0.0.1:7070");
+        assert_eq!(c.supervisor.max_restarts, 3);
+        assert_eq!(c.supervisor.max_seconds, 5);
+        assert_eq!(c.plugin("any").memory_mb, 64);
+    }
+
+    #[test]
+    fn plugin_sections_override_defaults() {
+        let c = Config::parse(
+            "[supervisor]\non_exhausted = \"fail\"\n[plugins.chaos]\nmemory_mb = 16\ncpu_ms = 50\n",
+        )
+        .unwrap();
+        assert_eq!(c.supervisor.on_exhausted, OnExhausted::Fail);
+        assert_eq!(c.plugin("chaos").memory_mb, 16);
+        assert_eq!(c.plugin("chaos").mailbox, 10_000);
+        assert_eq!(c.max_memory_mb(), 64);
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let err = Config::parse("[supervisor]\nmax_restart = 3\n").unwrap_err();
+        assert!(format!("{err:#}").contains("max_restart"), "{err:#}");
+    }
+
+    #[test]
+    fn nonsense_limits_are_errors() {
+        assert!(Config::parse("[plugins.x]\nmemory_mb = 0\n").is_err());
+        assert!(Config::parse("[pool]\nstack_kib = 1\n").is_err());
+    }
+}

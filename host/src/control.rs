@@ -1,0 +1,123 @@
+//! Control signals for a child (stop, restart, kill, reload). They bypass the
+//! mailbox, so a kill reaches a child whose mailbox is full or whose guest is
+//! spinning, and they cost nothing until used: an idle child holds an empty
+//! queue and a `Notify`.
+
+use crate::catalog::Version;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, oneshot};
+
+/// What an operator, a supervisor or the reloader asks of a child.
+pub(crate) enum Control {
+    /// Run `terminate(shutdown)` and remove the child for good.
+    Stop { done: oneshot::Sender<()> },
+    /// Run `terminate(shutdown)` and start a fresh instance with the same
+    /// args; also revives a child in backoff or failed.
+    Restart { done: oneshot::Sender<()> },
+    /// End the instance now with `killed(reason)`; restarted per policy.
+    Kill { reason: String },
+    /// Move to `version`, carrying state through snapshot/restore; the
+    /// outcome goes to `done`.
+    Reload {
+        version: Arc<Version>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct ControlSlot {
+    pending: AtomicBool,
+    queue: Mutex<VecDeque<Control>>,
+    notify: Notify,
+}
+
+impl ControlSlot {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn push(&self, control: Control) {
+        self.queue().push_back(control);
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn take(&self, pick: impl Fn(&Control) -> bool) -> Option<Control> {
+        if !self.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut queue = self.queue();
+        let found = queue.iter().position(pick).and_then(|i| queue.remove(i));
+        self.pending.store(!queue.is_empty(), Ordering::Release);
+        found
+    }
+
+    /// The next signal, in arrival order.
+    pub(crate) async fn next(&self) -> Control {
+        loop {
+            if let Some(c) = self.take(|_| true) {
+                return c;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Resolves when a kill arrives; other signals stay queued for
+    /// [`ControlSlot::next`]. Used while a guest callback runs, because only a
+    /// kill interrupts a callback.
+    pub(crate) async fn killed(&self) -> String {
+        loop {
+            if let Some(Control::Kill { reason }) = self.take(|c| matches!(c, Control::Kill { .. }))
+            {
+                return reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Takes everything queued (used when a child goes away).
+    pub(crate) fn drain(&self) -> Vec<Control> {
+        let mut queue = self.queue();
+        self.pending.store(false, Ordering::Release);
+        queue.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn kill_overtakes_queued_signals() {
+        let slot = ControlSlot::default();
+        let (done, _rx) = oneshot::channel();
+        slot.push(Control::Stop { done });
+        slot.push(Control::Kill { reason: "operator".into() });
+        assert_eq!(slot.killed().await, "operator");
+        assert!(matches!(slot.next().await, Control::Stop { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_signal_sent_before_waiting_is_not_lost() {
+        let slot = Arc::new(ControlSlot::default());
+        slot.push(Control::Kill { reason: "early".into() });
+        let got = tokio::time::timeout(Duration::from_secs(5), slot.next()).await;
+        assert!(matches!(got, Ok(Control::Kill { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken() {
+        let slot = Arc::new(ControlSlot::default());
+        let waiter = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.killed().await }
+        });
+        tokio::task::yield_now().await;
+        slot.push(Control::Kill { reason: "late".into() });
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), "late");
+    }
+}

@@ -1,0 +1,174 @@
+//! The host's event stream: lifecycle events of children and plugins, and
+//! every message published on a topic. `/v1/events` streams it as
+//! Server-Sent Events; library users subscribe with `Host::events`.
+
+use crate::types::ExitReason;
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it skips some
+/// (it is told how many).
+const CAPACITY: usize = 4096;
+
+/// Something that happened on the host.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A child's first instance is serving.
+    ChildStarted {
+        /// The child id.
+        id: String,
+        /// Its plugin.
+        plugin: String,
+        /// The plugin version it runs.
+        version: String,
+    },
+    /// An instance ended.
+    ChildExited {
+        /// The child id.
+        id: String,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// A new instance of an existing child is serving.
+    ChildRestarted {
+        /// The child id.
+        id: String,
+        /// Restarts so far.
+        restarts: u64,
+        /// The plugin version it runs.
+        version: String,
+    },
+    /// A child exceeded its restart intensity; its next start waits.
+    ChildBackoff {
+        /// The child id.
+        id: String,
+        /// The wait, ms.
+        delay_ms: u64,
+        /// The exit that caused it.
+        reason: ExitReason,
+    },
+    /// A child exceeded its restart intensity and stays down.
+    ChildFailed {
+        /// The child id.
+        id: String,
+        /// The exit that caused it.
+        reason: ExitReason,
+    },
+    /// A child was removed; its id is free.
+    ChildRemoved {
+        /// The child id.
+        id: String,
+    },
+    /// A plugin was loaded for the first time.
+    PluginLoaded {
+        /// The plugin name.
+        plugin: String,
+        /// Its version (short content hash).
+        version: String,
+        /// Compile time, ms.
+        compile_ms: f64,
+    },
+    /// A plugin could not be loaded or reloaded; nothing changed.
+    ReloadFailed {
+        /// The plugin name.
+        plugin: String,
+        /// Why.
+        error: String,
+    },
+    /// A message published on a topic.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The message: JSON when it is JSON, else a string.
+        #[serde(serialize_with = "message_as_json")]
+        msg: Bytes,
+    },
+}
+
+impl Event {
+    /// The event's type, as the SSE `event:` field spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ChildStarted { .. } => "child_started",
+            Event::ChildExited { .. } => "child_exited",
+            Event::ChildRestarted { .. } => "child_restarted",
+            Event::ChildBackoff { .. } => "child_backoff",
+            Event::ChildFailed { .. } => "child_failed",
+            Event::ChildRemoved { .. } => "child_removed",
+            Event::PluginLoaded { .. } => "plugin_loaded",
+            Event::ReloadFailed { .. } => "reload_failed",
+            Event::Topic { .. } => "topic",
+        }
+    }
+
+    /// The topic of a topic event.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            Event::Topic { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+}
+
+fn message_as_json<S: Serializer>(msg: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_slice::<serde_json::Value>(msg) {
+        Ok(v) => v.serialize(s),
+        Err(_) => String::from_utf8_lossy(msg).serialize(s),
+    }
+}
+
+/// The broadcast behind [`Event`]s.
+pub(crate) struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl EventBus {
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscriber is the common case; then there is nothing to do.
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
+    /// Whether anyone listens; lets hot paths skip building events.
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_messages_are_embedded_as_json() {
+        let e = Event::Topic {
+            topic: "t".into(),
+            msg: Bytes::from_static(br#"{"a":1}"#),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type": "topic", "topic": "t", "msg": {"a": 1}})
+        );
+        let e = Event::Topic {
+            topic: "t".into(),
+            msg: Bytes::from_static(b"not json"),
+        };
+        assert_eq!(serde_json::to_value(&e).unwrap()["msg"], "not json");
+    }
+}

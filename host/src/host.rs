@@ -1,0 +1,443 @@
+//! The host: one engine, one linker, the plugin catalog, the registry, topics
+//! and events, and the dynamic supervisor's operations on them. [`Host`] is
+//! the library's entry point; the HTTP API and the benchmark use only it.
+
+use crate::address::{Address, Cell};
+use crate::catalog::{self, Catalog, Version};
+use crate::child::Child;
+use crate::config::Config;
+use crate::control::Control;
+use crate::events::{Event, EventBus};
+use crate::instance::InstanceState;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::topics::Topics;
+use crate::types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};
+use crate::{engine, names};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// State shared by every part of the host.
+pub struct HostInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<InstanceState>,
+    pub(crate) catalog: Catalog,
+    pub(crate) registry: Registry,
+    pub(crate) topics: Topics,
+    pub(crate) events: EventBus,
+    pub(crate) metrics: Metrics,
+    pub(crate) config: Config,
+}
+
+/// A running wasmvisor host. Cheap to clone; all clones are the same host.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+/// What `ps` and `GET /v1/children/{id}` show about a child.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChildInfo {
+    /// The registry id.
+    pub id: String,
+    /// The plugin.
+    pub plugin: String,
+    /// `starting`, `running`, `restarting`, `backoff`, `failed` or `waiting`.
+    pub status: Status,
+    /// The version (short content hash) of the current or last instance.
+    pub version: Option<String>,
+    /// How many times a new instance replaced an exited one.
+    pub restarts: u64,
+    /// Why the last instance exited, if one did.
+    pub last_exit: Option<ExitReason>,
+    /// The restart policy.
+    pub restart: Restart,
+    /// The init args.
+    pub args: serde_json::Value,
+    /// When the current instance started (Unix ms).
+    pub started_at_ms: u64,
+    /// In backoff: when the next restart happens (Unix ms).
+    pub backoff_until_ms: Option<u64>,
+}
+
+/// What `GET /v1/plugins` shows about a plugin.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PluginInfo {
+    /// The plugin name.
+    pub name: String,
+    /// The current version (short content hash), if one is loaded.
+    pub version: Option<String>,
+    /// When it was loaded (Unix ms).
+    pub loaded_at_ms: Option<u64>,
+    /// How long compiling it took, ms.
+    pub compile_ms: Option<f64>,
+    /// The `.wasm` size, bytes.
+    pub size: Option<usize>,
+    /// How many children run this plugin.
+    pub instances: usize,
+    /// Why the last load failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// How loading a folder of plugins went.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Plugins that loaded, with their versions.
+    pub loaded: Vec<(String, String)>,
+    /// Files that failed, with the error.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl HostInner {
+    /// The dynamic supervisor's `start_child`: registers the id, starts the
+    /// child's task and waits until its first `init` returned.
+    pub(crate) async fn start_child(self: &Arc<Self>, spec: ChildSpec) -> Result<Address, StartError> {
+        names::validate_id(&spec.id).map_err(StartError::Invalid)?;
+        names::validate_plugin(&spec.plugin).map_err(StartError::Invalid)?;
+        let version = self
+            .catalog
+            .current(&spec.plugin)
+            .ok_or_else(|| StartError::UnknownPlugin(spec.plugin.clone()))?;
+        let (tx, rx) = mpsc::channel(version.limits.mailbox as usize);
+        let cell = Arc::new(Cell::new(spec, tx));
+        if self.registry.insert_new(cell.clone()).is_err() {
+            return Err(StartError::AlreadyStarted(cell.id.to_string()));
+        }
+        let started = Child::spawn(self.clone(), cell.clone(), rx);
+        match started.await {
+            Ok(Ok(())) => Ok(Address(cell)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StartError::Unavailable("the child's task ended during start".into())),
+        }
+    }
+
+    /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
+    /// then the child is removed and its id is free.
+    pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
+        let cell = self.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let (done, stopped) = oneshot::channel();
+        cell.control.push(Control::Stop { done });
+        let _ = stopped.await;
+        Ok(())
+    }
+
+    pub(crate) fn publish(&self, topic: &str, msg: Bytes) {
+        if self.events.has_listeners() {
+            self.events.emit(Event::Topic {
+                topic: topic.to_string(),
+                msg: msg.clone(),
+            });
+        }
+        self.topics.publish(topic, &msg);
+    }
+
+    fn info(&self, cell: &Cell) -> ChildInfo {
+        let state = cell.state();
+        ChildInfo {
+            id: cell.id.to_string(),
+            plugin: cell.spec.plugin.clone(),
+            status: state.status,
+            version: state.version.as_ref().map(|v| v.hash.clone()),
+            restarts: state.restarts,
+            last_exit: state.last_exit.clone(),
+            restart: cell.spec.restart,
+            args: serde_json::from_slice(&cell.spec.args).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
+            }),
+            started_at_ms: unix_ms(state.started_at),
+            backoff_until_ms: state.backoff_until.map(unix_ms),
+        }
+    }
+}
+
+impl Host {
+    /// Creates the engine, the linker and the epoch ticker, then loads every
+    /// plugin in `config.plugins_dir` (a file that fails is reported and
+    /// skipped). Must run inside a multi-threaded tokio runtime.
+    pub async fn new(config: Config) -> Result<Host> {
+        let host = Host::empty(config)?;
+        let dir = host.inner.config.plugins_dir.clone();
+        if dir.is_dir() {
+            host.load_dir(&dir).await?;
+        } else {
+            tracing::warn!("plugins folder {} does not exist; no plugins loaded", dir.display());
+        }
+        Ok(host)
+    }
+
+    /// A host with no plugins loaded.
+    pub fn empty(config: Config) -> Result<Host> {
+        let engine = engine::engine(&config)?;
+        let linker = engine::linker(&engine)?;
+        engine::start_epoch_ticker(&engine)?;
+        Ok(Host {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                catalog: Catalog::default(),
+                registry: Registry::default(),
+                topics: Topics::default(),
+                events: EventBus::default(),
+                metrics: Metrics::default(),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Compiles every `NAME.wasm` in `dir`, showing progress in the log.
+    pub async fn load_dir(&self, dir: &Path) -> Result<LoadReport> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read plugins folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        files.sort();
+        let mut report = LoadReport::default();
+        let total = files.len();
+        for (i, path) in files.into_iter().enumerate() {
+            tracing::info!("[{}/{total}] compiling {}", i + 1, path.display());
+            match self.load_file(&path).await {
+                Ok(v) => {
+                    tracing::info!(
+                        "[{}/{total}] loaded plugin {} version {} ({} KiB, compiled in {:.0} ms)",
+                        i + 1,
+                        v.plugin,
+                        v.hash,
+                        v.size / 1024,
+                        v.compile_ms
+                    );
+                    report.loaded.push((v.plugin.to_string(), v.hash.clone()));
+                }
+                Err(e) => {
+                    tracing::error!("[{}/{total}] cannot load {}: {e:#}", i + 1, path.display());
+                    report.failed.push((path, format!("{e:#}")));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compiles one plugin file (on a blocking thread) and makes it the
+    /// current version of plugin `NAME` (from `NAME.wasm`).
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<Version>> {
+        let name = catalog::plugin_name(path).with_context(|| {
+            format!(
+                "{} is not NAME.wasm with a valid plugin name (letters, digits, _ and -)",
+                path.display()
+            )
+        })?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.load_bytes(&name, bytes).await
+    }
+
+    /// Compiles `bytes` as plugin `name` and makes it the current version.
+    pub async fn load_bytes(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Version>> {
+        names::validate_plugin(name).map_err(anyhow::Error::msg)?;
+        let inner = self.inner.clone();
+        let plugin = name.to_string();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let limits = inner.config.plugin(&plugin);
+            catalog::compile(&inner.engine, &inner.linker, &plugin, &bytes, limits)
+        })
+        .await
+        .context("the compile task panicked")?;
+        match compiled {
+            Ok(version) => {
+                let version = Arc::new(version);
+                self.inner.catalog.install(version.clone());
+                self.inner.metrics.plugin_load(true);
+                self.inner.events.emit(Event::PluginLoaded {
+                    plugin: name.to_string(),
+                    version: version.hash.clone(),
+                    compile_ms: version.compile_ms,
+                });
+                Ok(version)
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                self.inner.catalog.record_error(name, message.clone());
+                self.inner.metrics.plugin_load(false);
+                self.inner.events.emit(Event::ReloadFailed {
+                    plugin: name.to_string(),
+                    error: message,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a dynamic child and waits until its `init` returned.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<Address, StartError> {
+        self.inner.start_child(spec).await
+    }
+
+    /// The address registered under `id`.
+    pub fn lookup(&self, id: &str) -> Option<Address> {
+        self.inner.registry.get(id).map(Address)
+    }
+
+    /// Calls child `id` and waits at most `timeout` for the reply.
+    pub async fn call(&self, id: &str, msg: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let m = &self.inner.metrics;
+        m.call();
+        let result = match self.inner.registry.get(id) {
+            Some(cell) => cell.call(msg, timeout).await,
+            None => Err(CallError::NotFound),
+        };
+        if let Err(e) = &result {
+            m.call_error(e.code());
+        }
+        result
+    }
+
+    /// Casts to child `id`.
+    pub fn cast(&self, id: &str, msg: Vec<u8>) -> Result<(), CallError> {
+        let m = &self.inner.metrics;
+        m.cast();
+        let result = match self.inner.registry.get(id) {
+            Some(cell) => cell.cast(msg),
+            None => Err(CallError::NotFound),
+        };
+        if let Err(e) = &result {
+            m.call_error(e.code());
+        }
+        result
+    }
+
+    /// Stops child `id` (`terminate(shutdown)`) and removes it.
+    pub async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
+        self.inner.stop_child(id).await
+    }
+
+    /// Restarts child `id` with a fresh instance and the same args; revives
+    /// a child in `backoff` or `failed`. Returns once the new instance is
+    /// being started.
+    pub async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
+        let cell = self.inner.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let (done, restarted) = oneshot::channel();
+        cell.control.push(Control::Restart { done });
+        let _ = restarted.await;
+        Ok(())
+    }
+
+    /// Kills child `id` now: exit reason `killed(reason)`, restarted per its
+    /// policy, like `Process.exit(pid, :kill)`.
+    pub fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
+        let cell = self.inner.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        cell.control.push(Control::Kill {
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Every child, sorted by id.
+    pub fn children(&self) -> Vec<ChildInfo> {
+        let mut all: Vec<_> = self.inner.registry.all().iter().map(|c| self.inner.info(c)).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// One child.
+    pub fn child(&self, id: &str) -> Option<ChildInfo> {
+        self.inner.registry.get(id).map(|c| self.inner.info(&c))
+    }
+
+    /// How many children exist.
+    pub fn count_children(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Every plugin the host knows.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let children = self.inner.registry.all();
+        self.inner
+            .catalog
+            .list()
+            .into_iter()
+            .map(|(name, entry)| {
+                let v = entry.current.as_ref();
+                PluginInfo {
+                    instances: children.iter().filter(|c| c.spec.plugin == name).count(),
+                    name,
+                    version: v.map(|v| v.hash.clone()),
+                    loaded_at_ms: v.map(|v| unix_ms(v.loaded_at)),
+                    compile_ms: v.map(|v| v.compile_ms),
+                    size: v.map(|v| v.size),
+                    last_error: entry.last_error,
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes `msg` on `topic`, to subscribers and event streams.
+    pub fn publish(&self, topic: &str, msg: Vec<u8>) {
+        self.inner.publish(topic, Bytes::from(msg));
+    }
+
+    /// Subscribes to the host's events (lifecycle and topics).
+    pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let children = self.inner.registry.all();
+        let mut by_status = std::collections::BTreeMap::new();
+        for s in [
+            Status::Starting,
+            Status::Running,
+            Status::Restarting,
+            Status::Backoff,
+            Status::Failed,
+            Status::Waiting,
+        ] {
+            by_status.insert(s.as_str(), 0u64);
+        }
+        for c in &children {
+            *by_status.entry(c.state().status.as_str()).or_default() += 1;
+        }
+        let plugins = self.inner.catalog.list().iter().filter(|(_, e)| e.current.is_some()).count();
+        self.inner.metrics.render(&[
+            (
+                "wasmvisor_children",
+                "Children by status.",
+                by_status
+                    .into_iter()
+                    .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n))
+                    .collect(),
+            ),
+            ("wasmvisor_plugins", "Plugins with a loaded version.", vec![(String::new(), plugins as u64)]),
+        ])
+    }
+
+    /// Stops every child (`terminate(shutdown)`), as the host does when it
+    /// exits.
+    pub async fn shutdown(&self) {
+        let children = self.inner.registry.all();
+        let mut waits = Vec::with_capacity(children.len());
+        for cell in children {
+            let (done, stopped) = oneshot::channel();
+            cell.control.push(Control::Stop { done });
+            waits.push(stopped);
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+}

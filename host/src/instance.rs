@@ -1,0 +1,336 @@
+//! One instance: a fresh `Store` with its host state, the component instance
+//! in it, and the calls into its exports. An instance that trapped or was
+//! killed is never called again; its owner drops it.
+
+use crate::address::{Cell, InfoMsg};
+use crate::bindings;
+use crate::bindings::wasmvisor::plugin::types as wit;
+use crate::catalog::Version;
+use crate::host::HostInner;
+use crate::stdio::GuestOutput;
+use crate::types::ExitReason;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::task::AbortHandle;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Pending timers one instance may hold; setting one more kills it.
+pub(crate) const MAX_TIMERS: usize = 10_000;
+
+/// The error a host hook returns to stop the guest: the reason is in
+/// [`InstanceState::kill`].
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted by the host")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The data of one instance's `Store`: everything the runtime imports need.
+pub struct InstanceState {
+    pub(crate) host: Arc<HostInner>,
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) generation: u64,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_cap: usize,
+    cpu_budget: u32,
+    cpu_ticks: u32,
+    /// Set by a host hook (CPU deadline, memory cap, abuse) that stopped the
+    /// guest; the exit is then `killed`, not `trap`.
+    pub(crate) kill: Option<String>,
+    /// `runtime.stop` was called: exit after the current callback.
+    pub(crate) stop_request: Option<ExitReason>,
+    /// The last error-level log line of the current callback: a panicking
+    /// guest logs its panic message there before it traps.
+    pub(crate) last_error_log: Option<String>,
+    pub(crate) timers: HashMap<u64, AbortHandle>,
+    pub(crate) next_timer: u64,
+    pub(crate) subscriptions: Vec<Arc<str>>,
+}
+
+impl Drop for InstanceState {
+    fn drop(&mut self) {
+        for (_, timer) in self.timers.drain() {
+            timer.abort();
+        }
+        self.host
+            .topics
+            .unsubscribe(&self.subscriptions, Arc::as_ptr(&self.cell), self.generation);
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for InstanceState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.kill = Some(format!(
+                "memory limit of {} MiB exceeded (asked for {} KiB)",
+                self.memory_cap / (1024 * 1024),
+                desired / 1024
+            ));
+            return Err(wasmtime::Error::new(Interrupted));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // The pool's table_elements bounds tables.
+        Ok(true)
+    }
+}
+
+/// Why an instance could not be created.
+pub(crate) enum StartFailure {
+    /// `init` failed, trapped or was killed: `init_failed`.
+    Init(String),
+    /// The host could not create the instance at all (pool exhausted).
+    Unavailable(String),
+}
+
+/// A live instance.
+pub(crate) struct Instance {
+    store: Store<InstanceState>,
+    exports: bindings::Plugin,
+    pub(crate) version: Arc<Version>,
+}
+
+impl Instance {
+    /// A fresh `Store`, instantiated from the version's cached `InstancePre`,
+    /// then `init(args)`.
+    pub(crate) async fn start(
+        host: &Arc<HostInner>,
+        cell: &Arc<Cell>,
+        version: Arc<Version>,
+        generation: u64,
+    ) -> Result<Instance, StartFailure> {
+        let limits = &version.limits;
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(cell.id.clone(), "stdout"))
+            .stderr(GuestOutput::new(cell.id.clone(), "stderr"))
+            .build();
+        let state = InstanceState {
+            host: host.clone(),
+            cell: cell.clone(),
+            generation,
+            wasi,
+            table: ResourceTable::new(),
+            memory_cap: limits.memory_mb as usize * 1024 * 1024,
+            cpu_budget: limits.cpu_ms.div_ceil(crate::engine::EPOCH_TICK.as_millis() as u32),
+            cpu_ticks: 0,
+            kill: None,
+            stop_request: None,
+            last_error_log: None,
+            timers: HashMap::new(),
+            next_timer: 1,
+            subscriptions: Vec::new(),
+        };
+        let mut store = Store::new(&host.engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            s.cpu_ticks += 1;
+            if s.cpu_ticks >= s.cpu_budget {
+                s.kill = Some(format!(
+                    "CPU deadline of {} ms per message exceeded",
+                    s.cpu_budget * crate::engine::EPOCH_TICK.as_millis() as u32
+                ));
+                return Err(wasmtime::Error::new(Interrupted));
+            }
+            // Yield at every tick so that a busy guest shares its thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+
+        let exports = match version.pre.instantiate_async(&mut store).await {
+            Ok(exports) => exports,
+            Err(e) => {
+                let reason = classify(e, store.data_mut());
+                return Err(match reason {
+                    ExitReason::Killed(m) => StartFailure::Init(format!("killed: {m}")),
+                    ExitReason::Trap(m) if is_resource_exhaustion(&m) => StartFailure::Unavailable(m),
+                    other => StartFailure::Init(other.to_string()),
+                });
+            }
+        };
+        let mut instance = Instance {
+            store,
+            exports,
+            version,
+        };
+        let args = cell.spec.args.to_vec();
+        instance.begin();
+        match instance.exports.call_init(&mut instance.store, &args).await {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(StartFailure::Init(message)),
+            Err(e) => {
+                let reason = classify(e, instance.store.data_mut());
+                Err(StartFailure::Init(reason.to_string()))
+            }
+        }
+    }
+
+    /// Resets the per-callback budget and context.
+    fn begin(&mut self) {
+        let s = self.store.data_mut();
+        s.cpu_ticks = 0;
+        s.last_error_log = None;
+        self.store.set_epoch_deadline(1);
+    }
+
+    fn fail(&mut self, error: wasmtime::Error) -> ExitReason {
+        classify(error, self.store.data_mut())
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.store.data().generation
+    }
+
+    pub(crate) async fn handle_call(&mut self, msg: &Vec<u8>) -> Result<Vec<u8>, ExitReason> {
+        self.begin();
+        match self.exports.call_handle_call(&mut self.store, msg).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    pub(crate) async fn handle_cast(&mut self, msg: &Vec<u8>) -> Result<(), ExitReason> {
+        self.begin();
+        self.exports
+            .call_handle_cast(&mut self.store, msg)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Delivers a notification, unless it belongs to an earlier instance or
+    /// is a timer that was cancelled meanwhile.
+    pub(crate) async fn handle_info(&mut self, generation: u64, info: InfoMsg) -> Result<(), ExitReason> {
+        if generation != self.generation() {
+            return Ok(());
+        }
+        let info = match info {
+            InfoMsg::Timer { timer, msg } => {
+                if self.store.data_mut().timers.remove(&timer).is_none() {
+                    return Ok(());
+                }
+                wit::Info::Timer(msg)
+            }
+            InfoMsg::Down { id, reason } => wit::Info::Down(wit::Down {
+                id: id.to_string(),
+                reason: to_wit_reason(&reason),
+            }),
+            InfoMsg::Event { topic, msg } => wit::Info::Event(wit::Event {
+                topic: topic.to_string(),
+                msg: msg.to_vec(),
+            }),
+        };
+        self.begin();
+        self.exports
+            .call_handle_info(&mut self.store, &info)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// `terminate(reason)`; its failure only matters for the log, since the
+    /// instance is going away anyway.
+    pub(crate) async fn terminate(&mut self, reason: &ExitReason) {
+        self.begin();
+        if let Err(e) = self.exports
+            .call_terminate(&mut self.store, &to_wit_reason(reason))
+            .await
+        {
+            let why = self.fail(e);
+            tracing::warn!(child = %self.store.data().cell.id, "terminate failed: {why}");
+        }
+    }
+
+    /// `snapshot()`: the state to carry into a new version.
+    pub(crate) async fn snapshot(&mut self) -> Result<Option<Vec<u8>>, ExitReason> {
+        self.begin();
+        self.exports
+            .call_snapshot(&mut self.store)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// `restore(state)` on a freshly started instance.
+    pub(crate) async fn restore(&mut self, state: &Vec<u8>) -> Result<Result<(), String>, ExitReason> {
+        self.begin();
+        self.exports
+            .call_restore(&mut self.store, state)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The exit the guest asked for with `runtime.stop`, if it did.
+    pub(crate) fn take_stop_request(&mut self) -> Option<ExitReason> {
+        self.store.data_mut().stop_request.take()
+    }
+}
+
+/// Sorts an error from a guest call into trap or kill. A host hook that
+/// stopped the guest left its reason in `state.kill`; everything else is the
+/// guest's fault, reported with the panic message it logged, if any.
+fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
+    if let Some(reason) = state.kill.take() {
+        return ExitReason::Killed(reason);
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    match state.last_error_log.take() {
+        Some(logged) => ExitReason::Trap(format!("{logged} ({trap})")),
+        None => ExitReason::Trap(trap),
+    }
+}
+
+fn is_resource_exhaustion(message: &str) -> bool {
+    message.contains("maximum concurrent") || message.contains("pooling allocator")
+}
+
+pub(crate) fn to_wit_reason(reason: &ExitReason) -> wit::ExitReason {
+    match reason {
+        ExitReason::Normal => wit::ExitReason::Normal,
+        ExitReason::Shutdown => wit::ExitReason::Shutdown,
+        ExitReason::Trap(m) => wit::ExitReason::Trap(m.clone()),
+        ExitReason::Killed(m) => wit::ExitReason::Killed(m.clone()),
+        ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m.clone()),
+        ExitReason::Noproc => wit::ExitReason::Noproc,
+    }
+}
+
+pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
+    match reason {
+        wit::ExitReason::Normal => ExitReason::Normal,
+        wit::ExitReason::Shutdown => ExitReason::Shutdown,
+        wit::ExitReason::Trap(m) => ExitReason::Trap(m),
+        wit::ExitReason::Killed(m) => ExitReason::Killed(m),
+        wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
+        wit::ExitReason::Noproc => ExitReason::Noproc,
+    }
+}

@@ -1,0 +1,107 @@
+//! Counters for `/metrics`, in the Prometheus text exposition format
+//! (version 0.0.4). The hot paths touch only relaxed atomics.
+
+use crate::types::ExitReason;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    calls: AtomicU64,
+    casts: AtomicU64,
+    call_errors: [AtomicU64; 6],
+    restarts: AtomicU64,
+    exits: [AtomicU64; 5],
+    plugin_loads: AtomicU64,
+    plugin_load_failures: AtomicU64,
+}
+
+const CALL_ERROR_CODES: [&str; 6] = ["not_found", "timeout", "trapped", "killed", "mailbox_full", "failed"];
+const EXIT_CODES: [&str; 5] = ["normal", "shutdown", "trap", "killed", "init_failed"];
+
+fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub(crate) fn call(&self) {
+        inc(&self.calls);
+    }
+
+    pub(crate) fn cast(&self) {
+        inc(&self.casts);
+    }
+
+    pub(crate) fn call_error(&self, code: &str) {
+        if let Some(i) = CALL_ERROR_CODES.iter().position(|c| *c == code) {
+            inc(&self.call_errors[i]);
+        }
+    }
+
+    pub(crate) fn restart(&self) {
+        inc(&self.restarts);
+    }
+
+    pub(crate) fn exit(&self, reason: &ExitReason) {
+        if let Some(i) = EXIT_CODES.iter().position(|c| *c == reason.code()) {
+            inc(&self.exits[i]);
+        }
+    }
+
+    pub(crate) fn plugin_load(&self, ok: bool) {
+        inc(if ok { &self.plugin_loads } else { &self.plugin_load_failures });
+    }
+
+    /// Renders every metric; `gauges` are sampled by the caller at scrape
+    /// time: (name, help, labelled values).
+    pub(crate) fn render(&self, gauges: &[(&str, &str, Vec<(String, u64)>)]) -> String {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family("wasmvisor_calls_total", "counter", "Calls sent to children.", &[(String::new(), load(&self.calls))]);
+        family("wasmvisor_casts_total", "counter", "Casts sent to children.", &[(String::new(), load(&self.casts))]);
+        let errors: Vec<_> = CALL_ERROR_CODES
+            .iter()
+            .zip(&self.call_errors)
+            .map(|(code, c)| (format!("{{code=\"{code}\"}}"), load(c)))
+            .collect();
+        family("wasmvisor_call_errors_total", "counter", "Calls and casts that failed, by error code.", &errors);
+        let exits: Vec<_> = EXIT_CODES
+            .iter()
+            .zip(&self.exits)
+            .map(|(code, c)| (format!("{{reason=\"{code}\"}}"), load(c)))
+            .collect();
+        family("wasmvisor_exits_total", "counter", "Instance exits that the supervisor decided on, by reason.", &exits);
+        family("wasmvisor_restarts_total", "counter", "Instances started to replace an exited one.", &[(String::new(), load(&self.restarts))]);
+        family("wasmvisor_plugin_loads_total", "counter", "Plugin versions compiled and installed.", &[(String::new(), load(&self.plugin_loads))]);
+        family("wasmvisor_plugin_load_failures_total", "counter", "Plugin files that failed to load.", &[(String::new(), load(&self.plugin_load_failures))]);
+        for (name, help, samples) in gauges {
+            family(name, "gauge", help, samples);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_type_and_samples() {
+        let m = Metrics::default();
+        m.call();
+        m.call_error("timeout");
+        m.exit(&ExitReason::Trap("x".into()));
+        let text = m.render(&[("wasmvisor_children", "Children.", vec![(String::new(), 2)])]);
+        assert!(text.contains("# TYPE wasmvisor_calls_total counter\nwasmvisor_calls_total 1\n"));
+        assert!(text.contains("wasmvisor_call_errors_total{code=\"timeout\"} 1\n"));
+        assert!(text.contains("wasmvisor_exits_total{reason=\"trap\"} 1\n"));
+        assert!(text.contains("# TYPE wasmvisor_children gauge\nwasmvisor_children 2\n"));
+    }
+}

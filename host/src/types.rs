@@ -1,0 +1,309 @@
+//! The library's public vocabulary: restart policies, exit reasons, child
+//! specs and the typed errors of every operation.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// When a child is restarted after it exits (OTP restart values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    /// Always restarted.
+    #[default]
+    Permanent,
+    /// Restarted unless it exited `normal` or `shutdown`.
+    Transient,
+    /// Never restarted; removed on any exit.
+    Temporary,
+}
+
+impl Restart {
+    /// The policy's name as the CLI, API and config spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Permanent => "permanent",
+            Restart::Transient => "transient",
+            Restart::Temporary => "temporary",
+        }
+    }
+}
+
+impl FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "permanent" => Ok(Restart::Permanent),
+            "transient" => Ok(Restart::Transient),
+            "temporary" => Ok(Restart::Temporary),
+            other => Err(format!(
+                "unknown restart policy {other:?} (expected permanent, transient or temporary)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Restart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an instance stopped. Serialised as `"normal"` or `{"trap": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The guest asked to stop.
+    Normal,
+    /// An operator, a reload or the host stopped it.
+    Shutdown,
+    /// A wasm trap; its message.
+    Trap(String),
+    /// A deadline, a memory limit, an operator's kill or a host failure; which.
+    Killed(String),
+    /// `init` returned an error or trapped.
+    InitFailed(String),
+    /// Only in `down` notifications: the monitored id was not running.
+    Noproc,
+}
+
+impl ExitReason {
+    /// `normal` and `shutdown`: the exits a `transient` child is not
+    /// restarted after.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, ExitReason::Normal | ExitReason::Shutdown)
+    }
+
+    /// The reason's code: `normal`, `shutdown`, `trap`, `killed`,
+    /// `init_failed` or `noproc`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExitReason::Normal => "normal",
+            ExitReason::Shutdown => "shutdown",
+            ExitReason::Trap(_) => "trap",
+            ExitReason::Killed(_) => "killed",
+            ExitReason::InitFailed(_) => "init_failed",
+            ExitReason::Noproc => "noproc",
+        }
+    }
+
+    /// What a caller whose message was being handled when the instance died
+    /// is told.
+    pub(crate) fn to_call_error(&self) -> CallError {
+        match self {
+            ExitReason::Trap(m) => CallError::Trapped(m.clone()),
+            ExitReason::Killed(m) => CallError::Killed(m.clone()),
+            other => CallError::Failed(format!("instance exited: {other}")),
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Trap(m) | ExitReason::Killed(m) | ExitReason::InitFailed(m) => {
+                write!(f, "{}: {m}", self.code())
+            }
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
+/// How to start a child (an OTP child spec).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSpec {
+    /// The registry id; unique on the host.
+    pub id: String,
+    /// The plugin that runs it.
+    pub plugin: String,
+    /// The init args as JSON bytes, passed to `init` on every (re)start.
+    pub args: Bytes,
+    /// The restart policy.
+    pub restart: Restart,
+    /// How long `terminate` may take on a shutdown before the instance is
+    /// killed.
+    pub shutdown_ms: u32,
+}
+
+/// The default time `terminate` gets on a shutdown.
+pub const DEFAULT_SHUTDOWN_MS: u32 = 5_000;
+
+impl ChildSpec {
+    /// A permanent child of `plugin` with `args` given as a JSON value.
+    pub fn new(id: impl Into<String>, plugin: impl Into<String>, args: &serde_json::Value) -> Self {
+        ChildSpec {
+            id: id.into(),
+            plugin: plugin.into(),
+            // A `Value` always serialises.
+            args: Bytes::from(serde_json::to_vec(args).unwrap_or_default()),
+            restart: Restart::Permanent,
+            shutdown_ms: DEFAULT_SHUTDOWN_MS,
+        }
+    }
+
+    /// Sets the restart policy.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+}
+
+/// Why a `call` or `cast` got no reply. The same codes as the WIT
+/// `call-error` and the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No child has that id.
+    #[error("not_found: no child with that id")]
+    NotFound,
+    /// No reply within the timeout.
+    #[error("timeout: no reply in time")]
+    Timeout,
+    /// The callee trapped while handling this message.
+    #[error("trapped: {0}")]
+    Trapped(String),
+    /// The callee was killed while handling this message.
+    #[error("killed: {0}")]
+    Killed(String),
+    /// The callee's mailbox is full.
+    #[error("mailbox_full: the child's mailbox is full")]
+    MailboxFull,
+    /// The callee failed permanently, is stopping, or the call was refused.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+impl CallError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::NotFound => "not_found",
+            CallError::Timeout => "timeout",
+            CallError::Trapped(_) => "trapped",
+            CallError::Killed(_) => "killed",
+            CallError::MailboxFull => "mailbox_full",
+            CallError::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Why a child could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// A child with that id exists.
+    #[error("already_started: a child with id {0:?} exists")]
+    AlreadyStarted(String),
+    /// No plugin of that name is loaded.
+    #[error("unknown_plugin: no plugin named {0:?} is loaded")]
+    UnknownPlugin(String),
+    /// The spec is invalid (id, plugin name, args).
+    #[error("bad_request: {0}")]
+    Invalid(String),
+    /// `init` returned an error or trapped.
+    #[error("init_failed: {0}")]
+    InitFailed(String),
+    /// The host could not create an instance (for example the instance pool
+    /// is exhausted).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StartError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::AlreadyStarted(_) => "already_started",
+            StartError::UnknownPlugin(_) => "unknown_plugin",
+            StartError::Invalid(_) => "bad_request",
+            StartError::InitFailed(_) => "init_failed",
+            StartError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Why an operation on an existing child failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildError {
+    /// No child has that id.
+    #[error("not_found: no child with id {0:?}")]
+    NotFound(String),
+}
+
+impl ChildError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChildError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// Where a child is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Its instance is being created (first start).
+    Starting,
+    /// An instance is serving its mailbox.
+    Running,
+    /// It exited and a new instance is being created.
+    Restarting,
+    /// It exceeded its restart intensity; the next restart waits.
+    Backoff,
+    /// It exceeded its restart intensity with `on_exhausted = "fail"`; it
+    /// stays down until restarted, reloaded or stopped.
+    Failed,
+    /// Its plugin's file was removed; it starts again when the file returns.
+    Waiting,
+}
+
+impl Status {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Backoff => "backoff",
+            Status::Failed => "failed",
+            Status::Waiting => "waiting",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons_serialise_like_the_guest_sdk() {
+        let json = serde_json::to_string(&ExitReason::Trap("boom".into())).unwrap();
+        assert_eq!(json, r#"{"trap":"boom"}"#);
+        assert_eq!(serde_json::to_string(&ExitReason::Normal).unwrap(), r#""normal""#);
+        assert_eq!(
+            serde_json::to_string(&ExitReason::InitFailed("x".into())).unwrap(),
+            r#"{"init_failed":"x"}"#
+        );
+    }
+
+    #[test]
+    fn restart_parses_only_known_policies() {
+        assert_eq!("transient".parse::<Restart>(), Ok(Restart::Transient));
+        assert!("sometimes".parse::<Restart>().unwrap_err().contains("sometimes"));
+    }
+
+    #[test]
+    fn only_normal_and_shutdown_are_clean() {
+        assert!(ExitReason::Normal.is_clean());
+        assert!(ExitReason::Shutdown.is_clean());
+        assert!(!ExitReason::Trap(String::new()).is_clean());
+        assert!(!ExitReason::Killed(String::new()).is_clean());
+        assert!(!ExitReason::InitFailed(String::new()).is_clean());
+    }
+}

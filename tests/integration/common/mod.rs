@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests: a host on the example plugins,
+//! JSON calls, and waiting on events.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::time::Duration;
+use wasmvisor::{CallError, ChildSpec, Config, Host, Restart};
+
+pub use wasmvisor_tests::wait_for;
+
+/// A generous bound for anything a test waits on.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// A host on a temp folder with every example plugin, configured by `edit`.
+pub async fn host_with(edit: impl FnOnce(&mut Config)) -> (Host, tempfile::TempDir) {
+    let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS.iter().map(|(n, _)| *n).collect();
+    let dir = wasmvisor_tests::plugins_dir(&names);
+    let mut config = Config::default();
+    config.plugins_dir = dir.path().to_path_buf();
+    config.pool.max_instances = 1_000;
+    edit(&mut config);
+    let host = Host::new(config).await.expect("the host starts");
+    (host, dir)
+}
+
+pub async fn host() -> (Host, tempfile::TempDir) {
+    host_with(|_| {}).await
+}
+
+pub fn spec(id: &str, plugin: &str, args: Value) -> ChildSpec {
+    ChildSpec::new(id, plugin, &args)
+}
+
+pub fn spec_with(id: &str, plugin: &str, args: Value, restart: Restart) -> ChildSpec {
+    ChildSpec::new(id, plugin, &args).restart(restart)
+}
+
+/// Calls `id` with JSON and decodes the JSON reply.
+pub async fn call(host: &Host, id: &str, msg: Value) -> Result<Value, CallError> {
+    let bytes = serde_json::to_vec(&msg).expect("JSON encodes");
+    let reply = host.call(id, bytes, Duration::from_secs(10)).await?;
+    Ok(serde_json::from_slice(&reply).expect("the reply is JSON"))
+}
+
+/// Like `call`, for calls that must succeed.
+pub async fn call_ok(host: &Host, id: &str, msg: Value) -> Value {
+    call(host, id, msg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("call {id} {msg}: {e}"))
+}
+
+pub fn cast(host: &Host, id: &str, msg: Value) -> Result<(), CallError> {
+    host.cast(id, serde_json::to_vec(&msg).expect("JSON encodes"))
+}
