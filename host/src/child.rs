@@ -77,8 +77,8 @@ impl Child {
         loop {
             let Some(version) = self.host.catalog.current(&self.cell.spec.plugin) else {
                 if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(StartError::UnknownPlugin(self.cell.spec.plugin.clone())));
-                    return self.remove();
+                    let error = StartError::UnknownPlugin(self.cell.spec.plugin.clone());
+                    return self.abandon_start(ready, error);
                 }
                 // The plugin's file is gone; wait for it (or an operator).
                 self.cell.set_status(Status::Waiting);
@@ -101,11 +101,11 @@ impl Child {
                 }
                 Ok(Err(failure)) => {
                     if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(match failure {
+                        let error = match failure {
                             StartFailure::Init(m) => StartError::InitFailed(m),
                             StartFailure::Unavailable(m) => StartError::Unavailable(m),
-                        }));
-                        return self.remove();
+                        };
+                        return self.abandon_start(ready, error);
                     }
                     let message = match failure {
                         StartFailure::Init(m) | StartFailure::Unavailable(m) => m,
@@ -114,8 +114,7 @@ impl Child {
                 }
                 Err(killed) => {
                     if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(StartError::InitFailed(killed.to_string())));
-                        return self.remove();
+                        return self.abandon_start(ready, StartError::InitFailed(killed.to_string()));
                     }
                     (Ended::Exit(killed), Duration::ZERO)
                 }
@@ -139,6 +138,13 @@ impl Child {
                 }
             }
         }
+    }
+
+    /// The first start failed: the child never existed for anyone but the
+    /// starter. Its id is free before the starter hears why.
+    fn abandon_start(&self, ready: oneshot::Sender<Result<(), StartError>>, error: StartError) {
+        self.host.registry.remove(&self.cell);
+        let _ = ready.send(Err(error));
     }
 
     /// Marks the child running on `instance` and announces it.

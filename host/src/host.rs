@@ -61,6 +61,8 @@ pub struct ChildInfo {
     pub restart: Restart,
     /// The init args.
     pub args: serde_json::Value,
+    /// Messages waiting in its mailbox (calls, casts and notifications).
+    pub queued: usize,
     /// When the current instance started (Unix ms).
     pub started_at_ms: u64,
     /// In backoff: when the next restart happens (Unix ms).
@@ -155,6 +157,7 @@ impl HostInner {
             args: serde_json::from_slice(&cell.spec.args).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
             }),
+            queued: cell.mailbox.max_capacity() - cell.mailbox.capacity(),
             started_at_ms: unix_ms(state.started_at),
             backoff_until_ms: state.backoff_until.map(unix_ms),
         }

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `wasmvisor` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    wasmvisor::cli::main()
+}

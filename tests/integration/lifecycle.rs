@@ -1,10 +1,13 @@
-//! Start, lookup, call, cast, restart after a trap: the library API.
+//! The dynamic supervisor through the library API: start, lookup, call,
+//! cast, restart policies, restart intensity, operator stop/restart/kill.
 
 mod common;
 
 use common::*;
 use serde_json::json;
-use wasmvisor::{CallError, ExitReason, StartError, Status};
+use std::time::Duration;
+use wasmvisor::config::{OnExhausted, PluginConfig};
+use wasmvisor::{CallError, ExitReason, Restart, StartError, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_lookup_call_cast() {
@@ -21,6 +24,45 @@ async fn start_lookup_call_cast() {
         json!({"args": {"transaction_id": "txn_1"}, "events": [1, "two"]})
     );
     assert!(host.lookup("t1").unwrap().same(&addr));
+    assert_eq!(host.count_children(), 1);
+    let info = host.child("t1").unwrap();
+    assert_eq!(info.status, Status::Running);
+    assert_eq!(info.restarts, 0);
+    assert_eq!(info.version.as_deref().map(str::len), Some(12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_started_and_not_found() {
+    let (host, _dir) = host().await;
+    host.start_child(spec("x", "chaos", json!(null))).await.unwrap();
+    let err = host.start_child(spec("x", "tracker", json!({}))).await.unwrap_err();
+    assert!(matches!(err, StartError::AlreadyStarted(_)), "{err:?}");
+    assert_eq!(call(&host, "nope", json!("state")).await.unwrap_err(), CallError::NotFound);
+    assert_eq!(cast(&host, "nope", json!("bump")).unwrap_err(), CallError::NotFound);
+    assert!(host.lookup("nope").is_none());
+    let err = host.start_child(spec("y", "no_such_plugin", json!(null))).await.unwrap_err();
+    assert!(matches!(err, StartError::UnknownPlugin(_)), "{err:?}");
+    assert!(host.child("y").is_none(), "a failed start frees the id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_failure_fails_the_start_and_frees_the_id() {
+    let (host, _dir) = host().await;
+    let err = host
+        .start_child(spec("t", "tracker", json!("not an object")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StartError::InitFailed(m) if m.contains("args must be a JSON object")),
+        "{err:?}"
+    );
+    let err = host
+        .start_child(spec("c", "chaos", json!({"crash_init": true})))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StartError::InitFailed(m) if m.contains("unreachable")), "{err:?}");
+    assert_eq!(host.count_children(), 0);
+    host.start_child(spec("t", "tracker", json!({}))).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +71,7 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
     let addr = host.start_child(spec("c1", "chaos", json!({"k": "v"}))).await.unwrap();
     assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
     let err = call(&host, "c1", json!("crash")).await.unwrap_err();
-    assert!(matches!(err, CallError::Trapped(_)), "{err:?}");
+    assert!(matches!(&err, CallError::Trapped(m) if m.contains("unreachable")), "{err:?}");
     assert_eq!(
         call_ok(&host, "c1", json!("state")).await,
         json!({"args": {"k": "v"}, "count": 0})
@@ -42,16 +84,233 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn already_started_and_not_found() {
+async fn casts_queued_behind_a_crash_reach_the_new_instance() {
     let (host, _dir) = host().await;
-    host.start_child(spec("x", "chaos", json!(null))).await.unwrap();
-    let err = host.start_child(spec("x", "chaos", json!(null))).await.unwrap_err();
-    assert!(matches!(err, StartError::AlreadyStarted(_)), "{err:?}");
-    assert_eq!(call(&host, "nope", json!("state")).await.unwrap_err(), CallError::NotFound);
-    assert_eq!(cast(&host, "nope", json!("bump")).unwrap_err(), CallError::NotFound);
+    host.start_child(spec("c", "chaos", json!(null))).await.unwrap();
+    cast(&host, "c", json!("crash")).unwrap();
+    for _ in 0..50 {
+        cast(&host, "c", json!("bump")).unwrap();
+    }
+    // The mailbox is first in, first out: the call is answered after the
+    // crash and the 50 bumps, by the restarted instance.
+    assert_eq!(
+        call_ok(&host, "c", json!("state")).await,
+        json!({"args": null, "count": 50})
+    );
+    assert_eq!(host.child("c").unwrap().restarts, 1);
 }
 
-macro_rules! plugin_has_a_test {
-    ($name:ident) => {};
+/// How an instance of `id` is made to exit.
+#[derive(Clone, Copy, Debug)]
+enum Exit {
+    Normal,
+    Trap,
+    Kill,
 }
-wasmvisor_tests::foreach_plugin!(plugin_has_a_test);
+
+async fn make_exit(host: &wasmvisor::Host, id: &str, how: Exit) {
+    match how {
+        Exit::Normal => assert_eq!(call_ok(host, id, json!("stop")).await, json!("stopping")),
+        Exit::Trap => assert!(matches!(
+            call(host, id, json!("crash")).await,
+            Err(CallError::Trapped(_))
+        )),
+        Exit::Kill => host.kill_child(id, "test kill").unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_policy_and_exit_reason() {
+    let (host, _dir) = host().await;
+    for policy in [Restart::Permanent, Restart::Transient, Restart::Temporary] {
+        for how in [Exit::Normal, Exit::Trap, Exit::Kill] {
+            let id = format!("{policy}-{how:?}");
+            host.start_child(spec_with(&id, "chaos", json!({"case": id}), policy))
+                .await
+                .unwrap();
+            make_exit(&host, &id, how).await;
+            let restarted = match (policy, how) {
+                (Restart::Permanent, _) => true,
+                (Restart::Transient, Exit::Normal) => false,
+                (Restart::Transient, _) => true,
+                (Restart::Temporary, _) => false,
+            };
+            if restarted {
+                let info = wait_child(&host, &id, "a restart", |c| {
+                    c.restarts == 1 && c.status == Status::Running
+                })
+                .await;
+                let expected = match how {
+                    Exit::Normal => "normal",
+                    Exit::Trap => "trap",
+                    Exit::Kill => "killed",
+                };
+                assert_eq!(info.last_exit.as_ref().map(ExitReason::code), Some(expected), "{id}");
+                assert_eq!(call_ok(&host, &id, json!("state")).await["args"], json!({"case": id}));
+            } else {
+                wait_gone(&host, &id).await;
+                assert_eq!(call(&host, &id, json!("state")).await, Err(CallError::NotFound));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_stop_removes_any_policy_and_runs_terminate() {
+    let (host, _dir) = host().await;
+    host.start_child(spec("w", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("p", "chaos", json!(null))).await.unwrap();
+    call_ok(&host, "w", json!({"monitor": "p"})).await;
+    host.stop_child("p").await.unwrap();
+    assert!(host.child("p").is_none());
+    wait_for_info(&host, "w", "down(p, shutdown)", |i| {
+        i == &json!({"down": {"id": "p", "reason": "shutdown"}})
+    })
+    .await;
+    assert!(host.stop_child("p").await.is_err());
+    // The id is free again.
+    host.start_child(spec("p", "tracker", json!({}))).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restart_gives_a_fresh_instance_with_the_same_args() {
+    let (host, _dir) = host().await;
+    host.start_child(spec("c", "chaos", json!({"a": 1}))).await.unwrap();
+    call_ok(&host, "c", json!({"add": 3})).await;
+    host.restart_child("c").await.unwrap();
+    assert_eq!(
+        call_ok(&host, "c", json!("state")).await,
+        json!({"args": {"a": 1}, "count": 0})
+    );
+    assert_eq!(host.child("c").unwrap().restarts, 1);
+}
+
+fn storm_config(on_exhausted: OnExhausted) -> impl FnOnce(&mut wasmvisor::Config) {
+    move |c| {
+        c.supervisor.max_restarts = 3;
+        c.supervisor.max_seconds = 5;
+        c.supervisor.on_exhausted = on_exhausted;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_storm_backs_off_while_siblings_keep_state() {
+    let (host, _dir) = host_with(storm_config(OnExhausted::Backoff)).await;
+    host.start_child(spec("sibling", "chaos", json!(null))).await.unwrap();
+    call_ok(&host, "sibling", json!({"add": 7})).await;
+    host.start_child(spec("storm", "chaos", json!(null))).await.unwrap();
+    for _ in 0..4 {
+        // A crash is answered at once; the restart follows before the next
+        // message is taken, so each call here meets a fresh instance.
+        let _ = call(&host, "storm", json!("crash")).await;
+    }
+    let info = wait_child(&host, "storm", "backoff", |c| c.status == Status::Backoff).await;
+    assert!(info.backoff_until_ms.is_some());
+    assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
+    // It comes back by itself after the delay (100 ms for the first).
+    wait_child(&host, "storm", "running again", |c| c.status == Status::Running).await;
+    let sibling = host.child("sibling").unwrap();
+    assert_eq!(sibling.restarts, 0);
+    assert_eq!(call_ok(&host, "sibling", json!("state")).await["count"], json!(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_storm_fails_when_configured_and_restart_revives() {
+    let (host, _dir) = host_with(storm_config(OnExhausted::Fail)).await;
+    host.start_child(spec("sibling", "chaos", json!(null))).await.unwrap();
+    call_ok(&host, "sibling", json!({"add": 7})).await;
+    host.start_child(spec("storm", "chaos", json!({"x": 1}))).await.unwrap();
+    for _ in 0..4 {
+        let _ = call(&host, "storm", json!("crash")).await;
+    }
+    let info = wait_child(&host, "storm", "failed", |c| c.status == Status::Failed).await;
+    assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
+    let err = call(&host, "storm", json!("state")).await.unwrap_err();
+    assert!(matches!(&err, CallError::Failed(m) if m.contains("failed")), "{err:?}");
+    assert_eq!(call_ok(&host, "sibling", json!("state")).await["count"], json!(7));
+    host.restart_child("storm").await.unwrap();
+    assert_eq!(call_ok(&host, "storm", json!("state")).await["args"], json!({"x": 1}));
+    // A failed child can be stopped too.
+    host.stop_child("storm").await.unwrap();
+    assert!(host.child("storm").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_times_out_and_the_late_reply_is_dropped() {
+    let (host, _dir) = host_with(|c| {
+        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 60_000, ..Default::default() });
+    })
+    .await;
+    host.start_child(spec("slow", "chaos", json!(null))).await.unwrap();
+    let msg = serde_json::to_vec(&json!({"spin": 200_000_000u64})).unwrap();
+    let err = host.call("slow", msg, Duration::from_millis(20)).await.unwrap_err();
+    assert_eq!(err, CallError::Timeout);
+    // The child finishes the spin and keeps serving; the late reply went
+    // nowhere.
+    assert_eq!(call_ok(&host, "slow", json!({"add": 1})).await, json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_answers_mailbox_full() {
+    let (host, _dir) = host_with(|c| {
+        c.plugins.insert(
+            "chaos".into(),
+            PluginConfig { mailbox: 2, cpu_ms: 60_000, ..Default::default() },
+        );
+    })
+    .await;
+    host.start_child(spec("busy", "chaos", json!(null))).await.unwrap();
+    let busy = host.clone();
+    let spin = tokio::spawn(async move {
+        let msg = serde_json::to_vec(&json!({"spin": 2_000_000_000u64})).unwrap();
+        busy.call("busy", msg, Duration::from_secs(60)).await
+    });
+    let mut full = false;
+    for _ in 0..10 {
+        if cast(&host, "busy", json!("bump")) == Err(CallError::MailboxFull) {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "a mailbox of 2 behind a long call fills within 3 casts");
+    host.kill_child("busy", "test over").unwrap();
+    let _ = spin.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
+    let (host, _dir) = host_with(|c| {
+        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 50, ..Default::default() });
+    })
+    .await;
+    host.start_child(spec("spin", "chaos", json!({"a": 1}))).await.unwrap();
+    let err = call(&host, "spin", json!({"spin": 100_000_000_000u64})).await.unwrap_err();
+    assert!(matches!(&err, CallError::Killed(m) if m.contains("CPU deadline")), "{err:?}");
+    let info = wait_child(&host, "spin", "restart", |c| c.restarts == 1).await;
+    assert!(matches!(info.last_exit, Some(ExitReason::Killed(_))));
+    assert_eq!(call_ok(&host, "spin", json!("state")).await["args"], json!({"a": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
+    let (host, _dir) = host_with(|c| {
+        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 600_000, ..Default::default() });
+    })
+    .await;
+    host.start_child(spec("k", "chaos", json!(null))).await.unwrap();
+    let msg = serde_json::to_vec(&json!({"spin": 100_000_000_000u64})).unwrap();
+    let mut spin = Box::pin(host.call("k", msg, Duration::from_secs(60)));
+    // Poll the call once: that queues it. It is the only message, so once
+    // the queue is empty again the guest is running it.
+    tokio::select! {
+        biased;
+        r = &mut spin => panic!("the spin returned at once: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+    wait_child(&host, "k", "the spin to be taken", |c| c.queued == 0).await;
+    host.kill_child("k", "enough").unwrap();
+    let result = tokio::time::timeout(LIMIT, spin).await.unwrap();
+    assert_eq!(result, Err(CallError::Killed("enough".into())));
+    let info = wait_child(&host, "k", "restart after kill", |c| c.restarts == 1).await;
+    assert_eq!(info.last_exit, Some(ExitReason::Killed("enough".into())));
+}

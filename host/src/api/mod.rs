@@ -1,1 +1,92 @@
-//! HTTP API
+//! The HTTP API (axum): JSON in and out, errors as `{"error", "message"}`.
+
+mod children;
+pub mod error;
+mod events;
+
+pub use children::{DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
+
+use crate::host::{Host, PluginInfo};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// The largest request body the API reads (a message and its envelope).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The API's router for `host`. With `token`, every route but `/healthz`
+/// requires `Authorization: Bearer <token>`.
+pub fn router(host: Host, token: Option<String>) -> Router {
+    let api = Router::new()
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/children", get(children::list).post(children::start))
+        .route("/v1/children/{id}", get(children::get).delete(children::stop))
+        .route("/v1/children/{id}/restart", post(children::restart))
+        .route("/v1/children/{id}/kill", post(children::kill))
+        .route("/v1/children/{id}/call", post(children::call))
+        .route("/v1/children/{id}/cast", post(children::cast))
+        .route("/v1/events", get(events::stream))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            token.map(|t| Arc::new(Sha256::digest(t.as_bytes()).to_vec())),
+            authorize,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .merge(api)
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "no_route",
+                message: "no such endpoint; see the README for the API".into(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(host)
+}
+
+/// Compares the presented token with the configured one in constant time
+/// (both hashed, so neither the content nor the length leaks).
+async fn authorize(
+    State(expected): State<Option<Arc<Vec<u8>>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = expected {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Sha256::digest(t.as_bytes()));
+        let ok = presented.is_some_and(|p| {
+            p.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            return ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "this host requires Authorization: Bearer <token>".into(),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {
+    Json(host.plugins())
+}
+
+async fn metrics(State(host): State<Host>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        host.metrics_text(),
+    )
+}

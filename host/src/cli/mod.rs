@@ -1,1 +1,165 @@
-//! CLI
+//! The `wasmvisor` command line: `run` starts a host; the other commands are
+//! clients of a running host's HTTP API.
+
+pub mod client;
+mod commands;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Supervise WebAssembly plugins the way Erlang/OTP supervises processes.
+#[derive(Parser, Debug)]
+#[command(name = "wasmvisor", version, about)]
+pub struct Cli {
+    /// The host to talk to (client commands).
+    #[arg(long, global = true, env = "WASMVISOR_ADDR", default_value = "127.0.0.1:7070")]
+    pub addr: String,
+    /// The API token: `run` requires it from clients, client commands send it.
+    #[arg(long, global = true, env = "WASMVISOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the host: load the plugins folder and serve the HTTP API.
+    Run(RunArgs),
+    /// List the children.
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the plugins.
+    Plugins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a child.
+    Start {
+        /// The child id.
+        id: String,
+        /// The plugin.
+        plugin: String,
+        /// Init args (JSON).
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// permanent, transient or temporary.
+        #[arg(long, default_value = "permanent")]
+        restart: String,
+    },
+    /// Stop a child (terminate with shutdown) and remove it.
+    Stop {
+        /// The child id.
+        id: String,
+    },
+    /// Restart a child with its init args; revives backoff or failed.
+    Restart {
+        /// The child id.
+        id: String,
+    },
+    /// Kill a child now (exit reason killed); restarted per its policy.
+    Kill {
+        /// The child id.
+        id: String,
+    },
+    /// Call a child and print its reply.
+    Call {
+        /// The child id.
+        id: String,
+        /// The message (JSON).
+        msg: String,
+        /// How long to wait, ms.
+        #[arg(long, default_value_t = crate::api::DEFAULT_TIMEOUT_MS)]
+        timeout: u64,
+    },
+    /// Cast to a child.
+    Cast {
+        /// The child id.
+        id: String,
+        /// The message (JSON).
+        msg: String,
+    },
+    /// Stream the host's events (one JSON line each) until interrupted.
+    Events {
+        /// Only events of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+/// `wasmvisor run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// The plugins folder [default: ./plugins, or plugins_dir in the config].
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// The config file [default: ./wasmvisor.toml if it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the API listens [default: 127.0.0.1:7070]; port 0 picks one.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The data folder [default: .wasmvisor].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Keep no state on disk.
+    #[arg(long)]
+    pub ephemeral: bool,
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    // A guest trap is an expected event here; capturing a native backtrace
+    // for each one would cost more than the restart (see the tuning notes).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let client = || client::Client::new(&cli.addr, cli.token.clone());
+    match cli.command {
+        Command::Run(args) => run::run(args, cli.token).await,
+        Command::Ps { json } => commands::ps(&client(), json).await,
+        Command::Plugins { json } => commands::plugins(&client(), json).await,
+        Command::Start { id, plugin, args, restart } => {
+            commands::start(&client(), &id, &plugin, &args, &restart).await
+        }
+        Command::Stop { id } => commands::stop(&client(), &id).await,
+        Command::Restart { id } => commands::restart(&client(), &id).await,
+        Command::Kill { id } => commands::kill(&client(), &id).await,
+        Command::Call { id, msg, timeout } => commands::call(&client(), &id, &msg, timeout).await,
+        Command::Cast { id, msg } => commands::cast(&client(), &id, &msg).await,
+        Command::Events { topic } => commands::events(&client(), topic.as_deref()).await,
+    }
+}

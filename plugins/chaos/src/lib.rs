@@ -1,6 +1,9 @@
 //! `chaos`: a plugin that misbehaves on request, for tests and the benchmark.
 //!
-//! Args: any JSON; kept and returned by `"state"`.
+//! Args: any JSON; kept and returned by `"state"`. Three keys act at `init`:
+//! `{"subscribe": [T, ...]}` subscribes to those topics (so a restarted
+//! instance is subscribed again), `{"fail_init": "why"}` makes `init` return
+//! that error, and `{"crash_init": true}` makes `init` trap.
 //!
 //! | message (call)                          | effect and reply                                         |
 //! |-----------------------------------------|----------------------------------------------------------|
@@ -110,6 +113,17 @@ impl Plugin for Chaos {
     type Cast = Cast;
 
     fn init(&mut self, args: Value) -> Result<(), String> {
+        if let Some(why) = args.get("fail_init").and_then(Value::as_str) {
+            return Err(why.to_string());
+        }
+        if args.get("crash_init") == Some(&Value::Bool(true)) {
+            std::process::abort();
+        }
+        if let Some(topics) = args.get("subscribe").and_then(Value::as_array) {
+            for topic in topics.iter().filter_map(Value::as_str) {
+                wasmvisor_sdk::subscribe(topic);
+            }
+        }
         self.args = args;
         Ok(())
     }

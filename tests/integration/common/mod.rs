@@ -52,3 +52,35 @@ pub async fn call_ok(host: &Host, id: &str, msg: Value) -> Value {
 pub fn cast(host: &Host, id: &str, msg: Value) -> Result<(), CallError> {
     host.cast(id, serde_json::to_vec(&msg).expect("JSON encodes"))
 }
+
+/// The JSON of `call`s to chaos's `"infos"`: what it received so far.
+pub async fn infos(host: &Host, id: &str) -> Vec<Value> {
+    match call_ok(host, id, serde_json::json!("infos")).await {
+        Value::Array(list) => list,
+        other => panic!("infos is not a list: {other}"),
+    }
+}
+
+/// Waits until `id`'s chaos instance has received an info matching `pred`.
+pub async fn wait_for_info(host: &Host, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let got = infos(host, id).await;
+        if got.iter().any(&pred) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; infos: {got:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until child `id` satisfies `pred`.
+pub async fn wait_child(host: &Host, id: &str, what: &str, pred: impl Fn(&wasmvisor::ChildInfo) -> bool) -> wasmvisor::ChildInfo {
+    wait_for(what, LIMIT, || host.child(id).filter(|c| pred(c))).await
+}
+
+/// Waits until child `id` is gone from the registry.
+pub async fn wait_gone(host: &Host, id: &str) {
+    wait_for(&format!("{id} to be removed"), LIMIT, || host.child(id).is_none().then_some(())).await
+}
+pub mod process;

@@ -1,0 +1,171 @@
+//! `/v1/children`: the dynamic supervisor over HTTP.
+
+use super::error::{ApiError, JsonBody};
+use crate::host::{ChildInfo, Host};
+use crate::names;
+use crate::types::{ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The default call timeout, as OTP's.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// The longest call timeout the API accepts (10 minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRequest {
+    id: String,
+    plugin: String,
+    #[serde(default)]
+    args: Value,
+    #[serde(default)]
+    restart: Option<String>,
+    #[serde(default)]
+    shutdown_ms: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallRequest {
+    msg: Value,
+    #[serde(default)]
+    timeout_ms: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CastRequest {
+    msg: Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn valid_id(id: &str) -> Result<(), ApiError> {
+    names::validate_id(id).map_err(ApiError::bad_request)
+}
+
+fn existing(host: &Host, id: &str) -> Result<ChildInfo, ApiError> {
+    valid_id(id)?;
+    host.child(id).ok_or_else(|| ApiError::not_found(id))
+}
+
+/// A timeout in ms between 1 and [`MAX_TIMEOUT_MS`]; anything else (zero,
+/// negative, fractional, too large, not a number) is a 400.
+fn timeout(value: Option<Value>) -> Result<Duration, ApiError> {
+    let ms = match value {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "timeout_ms must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, got {v}"
+                ))
+            })?,
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+pub(crate) async fn list(State(host): State<Host>) -> Json<Vec<ChildInfo>> {
+    Json(host.children())
+}
+
+pub(crate) async fn get(State(host): State<Host>, Path(id): Path<String>) -> Result<Json<ChildInfo>, ApiError> {
+    existing(&host, &id).map(Json)
+}
+
+pub(crate) async fn start(
+    State(host): State<Host>,
+    JsonBody(req): JsonBody<StartRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&req.id)?;
+    names::validate_plugin(&req.plugin).map_err(ApiError::bad_request)?;
+    let restart = match req.restart.as_deref() {
+        None => Restart::Permanent,
+        Some(r) => r.parse().map_err(ApiError::bad_request)?,
+    };
+    let spec = ChildSpec {
+        args: Bytes::from(serde_json::to_vec(&req.args).unwrap_or_default()),
+        id: req.id,
+        plugin: req.plugin,
+        restart,
+        shutdown_ms: req.shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS),
+    };
+    let id = spec.id.clone();
+    host.start_child(spec).await?;
+    let info = host.child(&id).ok_or_else(|| ApiError::not_found(&id))?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub(crate) async fn stop(State(host): State<Host>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&id)?;
+    host.stop_child(&id).await?;
+    Ok(Json(json!({"stopped": id})))
+}
+
+pub(crate) async fn restart(State(host): State<Host>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&id)?;
+    host.restart_child(&id).await?;
+    Ok(Json(json!({"restarted": id})))
+}
+
+pub(crate) async fn kill(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<KillRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&id)?;
+    let reason = req.reason.unwrap_or_else(|| "killed by operator".into());
+    host.kill_child(&id, &reason)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"killed": id}))))
+}
+
+pub(crate) async fn call(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CallRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&id)?;
+    let timeout = timeout(req.timeout_ms)?;
+    let msg = serde_json::to_vec(&req.msg).unwrap_or_default();
+    let reply = host.call(&id, msg, timeout).await?;
+    let reply: Value = serde_json::from_slice(&reply)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply).into_owned()));
+    Ok(Json(json!({"reply": reply})))
+}
+
+pub(crate) async fn cast(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CastRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    valid_id(&id)?;
+    host.cast(&id, serde_json::to_vec(&req.msg).unwrap_or_default())?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": id}))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_out_of_range_are_rejected() {
+        assert_eq!(timeout(None).unwrap(), Duration::from_millis(5_000));
+        assert_eq!(timeout(Some(json!(250))).unwrap(), Duration::from_millis(250));
+        for bad in [json!(0), json!(-1), json!(1.5), json!("5"), json!(600_001), json!(u64::MAX)] {
+            assert!(timeout(Some(bad.clone())).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `GET /v1/events[?topic=T]`: the host's events as Server-Sent Events.
+
+use crate::host::Host;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{Stream, StreamExt};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Filter {
+    topic: Option<String>,
+}
+
+/// Every lifecycle and topic event; with `topic`, only that topic's events.
+/// A client that falls too far behind gets a `lagged` event saying how many
+/// events it missed, then continues.
+pub(crate) async fn stream(
+    State(host): State<Host>,
+    Query(filter): Query<Filter>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let events = BroadcastStream::new(host.events()).filter_map(move |item| {
+        let out = match item {
+            Ok(event) => match &filter.topic {
+                Some(t) if event.topic() != Some(t.as_str()) => None,
+                _ => serde_json::to_string(&*event)
+                    .ok()
+                    .map(|data| SseEvent::default().event(event.kind()).data(data)),
+            },
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(
+                SseEvent::default()
+                    .event("lagged")
+                    .data(format!("{{\"type\":\"lagged\",\"skipped\":{n}}}")),
+            ),
+        };
+        std::future::ready(out.map(Ok))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,186 @@
+//! The client commands: each is one API request, printed for a person (or as
+//! JSON with `--json`).
+
+use super::client::Client;
+use anyhow::{Context, Result};
+use hyper::Method;
+use serde_json::{Value, json};
+use std::io::Write;
+
+fn parse_json(what: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
+}
+
+/// Child ids end up in the URL path; the API validates them, this only keeps
+/// the request well-formed.
+fn path_id(id: &str) -> Result<&str> {
+    crate::names::validate_id(id).map_err(anyhow::Error::msg)?;
+    Ok(id)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |out: &mut std::io::StdoutLock<'_>, cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = *w));
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(&mut out, header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(&mut out, row);
+    }
+}
+
+fn exit_text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", text(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
+    let children = client.json(Method::GET, "/v1/children", None).await?;
+    if json {
+        println!("{children}");
+        return Ok(());
+    }
+    let rows = children
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    vec![
+                        text(&c["id"]),
+                        text(&c["plugin"]),
+                        text(&c["status"]),
+                        text(&c["version"]),
+                        text(&c["restarts"]),
+                        text(&c["args"]),
+                        exit_text(&c["last_exit"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ID", "PLUGIN", "STATUS", "VERSION", "RESTARTS", "ARGS", "LAST EXIT"], rows);
+    Ok(())
+}
+
+pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
+    let plugins = client.json(Method::GET, "/v1/plugins", None).await?;
+    if json {
+        println!("{plugins}");
+        return Ok(());
+    }
+    let rows = plugins
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| {
+                    vec![
+                        text(&p["name"]),
+                        text(&p["version"]),
+                        text(&p["instances"]),
+                        p["size"].as_u64().map_or("-".into(), |s| format!("{} KiB", s / 1024)),
+                        text(&p["last_error"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["NAME", "VERSION", "INSTANCES", "SIZE", "LAST ERROR"], rows);
+    Ok(())
+}
+
+pub(super) async fn start(client: &Client, id: &str, plugin: &str, args: &str, restart: &str) -> Result<()> {
+    let args = parse_json("--args", args)?;
+    let body = json!({"id": id, "plugin": plugin, "args": args, "restart": restart});
+    let child = client.json(Method::POST, "/v1/children", Some(&body)).await?;
+    println!(
+        "started {} ({} {}, {})",
+        text(&child["id"]),
+        text(&child["plugin"]),
+        text(&child["version"]),
+        text(&child["restart"])
+    );
+    Ok(())
+}
+
+pub(super) async fn stop(client: &Client, id: &str) -> Result<()> {
+    client
+        .json(Method::DELETE, &format!("/v1/children/{}", path_id(id)?), None)
+        .await?;
+    println!("stopped {id}");
+    Ok(())
+}
+
+pub(super) async fn restart(client: &Client, id: &str) -> Result<()> {
+    client
+        .json(Method::POST, &format!("/v1/children/{}/restart", path_id(id)?), None)
+        .await?;
+    println!("restarted {id}");
+    Ok(())
+}
+
+pub(super) async fn kill(client: &Client, id: &str) -> Result<()> {
+    client
+        .json(Method::POST, &format!("/v1/children/{}/kill", path_id(id)?), None)
+        .await?;
+    println!("killed {id}");
+    Ok(())
+}
+
+pub(super) async fn call(client: &Client, id: &str, msg: &str, timeout: u64) -> Result<()> {
+    let body = json!({"msg": parse_json("the message", msg)?, "timeout_ms": timeout});
+    let answer = client
+        .json(Method::POST, &format!("/v1/children/{}/call", path_id(id)?), Some(&body))
+        .await?;
+    println!("{}", answer["reply"]);
+    Ok(())
+}
+
+pub(super) async fn cast(client: &Client, id: &str, msg: &str) -> Result<()> {
+    let body = json!({"msg": parse_json("the message", msg)?});
+    client
+        .json(Method::POST, &format!("/v1/children/{}/cast", path_id(id)?), Some(&body))
+        .await?;
+    println!("cast to {id}");
+    Ok(())
+}
+
+pub(super) async fn events(client: &Client, topic: Option<&str>) -> Result<()> {
+    client
+        .events(topic, |_, data| {
+            let mut out = std::io::stdout().lock();
+            // Stop quietly when the reader goes away (`| head`).
+            writeln!(out, "{data}").and_then(|()| out.flush()).is_ok()
+        })
+        .await
+}

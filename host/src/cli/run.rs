@@ -1,0 +1,78 @@
+//! `wasmvisor run`: the host process.
+
+use super::RunArgs;
+use crate::config::Config;
+use crate::host::Host;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// The config file used when `--config` is not given, if it exists.
+const DEFAULT_CONFIG: &str = "wasmvisor.toml";
+
+/// The configuration `run` uses: the file, then the flags on top.
+pub fn effective_config(args: &RunArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None if Path::new(DEFAULT_CONFIG).is_file() => Config::load(Path::new(DEFAULT_CONFIG))?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.plugins {
+        config.plugins_dir = dir.clone();
+    }
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(data) = &args.data {
+        config.data_dir = data.clone();
+    }
+    Ok(config)
+}
+
+pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
+    let config = effective_config(&args)?;
+    let listen = config.listen.clone();
+    let host = Host::new(config).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!("the API listens on {addr} without a token; anyone who can reach it controls the host");
+    }
+    let app = crate::api::router(host.clone(), token);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "wasmvisor listening on http://{addr}")?;
+        out.flush()?;
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the API server failed")?;
+    tracing::info!("stopping every child");
+    host.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

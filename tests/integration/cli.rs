@@ -1,0 +1,98 @@
+//! The client commands against the real binary, as the README's quick start
+//! uses them.
+
+mod common;
+
+use common::process::RunningHost;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start() {
+    let h = RunningHost::start(&[]).await;
+    let (ok, out, err) = h.cli(&["start", "t1", "tracker", "--args", r#"{"transaction_id":"txn_1"}"#]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("started t1 (tracker "), "{out}");
+    let (ok, out, _) = h.cli(&["call", "t1", r#"{"observe":1}"#]).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "1");
+
+    // Watch the events while a chaos child crashes.
+    let mut events = h.cli_streaming(&["events"]);
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let (ok, _, err) = h.cli(&["start", "c1", "chaos", "--args", r#"{"n":7}"#]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = h.cli(&["call", "c1", r#""crash""#]).await;
+    assert!(!ok, "a trapped call fails the command");
+    assert!(err.starts_with("error: trapped: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    let (ok, ps, _) = h.cli(&["ps"]).await;
+    assert!(ok);
+    let row = ps.lines().find(|l| l.starts_with("c1 ")).unwrap_or_else(|| panic!("{ps}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["c1", "chaos", "running"], "{row}");
+    assert_eq!(cells[4], "1", "restart count: {row}");
+    assert_eq!(cells[5], r#"{"n":7}"#, "args: {row}");
+    assert!(row.contains("trap:"), "{row}");
+
+    // The stream may have connected after the crash; crash once more so a
+    // restart is certainly in it.
+    let mut saw_restart = false;
+    for _ in 0..5 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["type"] == "child_restarted" && event["id"] == "c1" {
+                saw_restart = true;
+                break;
+            }
+        }
+        if saw_restart {
+            break;
+        }
+        h.cli(&["kill", "c1"]).await;
+    }
+    assert!(saw_restart, "`wasmvisor events` shows the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_command() {
+    let h = RunningHost::start(&[]).await;
+    let (ok, out, _) = h.cli(&["plugins"]).await;
+    assert!(ok);
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(h.cli(&["start", "c", "chaos", "--restart", "transient"]).await.0);
+    assert!(h.cli(&["cast", "c", r#""bump""#]).await.0);
+    assert_eq!(h.cli(&["call", "c", r#""state""#]).await.1.trim(), r#"{"args":null,"count":1}"#);
+    assert!(h.cli(&["restart", "c"]).await.0);
+    assert_eq!(h.cli(&["call", "c", r#""state""#, "--timeout", "2000"]).await.1.trim(), r#"{"args":null,"count":0}"#);
+    assert!(h.cli(&["kill", "c"]).await.0);
+    let (ok, json, _) = h.cli(&["ps", "--json"]).await;
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list[0]["restart"], "transient");
+    assert!(h.cli(&["stop", "c"]).await.0);
+    let (ok, _, err) = h.cli(&["stop", "c"]).await;
+    assert!(!ok);
+    assert!(err.starts_with("error: not_found"), "{err}");
+    let (ok, _, err) = h.cli(&["start", "x", "chaos", "--args", "{nope"]).await;
+    assert!(!ok);
+    assert!(err.contains("--args is not valid JSON"), "{err}");
+    let (ok, _, err) = h.cli(&["start", "x", "chaos", "--restart", "sometimes"]).await;
+    assert!(!ok);
+    assert!(err.contains("sometimes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_host_fails_with_one_line() {
+    let out = tokio::process::Command::new(common::process::BIN)
+        .args(["--addr", "127.0.0.1:1", "ps"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: cannot reach the wasmvisor host"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

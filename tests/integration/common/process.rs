@@ -1,0 +1,153 @@
+//! Running the real `wasmvisor` binary: `run` on a temp folder, and the
+//! client commands against it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmvisor::cli::client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wasmvisor");
+
+/// A `wasmvisor run` process on a temp plugins folder, killed on drop.
+pub struct RunningHost {
+    pub addr: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    process: tokio::process::Child,
+}
+
+impl RunningHost {
+    /// Starts the binary with every example plugin and `extra` flags, and
+    /// waits for its "listening" line.
+    pub async fn start(extra: &[&str]) -> RunningHost {
+        RunningHost::start_with(extra, None).await
+    }
+
+    pub async fn start_with(extra: &[&str], config: Option<&str>) -> RunningHost {
+        let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS.iter().map(|(n, _)| *n).collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).expect("plugins dir");
+        for name in names {
+            wasmvisor_tests::copy_plugin(name, &plugins);
+        }
+        if let Some(text) = config {
+            std::fs::write(dir.path().join("wasmvisor.toml"), text).expect("config");
+        }
+        let log = std::fs::File::create(dir.path().join("host.log")).expect("log file");
+        let mut process = tokio::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["run", "--listen", "127.0.0.1:0", "--plugins"])
+            .arg(&plugins)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("WASMVISOR_TOKEN")
+            .env_remove("WASMVISOR_ADDR")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the wasmvisor binary starts");
+        let stdout = process.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the host prints its address within 60 s")
+            .expect("stdout is readable")
+            .unwrap_or_else(|| panic!("the host exited; log:\n{}", read_log(dir.path())));
+        let addr = line
+            .strip_prefix("wasmvisor listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
+        RunningHost {
+            client: Client::new(&addr, token),
+            addr,
+            dir,
+            process,
+        }
+    }
+
+    /// Runs a client command against this host and returns (success,
+    /// stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(BIN)
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .env_remove("WASMVISOR_TOKEN")
+            .output()
+            .await
+            .expect("the client command runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts a client command that keeps running (like `events`).
+    pub fn cli_streaming(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(BIN)
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the client command starts")
+    }
+
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// Sends SIGTERM-equivalent (kill) and waits for the process.
+    pub async fn kill(mut self) {
+        let _ = self.process.kill().await;
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.client
+            .json(hyper::Method::GET, path, None)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+    }
+}
+
+impl RunningHost {
+    /// Polls `GET /v1/children/{id}` until `pred` holds (bounded).
+    pub async fn wait_child(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + super::LIMIT;
+        loop {
+            let got = self
+                .client
+                .json(hyper::Method::GET, &format!("/v1/children/{id}"), None)
+                .await;
+            match got {
+                Ok(child) if pred(&child) => return child,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}; last answer: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("host.log")).unwrap_or_default()
+}
