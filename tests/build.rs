@@ -12,47 +12,30 @@ fn main() {
     for watched in ["plugins/Cargo.toml", "plugins/.cargo", "guest-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-
     let members = workspace_members(&plugins_dir.join("Cargo.toml"));
     for m in &members {
-        println!("cargo:rerun-if-changed={}", plugins_dir.join(m).join("src").display());
-        println!("cargo:rerun-if-changed={}", plugins_dir.join(m).join("Cargo.toml").display());
+        for part in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                plugins_dir.join(m).join(part).display()
+            );
+        }
     }
 
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&plugins_dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
-    // The outer build's settings (clippy as a rustc wrapper, host rustflags,
-    // its target dir) must not leak into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_LLVM_COV",
-    ] {
-        build.env_remove(var);
-    }
-    let status = build
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
-    assert!(
-        status.success(),
-        "building the plugins failed; is the wasm32-wasip2 target installed? \
-         (rustup target add wasm32-wasip2)"
+    let target = plugins_dir.join("target");
+    cargo_build(&plugins_dir, &target);
+    let release = target.join("wasm32-wasip2/release");
+    let variants = build_variants(
+        &root,
+        &PathBuf::from(env("OUT_DIR")).join("variants"),
+        &target.join("variants"),
     );
-
-    let release = plugins_dir.join("target/wasm32-wasip2/release");
+    let all = members
+        .iter()
+        .map(|m| (m.clone(), release.join(format!("{m}.wasm"))))
+        .chain(variants);
     let mut consts = String::new();
-    for m in &members {
-        let wasm = release.join(format!("{m}.wasm"));
+    for (m, wasm) in all {
         assert!(wasm.exists(), "{} was not built", wasm.display());
         consts.push_str(&format!(
             "/// The compiled `{m}` plugin.\npub const {}: &str = {:?};\n",
@@ -76,6 +59,127 @@ fn main() {
     std::fs::write(&out, consts).expect("cannot write plugins.rs");
 }
 
+/// Variants of `chaos` for the hot-reload tests: (file name, crate version,
+/// features). They compile the same source as `plugins/chaos`.
+const VARIANTS: &[(&str, &str, &str)] = &[
+    ("chaos_v2", "0.2.0", ""),
+    ("chaos_bad_restore", "0.3.0", "restore-traps"),
+];
+
+/// Builds each of the [`VARIANTS`] and returns (file name, path of the
+/// `.wasm`). Each is the `chaos` crate itself, laid out as in `plugins/`
+/// (same crate name, same relative source path, same `Cargo.lock`), so its
+/// code differs from `chaos` only where the version or features do. Each is
+/// a workspace of its own under `out`, built into a target dir of its own
+/// (with a shared one, cargo would keep whichever variant it linked last as
+/// `chaos.wasm`).
+fn build_variants(root: &Path, out: &Path, target: &Path) -> Vec<(String, PathBuf)> {
+    let plugins = root.join("plugins");
+    let workspace =
+        std::fs::read_to_string(plugins.join("Cargo.toml")).expect("plugins/Cargo.toml");
+    let profile = &workspace[workspace
+        .find("[profile.release]")
+        .expect("plugins have a release profile")..];
+    let chaos =
+        std::fs::read_to_string(plugins.join("chaos/Cargo.toml")).expect("chaos/Cargo.toml");
+    let sdk = root.join("guest-sdk");
+    let mut built = Vec::new();
+    for (name, version, features) in VARIANTS {
+        let dir = out.join(name);
+        std::fs::create_dir_all(dir.join("chaos")).expect("cannot create a variant folder");
+        std::fs::create_dir_all(dir.join(".cargo")).expect("cannot create a variant folder");
+        let src = dir.join("chaos/src");
+        if !src.exists() {
+            std::os::unix::fs::symlink(plugins.join("chaos/src"), &src)
+                .expect("cannot link the chaos source");
+        }
+        let mut manifest = chaos
+            .replace("version = \"0.1.0\"", &format!("version = {version:?}"))
+            .replace("edition.workspace = true", "edition = \"2024\"")
+            .replace("publish.workspace = true", "publish = false")
+            .replace(
+                "wasmvisor-sdk.workspace = true",
+                &format!("wasmvisor-sdk = {{ path = {sdk:?} }}"),
+            )
+            .replace(
+                "serde.workspace = true",
+                "serde = { version = \"1\", features = [\"derive\"] }",
+            )
+            .replace("serde_json.workspace = true", "serde_json = \"1\"");
+        if !features.is_empty() {
+            manifest = manifest.replace(
+                "[features]\n",
+                &format!("[features]\ndefault = [{features:?}]\n"),
+            );
+        }
+        write_if_changed(&dir.join("chaos/Cargo.toml"), &manifest);
+        write_if_changed(
+            &dir.join("Cargo.toml"),
+            &format!("[workspace]\nresolver = \"3\"\nmembers = [\"chaos\"]\n\n{profile}"),
+        );
+        for file in ["Cargo.lock", ".cargo/config.toml"] {
+            let text = std::fs::read_to_string(plugins.join(file)).unwrap_or_default();
+            write_if_changed(&dir.join(file), &text);
+        }
+        let own_target = target.join(name);
+        cargo_build(&dir, &own_target);
+        let wasm = target.join(format!("{name}.wasm"));
+        std::fs::copy(own_target.join("wasm32-wasip2/release/chaos.wasm"), &wasm)
+            .expect("cannot copy a variant");
+        built.push((name.to_string(), wasm));
+    }
+    built
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `dir`, into `target`.
+fn cargo_build(dir: &Path, target: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--quiet",
+            "--target-dir",
+        ])
+        .arg(target);
+    // The outer build's settings (clippy as a rustc wrapper, host rustflags,
+    // its target dir) must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_LLVM_COV",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
+    assert!(
+        status.success(),
+        "building the plugins in {} failed; is the wasm32-wasip2 target installed? \
+         (rustup target add wasm32-wasip2)",
+        dir.display()
+    );
+}
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
@@ -83,7 +187,9 @@ fn env(name: &str) -> String {
 /// The `members = [...]` of the plugins workspace.
 fn workspace_members(manifest: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(manifest).expect("cannot read plugins/Cargo.toml");
-    let start = text.find("members").expect("plugins/Cargo.toml has no members");
+    let start = text
+        .find("members")
+        .expect("plugins/Cargo.toml has no members");
     let list = &text[start..];
     let open = list.find('[').expect("members is not a list");
     let close = list.find(']').expect("members is not a list");

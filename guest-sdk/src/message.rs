@@ -55,7 +55,13 @@ impl Message {
             message: &'a str,
         }
         // Two string fields always encode.
-        Message(serde_json::to_vec(&ErrorReply { error: code, message }).unwrap_or_default())
+        Message(
+            serde_json::to_vec(&ErrorReply {
+                error: code,
+                message,
+            })
+            .unwrap_or_default(),
+        )
     }
 }
 
@@ -118,6 +124,9 @@ mod tests {
     #[test]
     fn error_reply_shape() {
         let v: serde_json::Value = Message::error("bad_message", "nope").decode().unwrap();
-        assert_eq!(v, serde_json::json!({"error": "bad_message", "message": "nope"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "bad_message", "message": "nope"})
+        );
     }
 }

@@ -47,7 +47,10 @@ pub trait Plugin: Default + 'static {
     /// `warn` and drops it.
     fn handle_cast(&mut self, msg: Self::Cast) {
         let _ = msg;
-        crate::runtime::log(crate::Level::Warn, "cast ignored: Plugin::handle_cast is not implemented");
+        crate::runtime::log(
+            crate::Level::Warn,
+            "cast ignored: Plugin::handle_cast is not implemented",
+        );
     }
 
     /// Handles timers, monitor `down`s and topic events. The default ignores

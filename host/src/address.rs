@@ -57,6 +57,7 @@ pub struct Cell {
     pub(crate) mailbox: mpsc::Sender<Envelope>,
     pub(crate) control: ControlSlot,
     generation: AtomicU64,
+    timer_ids: AtomicU64,
     state: Mutex<CellState>,
 }
 
@@ -68,6 +69,7 @@ impl Cell {
             mailbox,
             control: ControlSlot::default(),
             generation: AtomicU64::new(0),
+            timer_ids: AtomicU64::new(0),
             state: Mutex::new(CellState {
                 status: Status::Starting,
                 version: None,
@@ -96,13 +98,16 @@ impl Cell {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The generation of the current (or next) instance.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
+    /// A new incarnation: a restart (not a reload) starts one. Timers,
+    /// monitors and subscriptions belong to an incarnation.
     pub(crate) fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Timer references are unique per child, across its instances, so a
+    /// stale timer message can never pass for a live timer.
+    pub(crate) fn next_timer_id(&self) -> u64 {
+        self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Sends a request and waits for the reply, at most `timeout`.
@@ -150,17 +155,24 @@ impl Cell {
     pub(crate) fn monitor(&self, watcher: &Arc<Cell>, generation: u64) {
         let mut state = self.state();
         if matches!(state.status, Status::Running | Status::Starting) {
-            // Drop monitors of earlier generations of the same watcher: they
-            // died with their instance.
+            // Drop monitors of earlier incarnations of the same watcher (they
+            // died with it); one monitor per incarnation is enough, since a
+            // `down` carries no reference to tell two apart.
             state.monitors.retain(|m| {
                 m.watcher
                     .upgrade()
                     .is_some_and(|w| !Arc::ptr_eq(&w, watcher) || m.generation == generation)
             });
-            state.monitors.push(Monitor {
-                watcher: Arc::downgrade(watcher),
-                generation,
-            });
+            let exists = state
+                .monitors
+                .iter()
+                .any(|m| m.generation == generation && m.watcher.as_ptr() == Arc::as_ptr(watcher));
+            if !exists {
+                state.monitors.push(Monitor {
+                    watcher: Arc::downgrade(watcher),
+                    generation,
+                });
+            }
         } else {
             drop(state);
             watcher.post_info(

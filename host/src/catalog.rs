@@ -3,6 +3,7 @@
 //! every (re)start of every instance of that version.
 
 use crate::bindings::PluginPre;
+use crate::cache::ArtifactCache;
 use crate::config::PluginConfig;
 use crate::instance::InstanceState;
 use crate::names;
@@ -21,6 +22,10 @@ pub struct Version {
     pub plugin: Arc<str>,
     /// A short content hash (12 hex digits) that names this version.
     pub hash: String,
+    /// The full content hash (SHA-256, hex).
+    pub content_hash: String,
+    /// Whether it came from the compile cache instead of the compiler.
+    pub cached: bool,
     /// When it was loaded.
     pub loaded_at: SystemTime,
     /// How long compiling it took, ms.
@@ -29,6 +34,7 @@ pub struct Version {
     pub size: usize,
     /// The plugin's limits, fixed when it was loaded.
     pub limits: PluginConfig,
+    pub(crate) component: Component,
     pub(crate) pre: PluginPre<InstanceState>,
 }
 
@@ -71,6 +77,7 @@ pub(crate) fn compile(
     name: &str,
     bytes: &[u8],
     limits: PluginConfig,
+    cache: Option<&ArtifactCache>,
 ) -> Result<Version> {
     if bytes.is_empty() {
         return Err(anyhow!("the file is empty"));
@@ -82,9 +89,15 @@ pub(crate) fn compile(
         ));
     }
     let started = Instant::now();
-    let component = Component::new(engine, bytes)
-        .map_err(anyhow::Error::from)
-        .context("not a valid wasm component")?;
+    let content_hash = content_hash(bytes);
+    let cached = cache.and_then(|c| c.load(engine, &content_hash));
+    let was_cached = cached.is_some();
+    let component = match cached {
+        Some(component) => component,
+        None => Component::new(engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("not a valid wasm component")?,
+    };
     if let Some(needs) = component.resources_required() {
         let cap = u64::from(limits.memory_mb) * 1024 * 1024;
         if let Some(initial) = needs.max_initial_memory_size {
@@ -103,10 +116,12 @@ pub(crate) fn compile(
     let pre = PluginPre::new(pre)
         .map_err(anyhow::Error::from)
         .context("it does not export the wasmvisor:plugin world")?;
-    let hash = content_hash(bytes);
     Ok(Version {
         plugin: name.into(),
-        hash: hash[..12].to_string(),
+        hash: content_hash[..12].to_string(),
+        content_hash,
+        cached: was_cached,
+        component,
         loaded_at: SystemTime::now(),
         compile_ms: started.elapsed().as_secs_f64() * 1e3,
         size: bytes.len(),
@@ -135,6 +150,12 @@ impl Catalog {
         let entry = plugins.entry(version.plugin.to_string()).or_default();
         entry.current = Some(version);
         entry.last_error = None;
+    }
+
+    /// Forgets the current version of `name` (its file is gone); the entry
+    /// stays, so the plugin is listed with its waiting children.
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<Version>> {
+        self.write().get_mut(name).and_then(|e| e.current.take())
     }
 
     /// Records why loading `name` failed; a good current version stays.
@@ -170,7 +191,10 @@ mod tests {
 
     #[test]
     fn plugin_names_come_from_wasm_files_only() {
-        assert_eq!(plugin_name(Path::new("dir/chaos.wasm")).as_deref(), Some("chaos"));
+        assert_eq!(
+            plugin_name(Path::new("dir/chaos.wasm")).as_deref(),
+            Some("chaos")
+        );
         assert_eq!(plugin_name(Path::new("dir/chaos.wasm.tmp")), None);
         assert_eq!(plugin_name(Path::new("dir/.chaos.wasm.swp")), None);
         assert_eq!(plugin_name(Path::new("dir/bad name.wasm")), None);

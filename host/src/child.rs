@@ -24,6 +24,8 @@ enum Ended {
     Stop(oneshot::Sender<()>),
     /// An operator restarted the child: start a new instance now.
     Restart(oneshot::Sender<()>),
+    /// The plugin's file was removed: wait for it.
+    Suspend(oneshot::Sender<()>),
 }
 
 /// What a child that is down (backoff, failed, waiting) does next.
@@ -39,17 +41,40 @@ pub(crate) struct Child {
     intensity: Intensity,
 }
 
-/// Runs `work` unless a kill arrives first; a kill drops the guest call in
-/// flight, which unwinds the guest, and the instance is then discarded.
+/// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
+/// drops the guest call in flight, which unwinds the guest; the instance is
+/// then discarded.
+async fn unless_killed<T>(
+    control: &ControlSlot,
+    work: impl Future<Output = T>,
+) -> Result<T, String> {
+    tokio::select! {
+        biased;
+        reason = control.killed() => Err(reason),
+        result = work => Ok(result),
+    }
+}
+
+/// [`unless_killed`] for guest calls: a kill is one more way to exit.
 async fn guarded<T>(
     control: &ControlSlot,
     work: impl Future<Output = Result<T, ExitReason>>,
 ) -> Result<T, ExitReason> {
-    tokio::select! {
-        biased;
-        reason = control.killed() => Err(ExitReason::Killed(reason)),
-        result = work => result,
-    }
+    unless_killed(control, work)
+        .await
+        .unwrap_or_else(|reason| Err(ExitReason::Killed(reason)))
+}
+
+/// How a hot reload of one instance went.
+enum Upgrade {
+    /// It already runs that version.
+    Unchanged,
+    /// The new instance serves, with the old one's state.
+    Done(Instance),
+    /// The new version failed; the old instance goes on, untouched.
+    Kept(String),
+    /// The old instance died (its snapshot trapped, or a kill arrived).
+    Died(ExitReason),
 }
 
 impl Child {
@@ -114,7 +139,8 @@ impl Child {
                 }
                 Err(killed) => {
                     if let Some(ready) = ready.take() {
-                        return self.abandon_start(ready, StartError::InitFailed(killed.to_string()));
+                        return self
+                            .abandon_start(ready, StartError::InitFailed(killed.to_string()));
                     }
                     (Ended::Exit(killed), Duration::ZERO)
                 }
@@ -129,6 +155,10 @@ impl Child {
                 Ended::Restart(done) => {
                     self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
                     self.intensity.reset();
+                    let _ = done.send(());
+                }
+                Ended::Suspend(done) => {
+                    self.cell.exited(&ExitReason::Shutdown, Status::Waiting);
                     let _ = done.send(());
                 }
                 Ended::Exit(reason) => {
@@ -173,7 +203,11 @@ impl Child {
             }
             None => {
                 self.host.metrics.restart();
-                self.host.events.emit(Event::ChildRestarted { id, restarts, version });
+                self.host.events.emit(Event::ChildRestarted {
+                    id,
+                    restarts,
+                    version,
+                });
             }
         }
     }
@@ -245,8 +279,27 @@ impl Child {
                     self.terminate(&mut instance, &ExitReason::Shutdown).await;
                     return Ended::Restart(done);
                 }
-                Err(Control::Reload { done, .. }) => {
-                    let _ = done.send(Err("hot reload is not available yet".into()));
+                Err(Control::Suspend { done }) => {
+                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    return Ended::Suspend(done);
+                }
+                Err(Control::Reload { version, done }) => {
+                    match self.upgrade(&mut instance, version).await {
+                        Upgrade::Unchanged => {
+                            let _ = done.send(Ok(()));
+                        }
+                        Upgrade::Done(new) => {
+                            instance = new;
+                            let _ = done.send(Ok(()));
+                        }
+                        Upgrade::Kept(why) => {
+                            let _ = done.send(Err(why));
+                        }
+                        Upgrade::Died(reason) => {
+                            let _ = done.send(Err(format!("the old instance exited: {reason}")));
+                            return Ended::Exit(reason);
+                        }
+                    }
                 }
                 // The cell holds a sender for as long as this task runs.
                 Ok(None) => return Ended::Exit(ExitReason::Shutdown),
@@ -263,7 +316,58 @@ impl Child {
         }
     }
 
-    async fn dispatch(&mut self, instance: &mut Instance, envelope: Envelope) -> Result<(), ExitReason> {
+    /// Moves this child to `version` (OTP's `code_change`): the mailbox waits
+    /// meanwhile; the old instance's `snapshot()` goes to the new instance's
+    /// `restore()` after its `init(args)`. Any failure of the new version
+    /// leaves the old instance serving with its state.
+    async fn upgrade(
+        &mut self,
+        old: &mut Instance,
+        version: Arc<crate::catalog::Version>,
+    ) -> Upgrade {
+        if old.version.hash == version.hash {
+            return Upgrade::Unchanged;
+        }
+        let control = &self.cell.control;
+        let state = match guarded(control, old.snapshot()).await {
+            Ok(state) => state,
+            Err(reason) => return Upgrade::Died(reason),
+        };
+        let start = Instance::start(&self.host, &self.cell, version.clone(), old.generation());
+        let mut new = match unless_killed(control, start).await {
+            Ok(Ok(new)) => new,
+            Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
+                return Upgrade::Kept(format!("the new version did not start: {m}"));
+            }
+            Err(kill) => return Upgrade::Died(ExitReason::Killed(kill)),
+        };
+        if let Some(state) = state {
+            let why = match unless_killed(control, new.restore(&state)).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(refused))) => {
+                    Some(format!("the new version refused the state: {refused}"))
+                }
+                Ok(Err(failed)) => Some(format!("the new version failed in restore: {failed}")),
+                Err(kill) => {
+                    new.discard_beside(old);
+                    return Upgrade::Died(ExitReason::Killed(kill));
+                }
+            };
+            if let Some(why) = why {
+                new.discard_beside(old);
+                return Upgrade::Kept(why);
+            }
+        }
+        new.take_over(old);
+        self.cell.state().version = Some(version);
+        Upgrade::Done(new)
+    }
+
+    async fn dispatch(
+        &mut self,
+        instance: &mut Instance,
+        envelope: Envelope,
+    ) -> Result<(), ExitReason> {
         let control = &self.cell.control;
         match envelope {
             Envelope::Call { msg, reply } => {
@@ -293,7 +397,10 @@ impl Child {
             instance.terminate(reason).await;
             Ok(())
         };
-        if tokio::time::timeout(limit, guarded(&self.cell.control, work)).await.is_err() {
+        if tokio::time::timeout(limit, guarded(&self.cell.control, work))
+            .await
+            .is_err()
+        {
             tracing::warn!(child = %self.cell.id, "terminate took longer than {limit:?}; killed");
         }
     }
@@ -328,6 +435,11 @@ impl Child {
                         let _ = done.send(Ok(()));
                         return Wake::Start;
                     }
+                    // Already down; the plugin's current version (if any)
+                    // is what the next start uses.
+                    Control::Suspend { done } => {
+                        let _ = done.send(());
+                    }
                     Control::Kill { .. } => {}
                 },
                 () = &mut sleep => return Wake::Start,
@@ -351,7 +463,7 @@ impl Child {
         self.host.registry.remove(&self.cell);
         for control in self.cell.control.drain() {
             match control {
-                Control::Stop { done } | Control::Restart { done } => {
+                Control::Stop { done } | Control::Restart { done } | Control::Suspend { done } => {
                     let _ = done.send(());
                 }
                 Control::Reload { done, .. } => {

@@ -22,6 +22,10 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The size of the instance pool.
     pub pool: PoolConfig,
+    /// Keep nothing on disk (`--ephemeral`): no compile cache, no durable
+    /// children. Not a file key.
+    #[serde(skip)]
+    pub ephemeral: bool,
 }
 
 impl Default for Config {
@@ -33,6 +37,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
+            ephemeral: false,
         }
     }
 }
@@ -139,9 +144,15 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         let s = &self.supervisor;
-        anyhow::ensure!(s.max_seconds > 0, "supervisor.max_seconds must be at least 1");
+        anyhow::ensure!(
+            s.max_seconds > 0,
+            "supervisor.max_seconds must be at least 1"
+        );
         for (name, p) in &self.plugins {
-            anyhow::ensure!(p.memory_mb > 0, "plugins.{name}.memory_mb must be at least 1");
+            anyhow::ensure!(
+                p.memory_mb > 0,
+                "plugins.{name}.memory_mb must be at least 1"
+            );
             anyhow::ensure!(
                 p.memory_mb <= 4096,
                 "plugins.{name}.memory_mb must be at most 4096 (wasm32 memories are 4 GiB)"
@@ -149,7 +160,10 @@ impl Config {
             anyhow::ensure!(p.cpu_ms > 0, "plugins.{name}.cpu_ms must be at least 1");
             anyhow::ensure!(p.mailbox > 0, "plugins.{name}.mailbox must be at least 1");
         }
-        anyhow::ensure!(self.pool.max_instances > 0, "pool.max_instances must be at least 1");
+        anyhow::ensure!(
+            self.pool.max_instances > 0,
+            "pool.max_instances must be at least 1"
+        );
         anyhow::ensure!(
             (64..=8192).contains(&self.pool.stack_kib),
             "pool.stack_kib must be between 64 and 8192"

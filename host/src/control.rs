@@ -18,8 +18,11 @@ pub(crate) enum Control {
     Restart { done: oneshot::Sender<()> },
     /// End the instance now with `killed(reason)`; restarted per policy.
     Kill { reason: String },
-    /// Move to `version`, carrying state through snapshot/restore; the
-    /// outcome goes to `done`.
+    /// The plugin's file is gone: run `terminate(shutdown)` and wait for it
+    /// (status `waiting`), keeping the spec.
+    Suspend { done: oneshot::Sender<()> },
+    /// Move to `version`, carrying state through snapshot/restore (or, for a
+    /// child that is down, start on it now); the outcome goes to `done`.
     Reload {
         version: Arc<Version>,
         done: oneshot::Sender<Result<(), String>>,
@@ -95,7 +98,9 @@ mod tests {
         let slot = ControlSlot::default();
         let (done, _rx) = oneshot::channel();
         slot.push(Control::Stop { done });
-        slot.push(Control::Kill { reason: "operator".into() });
+        slot.push(Control::Kill {
+            reason: "operator".into(),
+        });
         assert_eq!(slot.killed().await, "operator");
         assert!(matches!(slot.next().await, Control::Stop { .. }));
     }
@@ -103,7 +108,9 @@ mod tests {
     #[tokio::test]
     async fn a_signal_sent_before_waiting_is_not_lost() {
         let slot = Arc::new(ControlSlot::default());
-        slot.push(Control::Kill { reason: "early".into() });
+        slot.push(Control::Kill {
+            reason: "early".into(),
+        });
         let got = tokio::time::timeout(Duration::from_secs(5), slot.next()).await;
         assert!(matches!(got, Ok(Control::Kill { .. })));
     }
@@ -116,7 +123,9 @@ mod tests {
             async move { slot.killed().await }
         });
         tokio::task::yield_now().await;
-        slot.push(Control::Kill { reason: "late".into() });
+        slot.push(Control::Kill {
+            reason: "late".into(),
+        });
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         assert_eq!(got.unwrap().unwrap(), "late");
     }

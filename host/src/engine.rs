@@ -62,13 +62,20 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .max_wasm_stack(stack_bytes - 64 * 1024)
         .wasm_backtrace_max_frames(None)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    Engine::new(&c).map_err(anyhow::Error::from).with_context(|| {
-        format!(
-            "cannot create the wasm engine for {n} instances of up to {} MiB; \
+    // A new version of a plugin mostly repeats the old one's functions.
+    c.enable_incremental_compilation(std::sync::Arc::new(
+        crate::cache::IncrementalCache::default(),
+    ))
+    .map_err(anyhow::Error::from)?;
+    Engine::new(&c)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "cannot create the wasm engine for {n} instances of up to {} MiB; \
              lower [pool] max_instances or the plugins' memory_mb",
-            config.max_memory_mb()
-        )
-    })
+                config.max_memory_mb()
+            )
+        })
 }
 
 /// The linker every plugin is instantiated through: WASI 0.2 (with nothing

@@ -62,14 +62,37 @@ pub enum Event {
         /// The child id.
         id: String,
     },
-    /// A plugin was loaded for the first time.
+    /// A plugin was loaded (its file appeared, or the host started).
     PluginLoaded {
         /// The plugin name.
         plugin: String,
         /// Its version (short content hash).
         version: String,
-        /// Compile time, ms.
+        /// Compile (or cache load) time, ms.
         compile_ms: f64,
+        /// Whether the compiled artifact came from the cache.
+        cached: bool,
+    },
+    /// A new version of a plugin replaced the old one in its running
+    /// children.
+    PluginReloaded {
+        /// The plugin name.
+        plugin: String,
+        /// The new version.
+        version: String,
+        /// The children moved to it.
+        instances: usize,
+        /// Children that stayed on the old version, with why.
+        failed: Vec<(String, String)>,
+        /// From the change being noticed to the last child serving it, ms.
+        ms: f64,
+    },
+    /// A plugin's file was removed: its children are waiting for it.
+    PluginRemoved {
+        /// The plugin name.
+        plugin: String,
+        /// The children now waiting.
+        instances: usize,
     },
     /// A plugin could not be loaded or reloaded; nothing changed.
     ReloadFailed {
@@ -99,6 +122,8 @@ impl Event {
             Event::ChildFailed { .. } => "child_failed",
             Event::ChildRemoved { .. } => "child_removed",
             Event::PluginLoaded { .. } => "plugin_loaded",
+            Event::PluginReloaded { .. } => "plugin_reloaded",
+            Event::PluginRemoved { .. } => "plugin_removed",
             Event::ReloadFailed { .. } => "reload_failed",
             Event::Topic { .. } => "topic",
         }

@@ -3,21 +3,21 @@
 //! the library's entry point; the HTTP API and the benchmark use only it.
 
 use crate::address::{Address, Cell};
-use crate::catalog::{self, Catalog, Version};
+use crate::cache::ArtifactCache;
+use crate::catalog::Catalog;
 use crate::child::Child;
 use crate::config::Config;
 use crate::control::Control;
 use crate::events::{Event, EventBus};
 use crate::instance::InstanceState;
-use crate::metrics::Metrics;
+use crate::metrics::{Gauge, Metrics};
 use crate::registry::Registry;
 use crate::topics::Topics;
 use crate::types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};
 use crate::{engine, names};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -34,6 +34,10 @@ pub struct HostInner {
     pub(crate) events: EventBus,
     pub(crate) metrics: Metrics,
     pub(crate) config: Config,
+    /// Compiled artifacts on disk (none when ephemeral).
+    pub(crate) cache: Option<ArtifactCache>,
+    /// Plugin loads, reloads and removals happen one at a time.
+    pub(crate) plugin_changes: tokio::sync::Mutex<()>,
 }
 
 /// A running wasmvisor host. Cheap to clone; all clones are the same host.
@@ -82,29 +86,26 @@ pub struct PluginInfo {
     pub compile_ms: Option<f64>,
     /// The `.wasm` size, bytes.
     pub size: Option<usize>,
+    /// Whether the current version came from the compile cache.
+    pub cached: Option<bool>,
     /// How many children run this plugin.
     pub instances: usize,
     /// Why the last load failed, if it did.
     pub last_error: Option<String>,
 }
 
-/// How loading a folder of plugins went.
-#[derive(Debug, Clone, Default)]
-pub struct LoadReport {
-    /// Plugins that loaded, with their versions.
-    pub loaded: Vec<(String, String)>,
-    /// Files that failed, with the error.
-    pub failed: Vec<(PathBuf, String)>,
-}
-
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl HostInner {
     /// The dynamic supervisor's `start_child`: registers the id, starts the
     /// child's task and waits until its first `init` returned.
-    pub(crate) async fn start_child(self: &Arc<Self>, spec: ChildSpec) -> Result<Address, StartError> {
+    pub(crate) async fn start_child(
+        self: &Arc<Self>,
+        spec: ChildSpec,
+    ) -> Result<Address, StartError> {
         names::validate_id(&spec.id).map_err(StartError::Invalid)?;
         names::validate_plugin(&spec.plugin).map_err(StartError::Invalid)?;
         let version = self
@@ -120,14 +121,19 @@ impl HostInner {
         match started.await {
             Ok(Ok(())) => Ok(Address(cell)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(StartError::Unavailable("the child's task ended during start".into())),
+            Err(_) => Err(StartError::Unavailable(
+                "the child's task ended during start".into(),
+            )),
         }
     }
 
     /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
     /// then the child is removed and its id is free.
     pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
-        let cell = self.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let cell = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
         let (done, stopped) = oneshot::channel();
         cell.control.push(Control::Stop { done });
         let _ = stopped.await;
@@ -174,7 +180,10 @@ impl Host {
         if dir.is_dir() {
             host.load_dir(&dir).await?;
         } else {
-            tracing::warn!("plugins folder {} does not exist; no plugins loaded", dir.display());
+            tracing::warn!(
+                "plugins folder {} does not exist; no plugins loaded",
+                dir.display()
+            );
         }
         Ok(host)
     }
@@ -184,6 +193,10 @@ impl Host {
         let engine = engine::engine(&config)?;
         let linker = engine::linker(&engine)?;
         engine::start_epoch_ticker(&engine)?;
+        let cache = match config.ephemeral {
+            true => None,
+            false => Some(ArtifactCache::open(&config.data_dir, &engine)?),
+        };
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -194,95 +207,19 @@ impl Host {
                 events: EventBus::default(),
                 metrics: Metrics::default(),
                 config,
+                cache,
+                plugin_changes: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<HostInner> {
+        &self.inner
     }
 
     /// The configuration the host runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    /// Compiles every `NAME.wasm` in `dir`, showing progress in the log.
-    pub async fn load_dir(&self, dir: &Path) -> Result<LoadReport> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read plugins folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-            .collect();
-        files.sort();
-        let mut report = LoadReport::default();
-        let total = files.len();
-        for (i, path) in files.into_iter().enumerate() {
-            tracing::info!("[{}/{total}] compiling {}", i + 1, path.display());
-            match self.load_file(&path).await {
-                Ok(v) => {
-                    tracing::info!(
-                        "[{}/{total}] loaded plugin {} version {} ({} KiB, compiled in {:.0} ms)",
-                        i + 1,
-                        v.plugin,
-                        v.hash,
-                        v.size / 1024,
-                        v.compile_ms
-                    );
-                    report.loaded.push((v.plugin.to_string(), v.hash.clone()));
-                }
-                Err(e) => {
-                    tracing::error!("[{}/{total}] cannot load {}: {e:#}", i + 1, path.display());
-                    report.failed.push((path, format!("{e:#}")));
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Compiles one plugin file (on a blocking thread) and makes it the
-    /// current version of plugin `NAME` (from `NAME.wasm`).
-    pub async fn load_file(&self, path: &Path) -> Result<Arc<Version>> {
-        let name = catalog::plugin_name(path).with_context(|| {
-            format!(
-                "{} is not NAME.wasm with a valid plugin name (letters, digits, _ and -)",
-                path.display()
-            )
-        })?;
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.load_bytes(&name, bytes).await
-    }
-
-    /// Compiles `bytes` as plugin `name` and makes it the current version.
-    pub async fn load_bytes(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Version>> {
-        names::validate_plugin(name).map_err(anyhow::Error::msg)?;
-        let inner = self.inner.clone();
-        let plugin = name.to_string();
-        let compiled = tokio::task::spawn_blocking(move || {
-            let limits = inner.config.plugin(&plugin);
-            catalog::compile(&inner.engine, &inner.linker, &plugin, &bytes, limits)
-        })
-        .await
-        .context("the compile task panicked")?;
-        match compiled {
-            Ok(version) => {
-                let version = Arc::new(version);
-                self.inner.catalog.install(version.clone());
-                self.inner.metrics.plugin_load(true);
-                self.inner.events.emit(Event::PluginLoaded {
-                    plugin: name.to_string(),
-                    version: version.hash.clone(),
-                    compile_ms: version.compile_ms,
-                });
-                Ok(version)
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                self.inner.catalog.record_error(name, message.clone());
-                self.inner.metrics.plugin_load(false);
-                self.inner.events.emit(Event::ReloadFailed {
-                    plugin: name.to_string(),
-                    error: message,
-                });
-                Err(e)
-            }
-        }
     }
 
     /// Starts a dynamic child and waits until its `init` returned.
@@ -296,7 +233,12 @@ impl Host {
     }
 
     /// Calls child `id` and waits at most `timeout` for the reply.
-    pub async fn call(&self, id: &str, msg: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
+    pub async fn call(
+        &self,
+        id: &str,
+        msg: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
         let m = &self.inner.metrics;
         m.call();
         let result = match self.inner.registry.get(id) {
@@ -332,7 +274,11 @@ impl Host {
     /// a child in `backoff` or `failed`. Returns once the new instance is
     /// being started.
     pub async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
-        let cell = self.inner.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let cell = self
+            .inner
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
         let (done, restarted) = oneshot::channel();
         cell.control.push(Control::Restart { done });
         let _ = restarted.await;
@@ -342,7 +288,11 @@ impl Host {
     /// Kills child `id` now: exit reason `killed(reason)`, restarted per its
     /// policy, like `Process.exit(pid, :kill)`.
     pub fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
-        let cell = self.inner.registry.get(id).ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let cell = self
+            .inner
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
         cell.control.push(Control::Kill {
             reason: reason.to_string(),
         });
@@ -351,7 +301,13 @@ impl Host {
 
     /// Every child, sorted by id.
     pub fn children(&self) -> Vec<ChildInfo> {
-        let mut all: Vec<_> = self.inner.registry.all().iter().map(|c| self.inner.info(c)).collect();
+        let mut all: Vec<_> = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .map(|c| self.inner.info(c))
+            .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
@@ -382,6 +338,7 @@ impl Host {
                     loaded_at_ms: v.map(|v| unix_ms(v.loaded_at)),
                     compile_ms: v.map(|v| v.compile_ms),
                     size: v.map(|v| v.size),
+                    cached: v.map(|v| v.cached),
                     last_error: entry.last_error,
                 }
             })
@@ -415,17 +372,27 @@ impl Host {
         for c in &children {
             *by_status.entry(c.state().status.as_str()).or_default() += 1;
         }
-        let plugins = self.inner.catalog.list().iter().filter(|(_, e)| e.current.is_some()).count();
+        let plugins = self
+            .inner
+            .catalog
+            .list()
+            .iter()
+            .filter(|(_, e)| e.current.is_some())
+            .count();
         self.inner.metrics.render(&[
-            (
-                "wasmvisor_children",
-                "Children by status.",
-                by_status
+            Gauge {
+                name: "wasmvisor_children",
+                help: "Children by status.",
+                samples: by_status
                     .into_iter()
                     .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n))
                     .collect(),
-            ),
-            ("wasmvisor_plugins", "Plugins with a loaded version.", vec![(String::new(), plugins as u64)]),
+            },
+            Gauge {
+                name: "wasmvisor_plugins",
+                help: "Plugins with a loaded version.",
+                samples: vec![(String::new(), plugins as u64)],
+            },
         ])
     }
 

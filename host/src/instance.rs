@@ -51,7 +51,6 @@ pub struct InstanceState {
     /// guest logs its panic message there before it traps.
     pub(crate) last_error_log: Option<String>,
     pub(crate) timers: HashMap<u64, AbortHandle>,
-    pub(crate) next_timer: u64,
     pub(crate) subscriptions: Vec<Arc<str>>,
 }
 
@@ -60,9 +59,11 @@ impl Drop for InstanceState {
         for (_, timer) in self.timers.drain() {
             timer.abort();
         }
-        self.host
-            .topics
-            .unsubscribe(&self.subscriptions, Arc::as_ptr(&self.cell), self.generation);
+        self.host.topics.unsubscribe(
+            &self.subscriptions,
+            Arc::as_ptr(&self.cell),
+            self.generation,
+        );
     }
 }
 
@@ -78,10 +79,16 @@ impl WasiView for InstanceState {
 impl ResourceLimiter for InstanceState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if current > 0 {
+            // Instantiation asks for the initial size (from 0); anything
+            // else is a `memory.grow`, which costs page faults and a limit
+            // check on a path that should not need it.
+            self.host.metrics.memory_grow();
+        }
         if desired > self.memory_cap {
             self.kill = Some(format!(
                 "memory limit of {} MiB exceeded (asked for {} KiB)",
@@ -140,13 +147,14 @@ impl Instance {
             wasi,
             table: ResourceTable::new(),
             memory_cap: limits.memory_mb as usize * 1024 * 1024,
-            cpu_budget: limits.cpu_ms.div_ceil(crate::engine::EPOCH_TICK.as_millis() as u32),
+            cpu_budget: limits
+                .cpu_ms
+                .div_ceil(crate::engine::EPOCH_TICK.as_millis() as u32),
             cpu_ticks: 0,
             kill: None,
             stop_request: None,
             last_error_log: None,
             timers: HashMap::new(),
-            next_timer: 1,
             subscriptions: Vec::new(),
         };
         let mut store = Store::new(&host.engine, state);
@@ -172,7 +180,9 @@ impl Instance {
                 let reason = classify(e, store.data_mut());
                 return Err(match reason {
                     ExitReason::Killed(m) => StartFailure::Init(format!("killed: {m}")),
-                    ExitReason::Trap(m) if is_resource_exhaustion(&m) => StartFailure::Unavailable(m),
+                    ExitReason::Trap(m) if is_resource_exhaustion(&m) => {
+                        StartFailure::Unavailable(m)
+                    }
                     other => StartFailure::Init(other.to_string()),
                 });
             }
@@ -228,7 +238,11 @@ impl Instance {
 
     /// Delivers a notification, unless it belongs to an earlier instance or
     /// is a timer that was cancelled meanwhile.
-    pub(crate) async fn handle_info(&mut self, generation: u64, info: InfoMsg) -> Result<(), ExitReason> {
+    pub(crate) async fn handle_info(
+        &mut self,
+        generation: u64,
+        info: InfoMsg,
+    ) -> Result<(), ExitReason> {
         if generation != self.generation() {
             return Ok(());
         }
@@ -259,7 +273,8 @@ impl Instance {
     /// instance is going away anyway.
     pub(crate) async fn terminate(&mut self, reason: &ExitReason) {
         self.begin();
-        if let Err(e) = self.exports
+        if let Err(e) = self
+            .exports
             .call_terminate(&mut self.store, &to_wit_reason(reason))
             .await
         {
@@ -278,12 +293,41 @@ impl Instance {
     }
 
     /// `restore(state)` on a freshly started instance.
-    pub(crate) async fn restore(&mut self, state: &Vec<u8>) -> Result<Result<(), String>, ExitReason> {
+    pub(crate) async fn restore(
+        &mut self,
+        state: &Vec<u8>,
+    ) -> Result<Result<(), String>, ExitReason> {
         self.begin();
         self.exports
             .call_restore(&mut self.store, state)
             .await
             .map_err(|e| self.fail(e))
+    }
+
+    /// Hot reload succeeded: this new instance continues `old`'s incarnation
+    /// and takes over its pending timers and its subscriptions (its own
+    /// `init` may have subscribed to some of them again; they are one
+    /// subscription). `old` is left owning nothing, so dropping it cancels
+    /// nothing.
+    pub(crate) fn take_over(&mut self, old: &mut Instance) {
+        let (new, old) = (self.store.data_mut(), old.store.data_mut());
+        new.timers.extend(old.timers.drain());
+        for topic in old.subscriptions.drain(..) {
+            if !new.subscriptions.contains(&topic) {
+                new.subscriptions.push(topic);
+            }
+        }
+    }
+
+    /// Hot reload failed: this new instance is dropped while `old` goes on.
+    /// It shares `old`'s incarnation, so it must not end the subscriptions
+    /// they have in common; its own timers and new subscriptions do end.
+    pub(crate) fn discard_beside(mut self, old: &Instance) {
+        let kept = &old.store.data().subscriptions;
+        self.store
+            .data_mut()
+            .subscriptions
+            .retain(|t| !kept.contains(t));
     }
 
     /// The exit the guest asked for with `runtime.stop`, if it did.

@@ -23,6 +23,7 @@
 pub mod address;
 pub mod api;
 pub(crate) mod bindings;
+pub(crate) mod cache;
 pub mod catalog;
 pub(crate) mod child;
 pub mod cli;
@@ -35,16 +36,19 @@ pub(crate) mod instance;
 pub(crate) mod metrics;
 pub mod names;
 pub(crate) mod registry;
+pub mod reload;
 pub(crate) mod runtime;
 pub(crate) mod stdio;
 pub(crate) mod supervisor;
 pub(crate) mod timers;
 pub(crate) mod topics;
 pub mod types;
+pub mod watch;
 
 pub use address::Address;
 pub use config::Config;
 pub use events::Event;
-pub use host::{ChildInfo, Host, LoadReport, PluginInfo};
+pub use host::{ChildInfo, Host, PluginInfo};
 pub use instance::InstanceState;
+pub use reload::{LoadReport, PluginChange};
 pub use types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};

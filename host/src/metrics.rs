@@ -5,6 +5,14 @@ use crate::types::ExitReason;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A gauge sampled at scrape time: its samples are (labels, value), labels
+/// written as `{k="v"}` or empty.
+pub(crate) struct Gauge<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub samples: Vec<(String, u64)>,
+}
+
 #[derive(Default)]
 pub(crate) struct Metrics {
     calls: AtomicU64,
@@ -13,10 +21,18 @@ pub(crate) struct Metrics {
     restarts: AtomicU64,
     exits: [AtomicU64; 5],
     plugin_loads: AtomicU64,
+    memory_grows: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
 
-const CALL_ERROR_CODES: [&str; 6] = ["not_found", "timeout", "trapped", "killed", "mailbox_full", "failed"];
+const CALL_ERROR_CODES: [&str; 6] = [
+    "not_found",
+    "timeout",
+    "trapped",
+    "killed",
+    "mailbox_full",
+    "failed",
+];
 const EXIT_CODES: [&str; 5] = ["normal", "shutdown", "trap", "killed", "init_failed"];
 
 fn inc(counter: &AtomicU64) {
@@ -48,13 +64,21 @@ impl Metrics {
         }
     }
 
+    pub(crate) fn memory_grow(&self) {
+        inc(&self.memory_grows);
+    }
+
     pub(crate) fn plugin_load(&self, ok: bool) {
-        inc(if ok { &self.plugin_loads } else { &self.plugin_load_failures });
+        inc(if ok {
+            &self.plugin_loads
+        } else {
+            &self.plugin_load_failures
+        });
     }
 
     /// Renders every metric; `gauges` are sampled by the caller at scrape
-    /// time: (name, help, labelled values).
-    pub(crate) fn render(&self, gauges: &[(&str, &str, Vec<(String, u64)>)]) -> String {
+    /// time.
+    pub(crate) fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
@@ -64,25 +88,66 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        family("wasmvisor_calls_total", "counter", "Calls sent to children.", &[(String::new(), load(&self.calls))]);
-        family("wasmvisor_casts_total", "counter", "Casts sent to children.", &[(String::new(), load(&self.casts))]);
+        family(
+            "wasmvisor_calls_total",
+            "counter",
+            "Calls sent to children.",
+            &[(String::new(), load(&self.calls))],
+        );
+        family(
+            "wasmvisor_casts_total",
+            "counter",
+            "Casts sent to children.",
+            &[(String::new(), load(&self.casts))],
+        );
         let errors: Vec<_> = CALL_ERROR_CODES
             .iter()
             .zip(&self.call_errors)
             .map(|(code, c)| (format!("{{code=\"{code}\"}}"), load(c)))
             .collect();
-        family("wasmvisor_call_errors_total", "counter", "Calls and casts that failed, by error code.", &errors);
+        family(
+            "wasmvisor_call_errors_total",
+            "counter",
+            "Calls and casts that failed, by error code.",
+            &errors,
+        );
         let exits: Vec<_> = EXIT_CODES
             .iter()
             .zip(&self.exits)
             .map(|(code, c)| (format!("{{reason=\"{code}\"}}"), load(c)))
             .collect();
-        family("wasmvisor_exits_total", "counter", "Instance exits that the supervisor decided on, by reason.", &exits);
-        family("wasmvisor_restarts_total", "counter", "Instances started to replace an exited one.", &[(String::new(), load(&self.restarts))]);
-        family("wasmvisor_plugin_loads_total", "counter", "Plugin versions compiled and installed.", &[(String::new(), load(&self.plugin_loads))]);
-        family("wasmvisor_plugin_load_failures_total", "counter", "Plugin files that failed to load.", &[(String::new(), load(&self.plugin_load_failures))]);
-        for (name, help, samples) in gauges {
-            family(name, "gauge", help, samples);
+        family(
+            "wasmvisor_exits_total",
+            "counter",
+            "Instance exits that the supervisor decided on, by reason.",
+            &exits,
+        );
+        family(
+            "wasmvisor_restarts_total",
+            "counter",
+            "Instances started to replace an exited one.",
+            &[(String::new(), load(&self.restarts))],
+        );
+        family(
+            "wasmvisor_memory_grows_total",
+            "counter",
+            "memory.grow calls by guests (none are needed on the init path).",
+            &[(String::new(), load(&self.memory_grows))],
+        );
+        family(
+            "wasmvisor_plugin_loads_total",
+            "counter",
+            "Plugin versions compiled and installed.",
+            &[(String::new(), load(&self.plugin_loads))],
+        );
+        family(
+            "wasmvisor_plugin_load_failures_total",
+            "counter",
+            "Plugin files that failed to load.",
+            &[(String::new(), load(&self.plugin_load_failures))],
+        );
+        for g in gauges {
+            family(g.name, "gauge", g.help, &g.samples);
         }
         out
     }
@@ -98,7 +163,11 @@ mod tests {
         m.call();
         m.call_error("timeout");
         m.exit(&ExitReason::Trap("x".into()));
-        let text = m.render(&[("wasmvisor_children", "Children.", vec![(String::new(), 2)])]);
+        let text = m.render(&[Gauge {
+            name: "wasmvisor_children",
+            help: "Children.",
+            samples: vec![(String::new(), 2)],
+        }]);
         assert!(text.contains("# TYPE wasmvisor_calls_total counter\nwasmvisor_calls_total 1\n"));
         assert!(text.contains("wasmvisor_call_errors_total{code=\"timeout\"} 1\n"));
         assert!(text.contains("wasmvisor_exits_total{reason=\"trap\"} 1\n"));

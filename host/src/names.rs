@@ -35,7 +35,9 @@ pub fn validate_plugin(name: &str) -> Result<(), String> {
         return Err("the plugin name is empty".into());
     }
     if name.len() > MAX_PLUGIN_LEN {
-        return Err(format!("the plugin name is longer than {MAX_PLUGIN_LEN} bytes"));
+        return Err(format!(
+            "the plugin name is longer than {MAX_PLUGIN_LEN} bytes"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -57,7 +59,17 @@ mod tests {
         for ok in ["t1", "group:general", "txn_1", "a.b-c@d", &"x".repeat(128)] {
             assert!(validate_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a/b", "..", "a..b", "a b", "a\nb", "é", "a\\b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "a..b",
+            "a b",
+            "a\nb",
+            "é",
+            "a\\b",
+            &"x".repeat(129),
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
     }

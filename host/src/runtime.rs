@@ -3,8 +3,8 @@
 use crate::bindings::wasmvisor::plugin::runtime::Host;
 use crate::bindings::wasmvisor::plugin::types as wit;
 use crate::instance::{InstanceState, from_wit_reason};
-use crate::types::{CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use crate::timers;
+use crate::types::{CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -122,7 +122,10 @@ impl Host for InstanceState {
         if self.subscriptions.iter().any(|t| **t == *topic) {
             return Ok(());
         }
-        let key = self.host.topics.subscribe(&topic, &self.cell, self.generation);
+        let key = self
+            .host
+            .topics
+            .subscribe(&topic, &self.cell, self.generation);
         self.subscriptions.push(key);
         Ok(())
     }
@@ -130,9 +133,11 @@ impl Host for InstanceState {
     fn unsubscribe(&mut self, topic: String) -> wasmtime::Result<()> {
         if let Some(i) = self.subscriptions.iter().position(|t| **t == *topic) {
             let key = self.subscriptions.swap_remove(i);
-            self.host
-                .topics
-                .unsubscribe(&[key], std::sync::Arc::as_ptr(&self.cell), self.generation);
+            self.host.topics.unsubscribe(
+                &[key],
+                std::sync::Arc::as_ptr(&self.cell),
+                self.generation,
+            );
         }
         Ok(())
     }

@@ -66,7 +66,10 @@ impl GuestOutput {
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(bytes);
     }
 }
 
@@ -107,7 +110,11 @@ impl OutputStream for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }

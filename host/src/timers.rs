@@ -9,13 +9,16 @@ use crate::instance::{InstanceState, Interrupted, MAX_TIMERS};
 use std::time::Duration;
 
 /// Sets a timer and returns its reference.
-pub(crate) fn send_after(state: &mut InstanceState, delay_ms: u64, msg: Vec<u8>) -> wasmtime::Result<u64> {
+pub(crate) fn send_after(
+    state: &mut InstanceState,
+    delay_ms: u64,
+    msg: Vec<u8>,
+) -> wasmtime::Result<u64> {
     if state.timers.len() >= MAX_TIMERS {
         state.kill = Some(format!("more than {MAX_TIMERS} pending timers"));
         return Err(wasmtime::Error::new(Interrupted));
     }
-    let timer = state.next_timer;
-    state.next_timer += 1;
+    let timer = state.cell.next_timer_id();
     let cell = state.cell.clone();
     let generation = state.generation;
     let task = tokio::spawn(async move {

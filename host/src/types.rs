@@ -285,7 +285,10 @@ mod tests {
     fn exit_reasons_serialise_like_the_guest_sdk() {
         let json = serde_json::to_string(&ExitReason::Trap("boom".into())).unwrap();
         assert_eq!(json, r#"{"trap":"boom"}"#);
-        assert_eq!(serde_json::to_string(&ExitReason::Normal).unwrap(), r#""normal""#);
+        assert_eq!(
+            serde_json::to_string(&ExitReason::Normal).unwrap(),
+            r#""normal""#
+        );
         assert_eq!(
             serde_json::to_string(&ExitReason::InitFailed("x".into())).unwrap(),
             r#"{"init_failed":"x"}"#
@@ -295,7 +298,12 @@ mod tests {
     #[test]
     fn restart_parses_only_known_policies() {
         assert_eq!("transient".parse::<Restart>(), Ok(Restart::Transient));
-        assert!("sometimes".parse::<Restart>().unwrap_err().contains("sometimes"));
+        assert!(
+            "sometimes"
+                .parse::<Restart>()
+                .unwrap_err()
+                .contains("sometimes")
+        );
     }
 
     #[test]

@@ -12,18 +12,28 @@ use wasmvisor::cli::client::ApiFailure;
 
 async fn post(h: &RunningHost, path: &str, body: Value) -> (StatusCode, Value) {
     let (status, bytes) = h.client.raw(Method::POST, path, Some(&body)).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn request(h: &RunningHost, method: Method, path: &str) -> (StatusCode, Value) {
     let (status, bytes) = h.client.raw(method, path, None).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn assert_error(got: (StatusCode, Value), status: u16, code: &str) -> Value {
     assert_eq!(got.0.as_u16(), status, "{}", got.1);
     assert_eq!(got.1["error"], code, "{}", got.1);
-    assert!(got.1["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        got.1
+    );
     got.1
 }
 
@@ -39,7 +49,12 @@ async fn children_lifecycle_over_http() {
     let h = RunningHost::start(&[]).await;
     assert_eq!(h.get("/healthz").await, json!({"status": "ok"}));
     let plugins = h.get("/v1/plugins").await;
-    let names: Vec<&str> = plugins.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["board_monitor", "chaos", "tracker"]);
 
     let (status, child) = post(
@@ -52,12 +67,27 @@ async fn children_lifecycle_over_http() {
     assert_eq!(child["status"], "running");
     assert_eq!(child["restart"], "permanent");
 
-    let (status, reply) = post(&h, "/v1/children/b1/call", json!({"msg": {"user_joined": "zoe"}})).await;
+    let (status, reply) = post(
+        &h,
+        "/v1/children/b1/call",
+        json!({"msg": {"user_joined": "zoe"}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply, json!({"reply": ["zoe"]}));
-    let (status, _) = post(&h, "/v1/children/b1/cast", json!({"msg": {"user_joined": "adam"}})).await;
+    let (status, _) = post(
+        &h,
+        "/v1/children/b1/cast",
+        json!({"msg": {"user_joined": "adam"}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (_, reply) = post(&h, "/v1/children/b1/call", json!({"msg": "users", "timeout_ms": 1000})).await;
+    let (_, reply) = post(
+        &h,
+        "/v1/children/b1/call",
+        json!({"msg": "users", "timeout_ms": 1000}),
+    )
+    .await;
     assert_eq!(reply, json!({"reply": ["adam", "zoe"]}));
 
     let list = h.get("/v1/children").await;
@@ -71,27 +101,50 @@ async fn children_lifecycle_over_http() {
     assert_eq!(h.get("/v1/children/b1").await["restarts"], 1);
     let (status, _) = post(&h, "/v1/children/b1/kill", json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let child = h.wait_child("b1", "the restart after the kill", |c| c["restarts"] == 2).await;
+    let child = h
+        .wait_child("b1", "the restart after the kill", |c| c["restarts"] == 2)
+        .await;
     assert_eq!(child["last_exit"], json!({"killed": "killed by operator"}));
     let (status, _) = request(&h, Method::DELETE, "/v1/children/b1").await;
     assert_eq!(status, StatusCode::OK);
-    assert_error(request(&h, Method::GET, "/v1/children/b1").await, 404, "not_found");
+    assert_error(
+        request(&h, Method::GET, "/v1/children/b1").await,
+        404,
+        "not_found",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_error_code() {
     let h = RunningHost::start_with(&[], Some(CONFIG)).await;
-    let start = |id: &str, plugin: &str, args: Value| {
-        json!({"id": id, "plugin": plugin, "args": args})
-    };
-    assert_eq!(post(&h, "/v1/children", start("c", "chaos", json!(null))).await.0, StatusCode::CREATED);
+    let start =
+        |id: &str, plugin: &str, args: Value| json!({"id": id, "plugin": plugin, "args": args});
+    assert_eq!(
+        post(&h, "/v1/children", start("c", "chaos", json!(null)))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
 
     // 409 already_started
-    assert_error(post(&h, "/v1/children", start("c", "chaos", json!(null))).await, 409, "already_started");
+    assert_error(
+        post(&h, "/v1/children", start("c", "chaos", json!(null))).await,
+        409,
+        "already_started",
+    );
     // 422 unknown_plugin and init_failed
-    assert_error(post(&h, "/v1/children", start("x", "nope", json!(null))).await, 422, "unknown_plugin");
+    assert_error(
+        post(&h, "/v1/children", start("x", "nope", json!(null))).await,
+        422,
+        "unknown_plugin",
+    );
     let body = assert_error(
-        post(&h, "/v1/children", start("x", "chaos", json!({"fail_init": "no thanks"}))).await,
+        post(
+            &h,
+            "/v1/children",
+            start("x", "chaos", json!({"fail_init": "no thanks"})),
+        )
+        .await,
         422,
         "init_failed",
     );
@@ -103,34 +156,74 @@ async fn every_documented_error_code() {
     for path in ["/v1/children/ghost/restart", "/v1/children/ghost/kill"] {
         assert_error(post(&h, path, json!({})).await, 404, "not_found");
     }
-    assert_error(request(&h, Method::GET, "/v1/children/ghost").await, 404, "not_found");
-    assert_error(request(&h, Method::DELETE, "/v1/children/ghost").await, 404, "not_found");
+    assert_error(
+        request(&h, Method::GET, "/v1/children/ghost").await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        request(&h, Method::DELETE, "/v1/children/ghost").await,
+        404,
+        "not_found",
+    );
     // 504 timeout
     assert_error(
-        post(&h, "/v1/children/c/call", json!({"msg": {"spin": 300_000_000u64}, "timeout_ms": 10})).await,
+        post(
+            &h,
+            "/v1/children/c/call",
+            json!({"msg": {"spin": 300_000_000u64}, "timeout_ms": 10}),
+        )
+        .await,
         504,
         "timeout",
     );
     // 500 trapped
-    let body = assert_error(post(&h, "/v1/children/c/call", json!({"msg": "crash"})).await, 500, "trapped");
+    let body = assert_error(
+        post(&h, "/v1/children/c/call", json!({"msg": "crash"})).await,
+        500,
+        "trapped",
+    );
     assert!(body["message"].as_str().unwrap().contains("unreachable"));
     // 503 failed: max_restarts = 0 with on_exhausted = "fail" leaves it failed.
-    assert_error(post(&h, "/v1/children/c/call", json!({"msg": "state"})).await, 503, "failed");
+    assert_error(
+        post(&h, "/v1/children/c/call", json!({"msg": "state"})).await,
+        503,
+        "failed",
+    );
     // 500 killed: the default CPU deadline (1 s per message) cuts a long spin.
-    assert_eq!(post(&h, "/v1/children", start("k", "chaos", json!(null))).await.0, StatusCode::CREATED);
+    assert_eq!(
+        post(&h, "/v1/children", start("k", "chaos", json!(null)))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     let kill_body = json!({"msg": {"spin": 100_000_000_000u64}, "timeout_ms": 30_000});
     let caller = h.client.clone();
     let killed = tokio::spawn(async move {
-        caller.raw(Method::POST, "/v1/children/k/call", Some(&kill_body)).await
+        caller
+            .raw(Method::POST, "/v1/children/k/call", Some(&kill_body))
+            .await
     });
-    let (status, bytes) = tokio::time::timeout(Duration::from_secs(30), killed).await.unwrap().unwrap().unwrap();
+    let (status, bytes) = tokio::time::timeout(Duration::from_secs(30), killed)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!((status.as_u16(), body["error"].as_str()), (500, Some("killed")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (500, Some("killed")),
+        "{body}"
+    );
     assert!(body["message"].as_str().unwrap().contains("CPU deadline"));
     // 400 bad_request: malformed JSON, wrong types, unknown fields, bad ids,
     // bad policies, bad timeouts
     for raw in [&b"{"[..], b"not json", b"[1,2", b"\xff\xfe"] {
-        let (status, bytes) = h.client.raw_bytes(Method::POST, "/v1/children", Some(raw.to_vec())).await.unwrap();
+        let (status, bytes) = h
+            .client
+            .raw_bytes(Method::POST, "/v1/children", Some(raw.to_vec()))
+            .await
+            .unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_error((status, body), 400, "bad_request");
     }
@@ -145,24 +238,57 @@ async fn every_documented_error_code() {
     ] {
         assert_error(post(&h, "/v1/children", body).await, 400, "bad_request");
     }
-    for timeout in [json!(0), json!(-5), json!(1.5), json!("10"), json!(10_000_000)] {
+    for timeout in [
+        json!(0),
+        json!(-5),
+        json!(1.5),
+        json!("10"),
+        json!(10_000_000),
+    ] {
         assert_error(
-            post(&h, "/v1/children/k/call", json!({"msg": "state", "timeout_ms": timeout})).await,
+            post(
+                &h,
+                "/v1/children/k/call",
+                json!({"msg": "state", "timeout_ms": timeout}),
+            )
+            .await,
             400,
             "bad_request",
         );
     }
-    assert_error(post(&h, "/v1/children/k/call", json!({"timeout_ms": 5})).await, 400, "bad_request");
+    assert_error(
+        post(&h, "/v1/children/k/call", json!({"timeout_ms": 5})).await,
+        400,
+        "bad_request",
+    );
     // 413 payload_too_large
     let huge = vec![b' '; 2 * 1024 * 1024];
-    let (status, bytes) = h.client.raw_bytes(Method::POST, "/v1/children/k/cast", Some(huge)).await.unwrap();
+    let (status, bytes) = h
+        .client
+        .raw_bytes(Method::POST, "/v1/children/k/cast", Some(huge))
+        .await
+        .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_error((status, body), 413, "payload_too_large");
     // 404 no_route
-    assert_error(request(&h, Method::GET, "/v2/everything").await, 404, "no_route");
+    assert_error(
+        request(&h, Method::GET, "/v2/everything").await,
+        404,
+        "no_route",
+    );
     // The host kept serving through all of it.
-    assert_eq!(post(&h, "/v1/children", start("ok", "chaos", json!(null))).await.0, StatusCode::CREATED);
-    assert_eq!(post(&h, "/v1/children/ok/call", json!({"msg": {"add": 1}})).await.1, json!({"reply": 1}));
+    assert_eq!(
+        post(&h, "/v1/children", start("ok", "chaos", json!(null)))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(&h, "/v1/children/ok/call", json!({"msg": {"add": 1}}))
+            .await
+            .1,
+        json!({"reply": 1})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +299,11 @@ async fn mailbox_full_is_429() {
     assert_eq!(status, StatusCode::CREATED);
     let spin = json!({"msg": {"spin": 100_000_000_000u64}, "timeout_ms": 60_000});
     let caller = h.client.clone();
-    let blocked = tokio::spawn(async move { caller.raw(Method::POST, "/v1/children/m/call", Some(&spin)).await });
+    let blocked = tokio::spawn(async move {
+        caller
+            .raw(Method::POST, "/v1/children/m/call", Some(&spin))
+            .await
+    });
     let mut full = None;
     for _ in 0..200 {
         let got = post(&h, "/v1/children/m/cast", json!({"msg": "bump"})).await;
@@ -194,11 +324,20 @@ async fn a_token_guards_everything_but_healthz() {
     let anonymous = wasmvisor::cli::client::Client::new(&h.addr, None);
     let wrong = wasmvisor::cli::client::Client::new(&h.addr, Some("guess".into()));
     for client in [&anonymous, &wrong] {
-        let err = client.json(Method::GET, "/v1/children", None).await.unwrap_err();
+        let err = client
+            .json(Method::GET, "/v1/children", None)
+            .await
+            .unwrap_err();
         let failure = err.downcast_ref::<ApiFailure>().unwrap();
-        assert_eq!((failure.status, failure.code.as_str()), (401, "unauthorized"));
+        assert_eq!(
+            (failure.status, failure.code.as_str()),
+            (401, "unauthorized")
+        );
     }
-    assert_eq!(anonymous.json(Method::GET, "/healthz", None).await.unwrap()["status"], "ok");
+    assert_eq!(
+        anonymous.json(Method::GET, "/healthz", None).await.unwrap()["status"],
+        "ok"
+    );
     assert_eq!(h.get("/v1/children").await, json!([]));
 }
 
@@ -210,7 +349,10 @@ async fn the_event_stream_shows_start_exit_and_restart() {
     let reader = tokio::spawn(async move {
         client
             .events(None, |kind, data| {
-                let _ = tx.send((kind.to_string(), serde_json::from_str::<Value>(data).unwrap()));
+                let _ = tx.send((
+                    kind.to_string(),
+                    serde_json::from_str::<Value>(data).unwrap(),
+                ));
                 true
             })
             .await
@@ -222,7 +364,9 @@ async fn the_event_stream_shows_start_exit_and_restart() {
     for attempt in 0..100 {
         let id = format!("s{attempt}");
         post(&h, "/v1/children", json!({"id": id, "plugin": "chaos"})).await;
-        if let Ok(Some((kind, data))) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+        if let Ok(Some((kind, data))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        {
             seen.push((kind.clone(), data.clone()));
             if kind == "child_started" {
                 started = true;
@@ -234,10 +378,18 @@ async fn the_event_stream_shows_start_exit_and_restart() {
     let (_, data) = seen.last().unwrap();
     let id = data["id"].as_str().unwrap().to_string();
     assert_eq!(data["plugin"], "chaos");
-    post(&h, &format!("/v1/children/{id}/call"), json!({"msg": "crash"})).await;
+    post(
+        &h,
+        &format!("/v1/children/{id}/call"),
+        json!({"msg": "crash"}),
+    )
+    .await;
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
-        let (kind, data) = tokio::time::timeout(common::LIMIT, rx.recv()).await.unwrap().unwrap();
+        let (kind, data) = tokio::time::timeout(common::LIMIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         if data["id"] == id.as_str() {
             if kind == "child_exited" {
                 assert!(data["reason"]["trap"].is_string(), "{data}");
@@ -261,15 +413,28 @@ async fn topic_filter_keeps_only_that_topic() {
     let reader = tokio::spawn(async move {
         client
             .events(Some("wanted"), |kind, data| {
-                let _ = tx.send((kind.to_string(), serde_json::from_str::<Value>(data).unwrap()));
+                let _ = tx.send((
+                    kind.to_string(),
+                    serde_json::from_str::<Value>(data).unwrap(),
+                ));
                 true
             })
             .await
     });
     let mut got = None;
     for _ in 0..100 {
-        post(&h, "/v1/children/p/call", json!({"msg": {"publish": {"topic": "unwanted", "msg": 0}}})).await;
-        post(&h, "/v1/children/p/call", json!({"msg": {"publish": {"topic": "wanted", "msg": {"k": 1}}}})).await;
+        post(
+            &h,
+            "/v1/children/p/call",
+            json!({"msg": {"publish": {"topic": "unwanted", "msg": 0}}}),
+        )
+        .await;
+        post(
+            &h,
+            "/v1/children/p/call",
+            json!({"msg": {"publish": {"topic": "wanted", "msg": {"k": 1}}}}),
+        )
+        .await;
         if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             got = Some(event);
             break;
@@ -277,7 +442,10 @@ async fn topic_filter_keeps_only_that_topic() {
     }
     let (kind, data) = got.expect("a topic event arrives");
     assert_eq!(kind, "topic");
-    assert_eq!(data, json!({"type": "topic", "topic": "wanted", "msg": {"k": 1}}));
+    assert_eq!(
+        data,
+        json!({"type": "topic", "topic": "wanted", "msg": {"k": 1}})
+    );
     reader.abort();
 }
 
@@ -291,26 +459,47 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
             assert!(rest.split_once(' ').is_some(), "HELP without text: {line}");
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
-            assert!(types.insert(name.to_string(), kind.to_string()).is_none(), "TYPE twice: {line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "TYPE twice: {line}"
+            );
         } else {
-            assert!(!line.starts_with('#') && !line.is_empty(), "unexpected line {line:?}");
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "unexpected line {line:?}"
+            );
             let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
             let name = series.split('{').next().unwrap();
             assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
                 "bad metric name {name}"
             );
             assert!(types.contains_key(name), "sample before its TYPE: {line}");
             if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
-                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).expect("{labels}");
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .expect("{labels}");
                 for pair in inner.split(',') {
                     let (k, v) = pair.split_once('=').expect("label=value");
-                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
-                    assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2, "{line}");
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line}"
+                    );
+                    assert!(
+                        v.starts_with('"') && v.ends_with('"') && v.len() >= 2,
+                        "{line}"
+                    );
                 }
             }
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
             samples.insert(series.to_string(), value);
         }
     }
@@ -328,9 +517,19 @@ async fn metrics_parse_as_prometheus_text() {
     assert_eq!(status, StatusCode::OK);
     let samples = parse_prometheus(std::str::from_utf8(&body).unwrap());
     assert_eq!(samples["wasmvisor_calls_total"], 3.0);
-    assert_eq!(samples["wasmvisor_call_errors_total{code=\"trapped\"}"], 1.0);
-    assert_eq!(samples["wasmvisor_call_errors_total{code=\"not_found\"}"], 1.0);
+    assert_eq!(
+        samples["wasmvisor_call_errors_total{code=\"trapped\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["wasmvisor_call_errors_total{code=\"not_found\"}"],
+        1.0
+    );
     assert_eq!(samples["wasmvisor_exits_total{reason=\"trap\"}"], 1.0);
     assert_eq!(samples["wasmvisor_plugins"], 3.0);
-    assert_eq!(samples["wasmvisor_children{status=\"running\"}"] + samples["wasmvisor_children{status=\"restarting\"}"], 1.0);
+    assert_eq!(
+        samples["wasmvisor_children{status=\"running\"}"]
+            + samples["wasmvisor_children{status=\"restarting\"}"],
+        1.0
+    );
 }

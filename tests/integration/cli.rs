@@ -9,7 +9,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_start() {
     let h = RunningHost::start(&[]).await;
-    let (ok, out, err) = h.cli(&["start", "t1", "tracker", "--args", r#"{"transaction_id":"txn_1"}"#]).await;
+    let (ok, out, err) = h
+        .cli(&[
+            "start",
+            "t1",
+            "tracker",
+            "--args",
+            r#"{"transaction_id":"txn_1"}"#,
+        ])
+        .await;
     assert!(ok, "{err}");
     assert!(out.starts_with("started t1 (tracker "), "{out}");
     let (ok, out, _) = h.cli(&["call", "t1", r#"{"observe":1}"#]).await;
@@ -19,7 +27,9 @@ async fn the_quick_start() {
     // Watch the events while a chaos child crashes.
     let mut events = h.cli_streaming(&["events"]);
     let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
-    let (ok, _, err) = h.cli(&["start", "c1", "chaos", "--args", r#"{"n":7}"#]).await;
+    let (ok, _, err) = h
+        .cli(&["start", "c1", "chaos", "--args", r#"{"n":7}"#])
+        .await;
     assert!(ok, "{err}");
     let (ok, _, err) = h.cli(&["call", "c1", r#""crash""#]).await;
     assert!(!ok, "a trapped call fails the command");
@@ -28,7 +38,10 @@ async fn the_quick_start() {
 
     let (ok, ps, _) = h.cli(&["ps"]).await;
     assert!(ok);
-    let row = ps.lines().find(|l| l.starts_with("c1 ")).unwrap_or_else(|| panic!("{ps}"));
+    let row = ps
+        .lines()
+        .find(|l| l.starts_with("c1 "))
+        .unwrap_or_else(|| panic!("{ps}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[..3], ["c1", "chaos", "running"], "{row}");
     assert_eq!(cells[4], "1", "restart count: {row}");
@@ -62,11 +75,24 @@ async fn every_client_command() {
     assert!(ok);
     assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
     assert_eq!(out.lines().count(), 4, "{out}");
-    assert!(h.cli(&["start", "c", "chaos", "--restart", "transient"]).await.0);
+    assert!(
+        h.cli(&["start", "c", "chaos", "--restart", "transient"])
+            .await
+            .0
+    );
     assert!(h.cli(&["cast", "c", r#""bump""#]).await.0);
-    assert_eq!(h.cli(&["call", "c", r#""state""#]).await.1.trim(), r#"{"args":null,"count":1}"#);
+    assert_eq!(
+        h.cli(&["call", "c", r#""state""#]).await.1.trim(),
+        r#"{"args":null,"count":1}"#
+    );
     assert!(h.cli(&["restart", "c"]).await.0);
-    assert_eq!(h.cli(&["call", "c", r#""state""#, "--timeout", "2000"]).await.1.trim(), r#"{"args":null,"count":0}"#);
+    assert_eq!(
+        h.cli(&["call", "c", r#""state""#, "--timeout", "2000"])
+            .await
+            .1
+            .trim(),
+        r#"{"args":null,"count":0}"#
+    );
     assert!(h.cli(&["kill", "c"]).await.0);
     let (ok, json, _) = h.cli(&["ps", "--json"]).await;
     assert!(ok);
@@ -79,7 +105,9 @@ async fn every_client_command() {
     let (ok, _, err) = h.cli(&["start", "x", "chaos", "--args", "{nope"]).await;
     assert!(!ok);
     assert!(err.contains("--args is not valid JSON"), "{err}");
-    let (ok, _, err) = h.cli(&["start", "x", "chaos", "--restart", "sometimes"]).await;
+    let (ok, _, err) = h
+        .cli(&["start", "x", "chaos", "--restart", "sometimes"])
+        .await;
     assert!(!ok);
     assert!(err.contains("sometimes"), "{err}");
 }
@@ -93,6 +121,9 @@ async fn a_client_without_a_host_fails_with_one_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: cannot reach the wasmvisor host"), "{err}");
+    assert!(
+        err.starts_with("error: cannot reach the wasmvisor host"),
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }

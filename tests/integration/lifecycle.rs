@@ -34,13 +34,27 @@ async fn start_lookup_call_cast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn already_started_and_not_found() {
     let (host, _dir) = host().await;
-    host.start_child(spec("x", "chaos", json!(null))).await.unwrap();
-    let err = host.start_child(spec("x", "tracker", json!({}))).await.unwrap_err();
+    host.start_child(spec("x", "chaos", json!(null)))
+        .await
+        .unwrap();
+    let err = host
+        .start_child(spec("x", "tracker", json!({})))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StartError::AlreadyStarted(_)), "{err:?}");
-    assert_eq!(call(&host, "nope", json!("state")).await.unwrap_err(), CallError::NotFound);
-    assert_eq!(cast(&host, "nope", json!("bump")).unwrap_err(), CallError::NotFound);
+    assert_eq!(
+        call(&host, "nope", json!("state")).await.unwrap_err(),
+        CallError::NotFound
+    );
+    assert_eq!(
+        cast(&host, "nope", json!("bump")).unwrap_err(),
+        CallError::NotFound
+    );
     assert!(host.lookup("nope").is_none());
-    let err = host.start_child(spec("y", "no_such_plugin", json!(null))).await.unwrap_err();
+    let err = host
+        .start_child(spec("y", "no_such_plugin", json!(null)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StartError::UnknownPlugin(_)), "{err:?}");
     assert!(host.child("y").is_none(), "a failed start frees the id");
 }
@@ -60,18 +74,29 @@ async fn init_failure_fails_the_start_and_frees_the_id() {
         .start_child(spec("c", "chaos", json!({"crash_init": true})))
         .await
         .unwrap_err();
-    assert!(matches!(&err, StartError::InitFailed(m) if m.contains("unreachable")), "{err:?}");
+    assert!(
+        matches!(&err, StartError::InitFailed(m) if m.contains("unreachable")),
+        "{err:?}"
+    );
     assert_eq!(host.count_children(), 0);
-    host.start_child(spec("t", "tracker", json!({}))).await.unwrap();
+    host.start_child(spec("t", "tracker", json!({})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_restarts_with_the_same_args_and_address() {
     let (host, _dir) = host().await;
-    let addr = host.start_child(spec("c1", "chaos", json!({"k": "v"}))).await.unwrap();
+    let addr = host
+        .start_child(spec("c1", "chaos", json!({"k": "v"})))
+        .await
+        .unwrap();
     assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
     let err = call(&host, "c1", json!("crash")).await.unwrap_err();
-    assert!(matches!(&err, CallError::Trapped(m) if m.contains("unreachable")), "{err:?}");
+    assert!(
+        matches!(&err, CallError::Trapped(m) if m.contains("unreachable")),
+        "{err:?}"
+    );
     assert_eq!(
         call_ok(&host, "c1", json!("state")).await,
         json!({"args": {"k": "v"}, "count": 0})
@@ -86,7 +111,9 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_queued_behind_a_crash_reach_the_new_instance() {
     let (host, _dir) = host().await;
-    host.start_child(spec("c", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("c", "chaos", json!(null)))
+        .await
+        .unwrap();
     cast(&host, "c", json!("crash")).unwrap();
     for _ in 0..50 {
         cast(&host, "c", json!("bump")).unwrap();
@@ -145,11 +172,21 @@ async fn every_policy_and_exit_reason() {
                     Exit::Trap => "trap",
                     Exit::Kill => "killed",
                 };
-                assert_eq!(info.last_exit.as_ref().map(ExitReason::code), Some(expected), "{id}");
-                assert_eq!(call_ok(&host, &id, json!("state")).await["args"], json!({"case": id}));
+                assert_eq!(
+                    info.last_exit.as_ref().map(ExitReason::code),
+                    Some(expected),
+                    "{id}"
+                );
+                assert_eq!(
+                    call_ok(&host, &id, json!("state")).await["args"],
+                    json!({"case": id})
+                );
             } else {
                 wait_gone(&host, &id).await;
-                assert_eq!(call(&host, &id, json!("state")).await, Err(CallError::NotFound));
+                assert_eq!(
+                    call(&host, &id, json!("state")).await,
+                    Err(CallError::NotFound)
+                );
             }
         }
     }
@@ -158,8 +195,12 @@ async fn every_policy_and_exit_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_stop_removes_any_policy_and_runs_terminate() {
     let (host, _dir) = host().await;
-    host.start_child(spec("w", "chaos", json!(null))).await.unwrap();
-    host.start_child(spec("p", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("w", "chaos", json!(null)))
+        .await
+        .unwrap();
+    host.start_child(spec("p", "chaos", json!(null)))
+        .await
+        .unwrap();
     call_ok(&host, "w", json!({"monitor": "p"})).await;
     host.stop_child("p").await.unwrap();
     assert!(host.child("p").is_none());
@@ -169,13 +210,17 @@ async fn operator_stop_removes_any_policy_and_runs_terminate() {
     .await;
     assert!(host.stop_child("p").await.is_err());
     // The id is free again.
-    host.start_child(spec("p", "tracker", json!({}))).await.unwrap();
+    host.start_child(spec("p", "tracker", json!({})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_gives_a_fresh_instance_with_the_same_args() {
     let (host, _dir) = host().await;
-    host.start_child(spec("c", "chaos", json!({"a": 1}))).await.unwrap();
+    host.start_child(spec("c", "chaos", json!({"a": 1})))
+        .await
+        .unwrap();
     call_ok(&host, "c", json!({"add": 3})).await;
     host.restart_child("c").await.unwrap();
     assert_eq!(
@@ -196,9 +241,13 @@ fn storm_config(on_exhausted: OnExhausted) -> impl FnOnce(&mut wasmvisor::Config
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_storm_backs_off_while_siblings_keep_state() {
     let (host, _dir) = host_with(storm_config(OnExhausted::Backoff)).await;
-    host.start_child(spec("sibling", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("sibling", "chaos", json!(null)))
+        .await
+        .unwrap();
     call_ok(&host, "sibling", json!({"add": 7})).await;
-    host.start_child(spec("storm", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("storm", "chaos", json!(null)))
+        .await
+        .unwrap();
     for _ in 0..4 {
         // A crash is answered at once; the restart follows before the next
         // message is taken, so each call here meets a fresh instance.
@@ -208,28 +257,47 @@ async fn a_restart_storm_backs_off_while_siblings_keep_state() {
     assert!(info.backoff_until_ms.is_some());
     assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
     // It comes back by itself after the delay (100 ms for the first).
-    wait_child(&host, "storm", "running again", |c| c.status == Status::Running).await;
+    wait_child(&host, "storm", "running again", |c| {
+        c.status == Status::Running
+    })
+    .await;
     let sibling = host.child("sibling").unwrap();
     assert_eq!(sibling.restarts, 0);
-    assert_eq!(call_ok(&host, "sibling", json!("state")).await["count"], json!(7));
+    assert_eq!(
+        call_ok(&host, "sibling", json!("state")).await["count"],
+        json!(7)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_storm_fails_when_configured_and_restart_revives() {
     let (host, _dir) = host_with(storm_config(OnExhausted::Fail)).await;
-    host.start_child(spec("sibling", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("sibling", "chaos", json!(null)))
+        .await
+        .unwrap();
     call_ok(&host, "sibling", json!({"add": 7})).await;
-    host.start_child(spec("storm", "chaos", json!({"x": 1}))).await.unwrap();
+    host.start_child(spec("storm", "chaos", json!({"x": 1})))
+        .await
+        .unwrap();
     for _ in 0..4 {
         let _ = call(&host, "storm", json!("crash")).await;
     }
     let info = wait_child(&host, "storm", "failed", |c| c.status == Status::Failed).await;
     assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
     let err = call(&host, "storm", json!("state")).await.unwrap_err();
-    assert!(matches!(&err, CallError::Failed(m) if m.contains("failed")), "{err:?}");
-    assert_eq!(call_ok(&host, "sibling", json!("state")).await["count"], json!(7));
+    assert!(
+        matches!(&err, CallError::Failed(m) if m.contains("failed")),
+        "{err:?}"
+    );
+    assert_eq!(
+        call_ok(&host, "sibling", json!("state")).await["count"],
+        json!(7)
+    );
     host.restart_child("storm").await.unwrap();
-    assert_eq!(call_ok(&host, "storm", json!("state")).await["args"], json!({"x": 1}));
+    assert_eq!(
+        call_ok(&host, "storm", json!("state")).await["args"],
+        json!({"x": 1})
+    );
     // A failed child can be stopped too.
     host.stop_child("storm").await.unwrap();
     assert!(host.child("storm").is_none());
@@ -238,12 +306,23 @@ async fn a_restart_storm_fails_when_configured_and_restart_revives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_times_out_and_the_late_reply_is_dropped() {
     let (host, _dir) = host_with(|c| {
-        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 60_000, ..Default::default() });
+        c.plugins.insert(
+            "chaos".into(),
+            PluginConfig {
+                cpu_ms: 60_000,
+                ..Default::default()
+            },
+        );
     })
     .await;
-    host.start_child(spec("slow", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("slow", "chaos", json!(null)))
+        .await
+        .unwrap();
     let msg = serde_json::to_vec(&json!({"spin": 200_000_000u64})).unwrap();
-    let err = host.call("slow", msg, Duration::from_millis(20)).await.unwrap_err();
+    let err = host
+        .call("slow", msg, Duration::from_millis(20))
+        .await
+        .unwrap_err();
     assert_eq!(err, CallError::Timeout);
     // The child finishes the spin and keeps serving; the late reply went
     // nowhere.
@@ -255,11 +334,17 @@ async fn a_full_mailbox_answers_mailbox_full() {
     let (host, _dir) = host_with(|c| {
         c.plugins.insert(
             "chaos".into(),
-            PluginConfig { mailbox: 2, cpu_ms: 60_000, ..Default::default() },
+            PluginConfig {
+                mailbox: 2,
+                cpu_ms: 60_000,
+                ..Default::default()
+            },
         );
     })
     .await;
-    host.start_child(spec("busy", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("busy", "chaos", json!(null)))
+        .await
+        .unwrap();
     let busy = host.clone();
     let spin = tokio::spawn(async move {
         let msg = serde_json::to_vec(&json!({"spin": 2_000_000_000u64})).unwrap();
@@ -272,7 +357,10 @@ async fn a_full_mailbox_answers_mailbox_full() {
             break;
         }
     }
-    assert!(full, "a mailbox of 2 behind a long call fills within 3 casts");
+    assert!(
+        full,
+        "a mailbox of 2 behind a long call fills within 3 casts"
+    );
     host.kill_child("busy", "test over").unwrap();
     let _ = spin.await;
 }
@@ -280,24 +368,48 @@ async fn a_full_mailbox_answers_mailbox_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
     let (host, _dir) = host_with(|c| {
-        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 50, ..Default::default() });
+        c.plugins.insert(
+            "chaos".into(),
+            PluginConfig {
+                cpu_ms: 50,
+                ..Default::default()
+            },
+        );
     })
     .await;
-    host.start_child(spec("spin", "chaos", json!({"a": 1}))).await.unwrap();
-    let err = call(&host, "spin", json!({"spin": 100_000_000_000u64})).await.unwrap_err();
-    assert!(matches!(&err, CallError::Killed(m) if m.contains("CPU deadline")), "{err:?}");
+    host.start_child(spec("spin", "chaos", json!({"a": 1})))
+        .await
+        .unwrap();
+    let err = call(&host, "spin", json!({"spin": 100_000_000_000u64}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Killed(m) if m.contains("CPU deadline")),
+        "{err:?}"
+    );
     let info = wait_child(&host, "spin", "restart", |c| c.restarts == 1).await;
     assert!(matches!(info.last_exit, Some(ExitReason::Killed(_))));
-    assert_eq!(call_ok(&host, "spin", json!("state")).await["args"], json!({"a": 1}));
+    assert_eq!(
+        call_ok(&host, "spin", json!("state")).await["args"],
+        json!({"a": 1})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
     let (host, _dir) = host_with(|c| {
-        c.plugins.insert("chaos".into(), PluginConfig { cpu_ms: 600_000, ..Default::default() });
+        c.plugins.insert(
+            "chaos".into(),
+            PluginConfig {
+                cpu_ms: 600_000,
+                ..Default::default()
+            },
+        );
     })
     .await;
-    host.start_child(spec("k", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("k", "chaos", json!(null)))
+        .await
+        .unwrap();
     let msg = serde_json::to_vec(&json!({"spin": 100_000_000_000u64})).unwrap();
     let mut spin = Box::pin(host.call("k", msg, Duration::from_secs(60)));
     // Poll the call once: that queues it. It is the only message, so once
@@ -313,4 +425,44 @@ async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
     assert_eq!(result, Err(CallError::Killed("enough".into())));
     let info = wait_child(&host, "k", "restart after kill", |c| c.restarts == 1).await;
     assert_eq!(info.last_exit, Some(ExitReason::Killed("enough".into())));
+}
+
+/// Not a timed test (nothing here asserts a duration): it measures the
+/// crash → restarted → serving cycle through the library, in whatever build
+/// runs it, and prints the distribution (`cargo test -- --nocapture`). The
+/// benchmark measures the same in a release build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_to_serving_cycle() {
+    // Restart intensity would (rightly) back this child off after 3 crashes.
+    let (host, _dir) = host_with(|c| c.supervisor.max_restarts = u32::MAX).await;
+    host.start_child(spec("cycle", "chaos", json!({"id": 42})))
+        .await
+        .unwrap();
+    let crash = serde_json::to_vec(&json!("crash")).unwrap();
+    let state = serde_json::to_vec(&json!("state")).unwrap();
+    let limit = Duration::from_secs(10);
+    let rounds = 300;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        let err = host.call("cycle", crash.clone(), limit).await.unwrap_err();
+        assert!(matches!(err, CallError::Trapped(_)), "{err:?}");
+        let reply = host.call("cycle", state.clone(), limit).await.unwrap();
+        samples.push(t.elapsed());
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(
+            reply["args"],
+            json!({"id": 42}),
+            "init args survive every restart"
+        );
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "crash -> restarted -> serving, library API, test build ({} rounds): p50 {:?}, p99 {:?}",
+        rounds,
+        p(0.50),
+        p(0.99)
+    );
+    assert_eq!(host.child("cycle").unwrap().restarts, rounds as u64);
 }

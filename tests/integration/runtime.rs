@@ -10,36 +10,87 @@ use wasmvisor::{Event, Restart, Status};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_and_cancelled_timers_do_not() {
     let (host, _dir) = host().await;
-    host.start_child(spec("t", "chaos", json!(null))).await.unwrap();
-    let early = call_ok(&host, "t", json!({"send_after": {"ms": 10, "msg": "early"}})).await;
-    let cancelled = call_ok(&host, "t", json!({"send_after": {"ms": 50, "msg": "cancelled"}})).await;
+    host.start_child(spec("t", "chaos", json!(null)))
+        .await
+        .unwrap();
+    let early = call_ok(
+        &host,
+        "t",
+        json!({"send_after": {"ms": 10, "msg": "early"}}),
+    )
+    .await;
+    let cancelled = call_ok(
+        &host,
+        "t",
+        json!({"send_after": {"ms": 50, "msg": "cancelled"}}),
+    )
+    .await;
     assert_ne!(early, cancelled);
-    assert_eq!(call_ok(&host, "t", json!({"cancel_timer": cancelled})).await, json!(true));
-    assert_eq!(call_ok(&host, "t", json!({"cancel_timer": cancelled})).await, json!(false));
-    call_ok(&host, "t", json!({"send_after": {"ms": 150, "msg": "marker"}})).await;
+    assert_eq!(
+        call_ok(&host, "t", json!({"cancel_timer": cancelled})).await,
+        json!(true)
+    );
+    assert_eq!(
+        call_ok(&host, "t", json!({"cancel_timer": cancelled})).await,
+        json!(false)
+    );
+    call_ok(
+        &host,
+        "t",
+        json!({"send_after": {"ms": 150, "msg": "marker"}}),
+    )
+    .await;
     // The marker fires after the cancelled timer would have: by then it is
     // certain that the cancelled one never arrives.
-    let got = wait_for_info(&host, "t", "the marker timer", |i| i == &json!({"timer": "marker"})).await;
-    assert_eq!(got, vec![json!({"timer": "early"}), json!({"timer": "marker"})]);
-    assert_eq!(call_ok(&host, "t", json!({"cancel_timer": early})).await, json!(false));
+    let got = wait_for_info(&host, "t", "the marker timer", |i| {
+        i == &json!({"timer": "marker"})
+    })
+    .await;
+    assert_eq!(
+        got,
+        vec![json!({"timer": "early"}), json!({"timer": "marker"})]
+    );
+    assert_eq!(
+        call_ok(&host, "t", json!({"cancel_timer": early})).await,
+        json!(false)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_die_with_the_instance_that_set_them() {
     let (host, _dir) = host().await;
-    host.start_child(spec("t", "chaos", json!(null))).await.unwrap();
-    call_ok(&host, "t", json!({"send_after": {"ms": 30, "msg": "from the old instance"}})).await;
+    host.start_child(spec("t", "chaos", json!(null)))
+        .await
+        .unwrap();
+    call_ok(
+        &host,
+        "t",
+        json!({"send_after": {"ms": 30, "msg": "from the old instance"}}),
+    )
+    .await;
     let _ = call(&host, "t", json!("crash")).await;
-    call_ok(&host, "t", json!({"send_after": {"ms": 100, "msg": "marker"}})).await;
-    let got = wait_for_info(&host, "t", "the marker timer", |i| i == &json!({"timer": "marker"})).await;
+    call_ok(
+        &host,
+        "t",
+        json!({"send_after": {"ms": 100, "msg": "marker"}}),
+    )
+    .await;
+    let got = wait_for_info(&host, "t", "the marker timer", |i| {
+        i == &json!({"timer": "marker"})
+    })
+    .await;
     assert_eq!(got, vec![json!({"timer": "marker"})]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
     let (host, _dir) = host().await;
-    host.start_child(spec("watcher", "chaos", json!(null))).await.unwrap();
-    host.start_child(spec("target", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("watcher", "chaos", json!(null)))
+        .await
+        .unwrap();
+    host.start_child(spec("target", "chaos", json!(null)))
+        .await
+        .unwrap();
     call_ok(&host, "watcher", json!({"monitor": "target"})).await;
     call_ok(&host, "watcher", json!({"monitor": "ghost"})).await;
     wait_for_info(&host, "watcher", "down(ghost, noproc)", |i| {
@@ -47,24 +98,47 @@ async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
     })
     .await;
     let _ = call(&host, "target", json!("crash")).await;
-    let got = wait_for_info(&host, "watcher", "down(target)", |i| i["down"]["id"] == "target").await;
+    let got = wait_for_info(&host, "watcher", "down(target)", |i| {
+        i["down"]["id"] == "target"
+    })
+    .await;
     let down = got.iter().find(|i| i["down"]["id"] == "target").unwrap();
-    assert!(down["down"]["reason"]["trap"].as_str().unwrap().contains("unreachable"), "{down}");
+    assert!(
+        down["down"]["reason"]["trap"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{down}"
+    );
     // A monitor fires once: the restarted target's next exit is not reported.
     host.kill_child("target", "again").unwrap();
     wait_child(&host, "target", "second restart", |c| c.restarts == 2).await;
     call_ok(&host, "watcher", json!({"monitor": "ghost2"})).await;
-    let got = wait_for_info(&host, "watcher", "down(ghost2)", |i| i["down"]["id"] == "ghost2").await;
-    assert_eq!(got.iter().filter(|i| i["down"]["id"] == "target").count(), 1, "{got:?}");
+    let got = wait_for_info(&host, "watcher", "down(ghost2)", |i| {
+        i["down"]["id"] == "ghost2"
+    })
+    .await;
+    assert_eq!(
+        got.iter().filter(|i| i["down"]["id"] == "target").count(),
+        1,
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_reports_normal_exits_too() {
     let (host, _dir) = host().await;
-    host.start_child(spec("watcher", "chaos", json!(null))).await.unwrap();
-    host.start_child(spec_with("worker", "chaos", json!(null), Restart::Temporary))
+    host.start_child(spec("watcher", "chaos", json!(null)))
         .await
         .unwrap();
+    host.start_child(spec_with(
+        "worker",
+        "chaos",
+        json!(null),
+        Restart::Temporary,
+    ))
+    .await
+    .unwrap();
     call_ok(&host, "watcher", json!({"monitor": "worker"})).await;
     call_ok(&host, "worker", json!("stop")).await;
     wait_for_info(&host, "watcher", "down(worker, normal)", |i| {
@@ -80,11 +154,25 @@ async fn publish_reaches_subscribers_and_a_trapped_subscriber_subscribes_again()
     host.start_child(spec("sub", "chaos", json!({"subscribe": ["news"]})))
         .await
         .unwrap();
-    host.start_child(spec("dynamic", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("dynamic", "chaos", json!(null)))
+        .await
+        .unwrap();
     call_ok(&host, "dynamic", json!({"subscribe": "news"})).await;
-    host.start_child(spec("pub", "chaos", json!(null))).await.unwrap();
-    call_ok(&host, "pub", json!({"publish": {"topic": "news", "msg": {"n": 1}}})).await;
-    call_ok(&host, "pub", json!({"publish": {"topic": "other", "msg": "ignored"}})).await;
+    host.start_child(spec("pub", "chaos", json!(null)))
+        .await
+        .unwrap();
+    call_ok(
+        &host,
+        "pub",
+        json!({"publish": {"topic": "news", "msg": {"n": 1}}}),
+    )
+    .await;
+    call_ok(
+        &host,
+        "pub",
+        json!({"publish": {"topic": "other", "msg": "ignored"}}),
+    )
+    .await;
     let one = json!({"event": {"topic": "news", "msg": {"n": 1}}});
     wait_for_info(&host, "sub", "event 1", |i| i == &one).await;
     wait_for_info(&host, "dynamic", "event 1", |i| i == &one).await;
@@ -96,15 +184,31 @@ async fn publish_reaches_subscribers_and_a_trapped_subscriber_subscribes_again()
         // Answered by the new instance: its init has run.
         call_ok(&host, id, json!("state")).await;
     }
-    call_ok(&host, "pub", json!({"publish": {"topic": "news", "msg": {"n": 2}}})).await;
+    call_ok(
+        &host,
+        "pub",
+        json!({"publish": {"topic": "news", "msg": {"n": 2}}}),
+    )
+    .await;
     let two = json!({"event": {"topic": "news", "msg": {"n": 2}}});
-    assert_eq!(wait_for_info(&host, "sub", "event 2", |i| i == &two).await, vec![two]);
+    assert_eq!(
+        wait_for_info(&host, "sub", "event 2", |i| i == &two).await,
+        vec![two]
+    );
     // `dynamic` gets nothing: prove it with a later direct publish that it
     // does see after subscribing again.
     call_ok(&host, "dynamic", json!({"subscribe": "news"})).await;
-    call_ok(&host, "pub", json!({"publish": {"topic": "news", "msg": {"n": 3}}})).await;
+    call_ok(
+        &host,
+        "pub",
+        json!({"publish": {"topic": "news", "msg": {"n": 3}}}),
+    )
+    .await;
     let three = json!({"event": {"topic": "news", "msg": {"n": 3}}});
-    assert_eq!(wait_for_info(&host, "dynamic", "event 3", |i| i == &three).await, vec![three]);
+    assert_eq!(
+        wait_for_info(&host, "dynamic", "event 3", |i| i == &three).await,
+        vec![three]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +216,10 @@ async fn published_messages_reach_the_event_stream() {
     let (host, _dir) = host().await;
     let mut events = host.events();
     host.publish("alerts", br#"{"level":"high"}"#.to_vec());
-    let event = tokio::time::timeout(LIMIT, events.recv()).await.unwrap().unwrap();
+    let event = tokio::time::timeout(LIMIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(event.topic(), Some("alerts"));
     assert!(matches!(&*event, Event::Topic { msg, .. } if &msg[..] == br#"{"level":"high"}"#));
 }
@@ -120,21 +227,33 @@ async fn published_messages_reach_the_event_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_to_guest_calls() {
     let (host, _dir) = host().await;
-    host.start_child(spec("a", "chaos", json!(null))).await.unwrap();
-    host.start_child(spec("b", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("a", "chaos", json!(null)))
+        .await
+        .unwrap();
+    host.start_child(spec("b", "chaos", json!(null)))
+        .await
+        .unwrap();
     assert_eq!(
         call_ok(&host, "a", json!({"call": {"to": "b", "msg": {"add": 2}}})).await,
         json!(2)
     );
     assert_eq!(call_ok(&host, "b", json!("state")).await["count"], json!(2));
-    let unknown = call_ok(&host, "a", json!({"call": {"to": "nobody", "msg": "state"}})).await;
+    let unknown = call_ok(
+        &host,
+        "a",
+        json!({"call": {"to": "nobody", "msg": "state"}}),
+    )
+    .await;
     assert_eq!(unknown["error"], "not_found");
     let itself = call_ok(&host, "a", json!({"call": {"to": "a", "msg": "state"}})).await;
     assert_eq!(itself["error"], "failed");
     assert!(itself["message"].as_str().unwrap().contains("calling_self"));
     let trapped = call_ok(&host, "a", json!({"call": {"to": "b", "msg": "crash"}})).await;
     assert_eq!(trapped["error"], "trapped");
-    assert_eq!(call_ok(&host, "a", json!({"cast": {"to": "b", "msg": "bump"}})).await, json!("ok"));
+    assert_eq!(
+        call_ok(&host, "a", json!({"cast": {"to": "b", "msg": "bump"}})).await,
+        json!("ok")
+    );
     assert_eq!(call_ok(&host, "b", json!("state")).await["count"], json!(1));
 }
 
@@ -144,20 +263,27 @@ async fn guest_calls_do_not_block_threads() {
     // waiting guest held a thread, the chain below could never complete.
     let (host, _dir) = host().await;
     for i in 0..6 {
-        host.start_child(spec(&format!("n{i}"), "chaos", json!(null))).await.unwrap();
+        host.start_child(spec(&format!("n{i}"), "chaos", json!(null)))
+            .await
+            .unwrap();
     }
     let mut msg = json!({"add": 1});
     for i in (1..6).rev() {
         msg = json!({"call": {"to": format!("n{i}"), "msg": msg}});
     }
     assert_eq!(call_ok(&host, "n0", msg).await, json!(1));
-    assert_eq!(call_ok(&host, "n5", json!("state")).await["count"], json!(1));
+    assert_eq!(
+        call_ok(&host, "n5", json!("state")).await["count"],
+        json!(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_id_is_the_registry_id() {
     let (host, _dir) = host().await;
-    host.start_child(spec("me:1", "chaos", json!(null))).await.unwrap();
+    host.start_child(spec("me:1", "chaos", json!(null)))
+        .await
+        .unwrap();
     assert_eq!(call_ok(&host, "me:1", json!("self")).await, json!("me:1"));
     let _ = call(&host, "me:1", json!("crash")).await;
     assert_eq!(call_ok(&host, "me:1", json!("self")).await, json!("me:1"));

@@ -6,15 +6,6 @@ use std::time::{Duration, Instant};
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
-/// A fresh plugins folder holding the given example plugins.
-pub fn plugins_dir(plugins: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("cannot create a temp dir");
-    for name in plugins {
-        copy_plugin(name, dir.path());
-    }
-    dir
-}
-
 /// Copies example plugin `name` into `dir` as `NAME.wasm`.
 pub fn copy_plugin(name: &str, dir: &Path) {
     let (_, path) = ALL_PLUGINS
@@ -22,6 +13,15 @@ pub fn copy_plugin(name: &str, dir: &Path) {
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no example plugin named {name}"));
     std::fs::copy(path, dir.join(format!("{name}.wasm"))).expect("cannot copy a plugin");
+}
+
+/// Puts `bytes` at `dir/NAME.wasm` the way deployment tools do: written to a
+/// temp file in the same folder, then renamed into place.
+pub fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.wasm.partial"));
+    std::fs::write(&tmp, bytes).expect("cannot write a temp plugin file");
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm")))
+        .expect("cannot rename a plugin into place");
 }
 
 /// Polls `check` until it returns `Some`, at most `limit`; panics with
@@ -33,7 +33,10 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }

@@ -82,7 +82,10 @@ pub(crate) async fn list(State(host): State<Host>) -> Json<Vec<ChildInfo>> {
     Json(host.children())
 }
 
-pub(crate) async fn get(State(host): State<Host>, Path(id): Path<String>) -> Result<Json<ChildInfo>, ApiError> {
+pub(crate) async fn get(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<Json<ChildInfo>, ApiError> {
     existing(&host, &id).map(Json)
 }
 
@@ -109,13 +112,19 @@ pub(crate) async fn start(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-pub(crate) async fn stop(State(host): State<Host>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn stop(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     valid_id(&id)?;
     host.stop_child(&id).await?;
     Ok(Json(json!({"stopped": id})))
 }
 
-pub(crate) async fn restart(State(host): State<Host>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn restart(
+    State(host): State<Host>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     valid_id(&id)?;
     host.restart_child(&id).await?;
     Ok(Json(json!({"restarted": id})))
@@ -163,8 +172,18 @@ mod tests {
     #[test]
     fn timeouts_out_of_range_are_rejected() {
         assert_eq!(timeout(None).unwrap(), Duration::from_millis(5_000));
-        assert_eq!(timeout(Some(json!(250))).unwrap(), Duration::from_millis(250));
-        for bad in [json!(0), json!(-1), json!(1.5), json!("5"), json!(600_001), json!(u64::MAX)] {
+        assert_eq!(
+            timeout(Some(json!(250))).unwrap(),
+            Duration::from_millis(250)
+        );
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("5"),
+            json!(600_001),
+            json!(u64::MAX),
+        ] {
             assert!(timeout(Some(bad.clone())).is_err(), "{bad}");
         }
     }

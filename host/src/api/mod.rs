@@ -26,7 +26,10 @@ pub fn router(host: Host, token: Option<String>) -> Router {
     let api = Router::new()
         .route("/v1/plugins", get(plugins))
         .route("/v1/children", get(children::list).post(children::start))
-        .route("/v1/children/{id}", get(children::get).delete(children::stop))
+        .route(
+            "/v1/children/{id}",
+            get(children::get).delete(children::stop),
+        )
         .route("/v1/children/{id}/restart", post(children::restart))
         .route("/v1/children/{id}/kill", post(children::kill))
         .route("/v1/children/{id}/call", post(children::call))
@@ -38,7 +41,10 @@ pub fn router(host: Host, token: Option<String>) -> Router {
             authorize,
         ));
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(api)
         .fallback(|| async {
             ApiError {
@@ -66,7 +72,10 @@ async fn authorize(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| Sha256::digest(t.as_bytes()));
         let ok = presented.is_some_and(|p| {
-            p.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            p.iter()
+                .zip(expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
         });
         if !ok {
             return ApiError {
@@ -86,7 +95,10 @@ async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {
 
 async fn metrics(State(host): State<Host>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         host.metrics_text(),
     )
 }

@@ -53,8 +53,15 @@ impl Client {
         }
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Request<Full<Bytes>>> {
-        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
@@ -69,13 +76,24 @@ impl Client {
     }
 
     /// Sends a request and returns the status and the raw body.
-    pub async fn raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes)> {
-        self.raw_bytes(method, path, body.map(serde_json::to_vec).transpose()?).await
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes)> {
+        self.raw_bytes(method, path, body.map(serde_json::to_vec).transpose()?)
+            .await
     }
 
     /// Sends raw body bytes (for malformed-input tests) and returns the
     /// status and the raw body.
-    pub async fn raw_bytes(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+    pub async fn raw_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
         let mut req = self.request(method, path, None)?;
         if let Some(bytes) = body {
             *req.body_mut() = Full::new(Bytes::from(bytes));
@@ -108,7 +126,11 @@ impl Client {
 
     /// Opens `/v1/events` and calls `on_event(kind, data)` for each event
     /// until it returns false or the stream ends.
-    pub async fn events(&self, topic: Option<&str>, mut on_event: impl FnMut(&str, &str) -> bool) -> Result<()> {
+    pub async fn events(
+        &self,
+        topic: Option<&str>,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<()> {
         let path = match topic {
             Some(t) => format!("/v1/events?topic={}", percent_encode(t)),
             None => "/v1/events".to_string(),
@@ -127,7 +149,9 @@ impl Client {
         let mut buffer = String::new();
         while let Some(frame) = body.frame().await {
             let frame = frame?;
-            let Some(chunk) = frame.data_ref() else { continue };
+            let Some(chunk) = frame.data_ref() else {
+                continue;
+            };
             buffer.push_str(&String::from_utf8_lossy(chunk));
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
@@ -153,7 +177,9 @@ impl Client {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

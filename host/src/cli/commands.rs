@@ -89,7 +89,18 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    table(&["ID", "PLUGIN", "STATUS", "VERSION", "RESTARTS", "ARGS", "LAST EXIT"], rows);
+    table(
+        &[
+            "ID",
+            "PLUGIN",
+            "STATUS",
+            "VERSION",
+            "RESTARTS",
+            "ARGS",
+            "LAST EXIT",
+        ],
+        rows,
+    );
     Ok(())
 }
 
@@ -108,21 +119,34 @@ pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
                         text(&p["name"]),
                         text(&p["version"]),
                         text(&p["instances"]),
-                        p["size"].as_u64().map_or("-".into(), |s| format!("{} KiB", s / 1024)),
+                        p["size"]
+                            .as_u64()
+                            .map_or("-".into(), |s| format!("{} KiB", s / 1024)),
                         text(&p["last_error"]),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["NAME", "VERSION", "INSTANCES", "SIZE", "LAST ERROR"], rows);
+    table(
+        &["NAME", "VERSION", "INSTANCES", "SIZE", "LAST ERROR"],
+        rows,
+    );
     Ok(())
 }
 
-pub(super) async fn start(client: &Client, id: &str, plugin: &str, args: &str, restart: &str) -> Result<()> {
+pub(super) async fn start(
+    client: &Client,
+    id: &str,
+    plugin: &str,
+    args: &str,
+    restart: &str,
+) -> Result<()> {
     let args = parse_json("--args", args)?;
     let body = json!({"id": id, "plugin": plugin, "args": args, "restart": restart});
-    let child = client.json(Method::POST, "/v1/children", Some(&body)).await?;
+    let child = client
+        .json(Method::POST, "/v1/children", Some(&body))
+        .await?;
     println!(
         "started {} ({} {}, {})",
         text(&child["id"]),
@@ -135,7 +159,11 @@ pub(super) async fn start(client: &Client, id: &str, plugin: &str, args: &str, r
 
 pub(super) async fn stop(client: &Client, id: &str) -> Result<()> {
     client
-        .json(Method::DELETE, &format!("/v1/children/{}", path_id(id)?), None)
+        .json(
+            Method::DELETE,
+            &format!("/v1/children/{}", path_id(id)?),
+            None,
+        )
         .await?;
     println!("stopped {id}");
     Ok(())
@@ -143,7 +171,11 @@ pub(super) async fn stop(client: &Client, id: &str) -> Result<()> {
 
 pub(super) async fn restart(client: &Client, id: &str) -> Result<()> {
     client
-        .json(Method::POST, &format!("/v1/children/{}/restart", path_id(id)?), None)
+        .json(
+            Method::POST,
+            &format!("/v1/children/{}/restart", path_id(id)?),
+            None,
+        )
         .await?;
     println!("restarted {id}");
     Ok(())
@@ -151,7 +183,11 @@ pub(super) async fn restart(client: &Client, id: &str) -> Result<()> {
 
 pub(super) async fn kill(client: &Client, id: &str) -> Result<()> {
     client
-        .json(Method::POST, &format!("/v1/children/{}/kill", path_id(id)?), None)
+        .json(
+            Method::POST,
+            &format!("/v1/children/{}/kill", path_id(id)?),
+            None,
+        )
         .await?;
     println!("killed {id}");
     Ok(())
@@ -160,7 +196,11 @@ pub(super) async fn kill(client: &Client, id: &str) -> Result<()> {
 pub(super) async fn call(client: &Client, id: &str, msg: &str, timeout: u64) -> Result<()> {
     let body = json!({"msg": parse_json("the message", msg)?, "timeout_ms": timeout});
     let answer = client
-        .json(Method::POST, &format!("/v1/children/{}/call", path_id(id)?), Some(&body))
+        .json(
+            Method::POST,
+            &format!("/v1/children/{}/call", path_id(id)?),
+            Some(&body),
+        )
         .await?;
     println!("{}", answer["reply"]);
     Ok(())
@@ -169,7 +209,11 @@ pub(super) async fn call(client: &Client, id: &str, msg: &str, timeout: u64) -> 
 pub(super) async fn cast(client: &Client, id: &str, msg: &str) -> Result<()> {
     let body = json!({"msg": parse_json("the message", msg)?});
     client
-        .json(Method::POST, &format!("/v1/children/{}/cast", path_id(id)?), Some(&body))
+        .json(
+            Method::POST,
+            &format!("/v1/children/{}/cast", path_id(id)?),
+            Some(&body),
+        )
         .await?;
     println!("cast to {id}");
     Ok(())

@@ -14,7 +14,12 @@ use std::process::ExitCode;
 #[command(name = "wasmvisor", version, about)]
 pub struct Cli {
     /// The host to talk to (client commands).
-    #[arg(long, global = true, env = "WASMVISOR_ADDR", default_value = "127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "WASMVISOR_ADDR",
+        default_value = "127.0.0.1:7070"
+    )]
     pub addr: String,
     /// The API token: `run` requires it from clients, client commands send it.
     #[arg(long, global = true, env = "WASMVISOR_TOKEN", hide_env_values = true)]
@@ -122,7 +127,11 @@ pub fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
@@ -130,7 +139,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -152,9 +164,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args, cli.token).await,
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
-        Command::Start { id, plugin, args, restart } => {
-            commands::start(&client(), &id, &plugin, &args, &restart).await
-        }
+        Command::Start {
+            id,
+            plugin,
+            args,
+            restart,
+        } => commands::start(&client(), &id, &plugin, &args, &restart).await,
         Command::Stop { id } => commands::stop(&client(), &id).await,
         Command::Restart { id } => commands::restart(&client(), &id).await,
         Command::Kill { id } => commands::kill(&client(), &id).await,

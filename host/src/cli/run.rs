@@ -26,19 +26,39 @@ pub fn effective_config(args: &RunArgs) -> Result<Config> {
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
     }
+    config.ephemeral |= args.ephemeral;
     Ok(config)
 }
 
 pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
     let config = effective_config(&args)?;
     let listen = config.listen.clone();
+    let plugins_dir = config.plugins_dir.clone();
+    if !plugins_dir.exists() {
+        std::fs::create_dir_all(&plugins_dir).with_context(|| {
+            format!("cannot create the plugins folder {}", plugins_dir.display())
+        })?;
+        tracing::info!(
+            "created the plugins folder {}; drop NAME.wasm files into it",
+            plugins_dir.display()
+        );
+    }
     let host = Host::new(config).await?;
+    let _watch = match host.watch(&plugins_dir) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("hot reload is off: {e:#}");
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     if token.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!("the API listens on {addr} without a token; anyone who can reach it controls the host");
+        tracing::warn!(
+            "the API listens on {addr} without a token; anyone who can reach it controls the host"
+        );
     }
     let app = crate::api::router(host.clone(), token);
     {

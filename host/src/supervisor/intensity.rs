@@ -88,10 +88,19 @@ mod tests {
         let t0 = Instant::now();
         let quick = Duration::from_millis(1);
         for k in 0..3 {
-            assert_eq!(i.record(t0 + Duration::from_millis(k), quick), Verdict::Within);
+            assert_eq!(
+                i.record(t0 + Duration::from_millis(k), quick),
+                Verdict::Within
+            );
         }
-        assert_eq!(i.record(t0 + Duration::from_millis(3), quick), Verdict::Exceeded(1));
-        assert_eq!(i.record(t0 + Duration::from_millis(4), quick), Verdict::Exceeded(2));
+        assert_eq!(
+            i.record(t0 + Duration::from_millis(3), quick),
+            Verdict::Exceeded(1)
+        );
+        assert_eq!(
+            i.record(t0 + Duration::from_millis(4), quick),
+            Verdict::Exceeded(2)
+        );
     }
 
     #[test]
@@ -103,7 +112,10 @@ mod tests {
             i.record(t0 + Duration::from_secs(k), quick);
         }
         // At t0+7s the restarts at 0 and 1 s are older than 5 s.
-        assert_eq!(i.record(t0 + Duration::from_secs(7), quick), Verdict::Within);
+        assert_eq!(
+            i.record(t0 + Duration::from_secs(7), quick),
+            Verdict::Within
+        );
     }
 
     #[test]
@@ -124,7 +136,10 @@ mod tests {
         assert_eq!(backoff_delay(1), Duration::from_millis(100));
         assert_eq!(backoff_delay(2), Duration::from_millis(200));
         assert_eq!(backoff_delay(5), Duration::from_millis(1600));
-        assert_eq!(backoff_delay(9), Duration::from_secs(25) + Duration::from_millis(600));
+        assert_eq!(
+            backoff_delay(9),
+            Duration::from_secs(25) + Duration::from_millis(600)
+        );
         assert_eq!(backoff_delay(10), BACKOFF_MAX);
         assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
     }

@@ -79,7 +79,14 @@ mod tests {
                 (Restart::Temporary, false),
             ] {
                 let mut i = Intensity::new(3, 5);
-                let d = decide(policy, &reason, &config, &mut i, Duration::ZERO, Instant::now());
+                let d = decide(
+                    policy,
+                    &reason,
+                    &config,
+                    &mut i,
+                    Duration::ZERO,
+                    Instant::now(),
+                );
                 let restarted = matches!(d, Decision::Restart { delay } if delay.is_zero());
                 assert_eq!(restarted, expect_restart, "{policy} after {reason}: {d:?}");
                 if !expect_restart {
@@ -96,16 +103,49 @@ mod tests {
         let mut config = SupervisorConfig::default();
         let mut i = Intensity::new(3, 5);
         let decisions: Vec<_> = (0..5)
-            .map(|_| decide(Restart::Permanent, &trap, &config, &mut i, Duration::ZERO, now))
+            .map(|_| {
+                decide(
+                    Restart::Permanent,
+                    &trap,
+                    &config,
+                    &mut i,
+                    Duration::ZERO,
+                    now,
+                )
+            })
             .collect();
-        assert_eq!(decisions[2], Decision::Restart { delay: Duration::ZERO });
-        assert_eq!(decisions[3], Decision::Restart { delay: Duration::from_millis(100) });
-        assert_eq!(decisions[4], Decision::Restart { delay: Duration::from_millis(200) });
+        assert_eq!(
+            decisions[2],
+            Decision::Restart {
+                delay: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            decisions[3],
+            Decision::Restart {
+                delay: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(
+            decisions[4],
+            Decision::Restart {
+                delay: Duration::from_millis(200)
+            }
+        );
 
         config.on_exhausted = OnExhausted::Fail;
         let mut i = Intensity::new(3, 5);
         let last = (0..4)
-            .map(|_| decide(Restart::Permanent, &trap, &config, &mut i, Duration::ZERO, now))
+            .map(|_| {
+                decide(
+                    Restart::Permanent,
+                    &trap,
+                    &config,
+                    &mut i,
+                    Duration::ZERO,
+                    now,
+                )
+            })
             .last();
         assert_eq!(last, Some(Decision::Fail));
     }

@@ -197,6 +197,9 @@ impl Plugin for Chaos {
     }
 
     fn restore(&mut self, state: Message) -> Result<(), String> {
+        if cfg!(feature = "restore-traps") {
+            std::process::abort();
+        }
         self.count = state.decode().map_err(|e| e.to_string())?;
         Ok(())
     }

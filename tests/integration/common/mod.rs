@@ -11,12 +11,20 @@ pub use wasmvisor_tests::wait_for;
 /// A generous bound for anything a test waits on.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
-/// A host on a temp folder with every example plugin, configured by `edit`.
+/// A host on a temp folder (`plugins/` with every example plugin, `data/`),
+/// configured by `edit`.
 pub async fn host_with(edit: impl FnOnce(&mut Config)) -> (Host, tempfile::TempDir) {
-    let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS.iter().map(|(n, _)| *n).collect();
-    let dir = wasmvisor_tests::plugins_dir(&names);
-    let mut config = Config::default();
-    config.plugins_dir = dir.path().to_path_buf();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
+    for (name, _) in wasmvisor_tests::ALL_PLUGINS {
+        wasmvisor_tests::copy_plugin(name, &plugins);
+    }
+    let mut config = Config {
+        plugins_dir: plugins,
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
     config.pool.max_instances = 1_000;
     edit(&mut config);
     let host = Host::new(config).await.expect("the host starts");
@@ -62,25 +70,41 @@ pub async fn infos(host: &Host, id: &str) -> Vec<Value> {
 }
 
 /// Waits until `id`'s chaos instance has received an info matching `pred`.
-pub async fn wait_for_info(host: &Host, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+pub async fn wait_for_info(
+    host: &Host,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let deadline = std::time::Instant::now() + LIMIT;
     loop {
         let got = infos(host, id).await;
         if got.iter().any(&pred) {
             return got;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; infos: {got:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; infos: {got:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// Waits until child `id` satisfies `pred`.
-pub async fn wait_child(host: &Host, id: &str, what: &str, pred: impl Fn(&wasmvisor::ChildInfo) -> bool) -> wasmvisor::ChildInfo {
+pub async fn wait_child(
+    host: &Host,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&wasmvisor::ChildInfo) -> bool,
+) -> wasmvisor::ChildInfo {
     wait_for(what, LIMIT, || host.child(id).filter(|c| pred(c))).await
 }
 
 /// Waits until child `id` is gone from the registry.
 pub async fn wait_gone(host: &Host, id: &str) {
-    wait_for(&format!("{id} to be removed"), LIMIT, || host.child(id).is_none().then_some(())).await
+    wait_for(&format!("{id} to be removed"), LIMIT, || {
+        host.child(id).is_none().then_some(())
+    })
+    .await
 }
 pub mod process;

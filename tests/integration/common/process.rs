@@ -27,7 +27,10 @@ impl RunningHost {
     }
 
     pub async fn start_with(extra: &[&str], config: Option<&str>) -> RunningHost {
-        let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).expect("plugins dir");

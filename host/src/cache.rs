@@ -1,0 +1,155 @@
+//! Compiled plugins on disk, and the in-memory incremental compilation
+//! cache.
+//!
+//! A compiled artifact is stored under the data dir as
+//! `cache/<content sha256>-<engine key>.cwasm`, where the engine key covers
+//! the wasmtime version and every setting that affects code generation, so a
+//! host restart loads unchanged plugins in a fraction of a millisecond
+//! instead of recompiling them. Only the host writes these files (the folder
+//! is created private to the user), each ends with a SHA-256 of its
+//! contents that is checked before the artifact is handed to wasmtime, and
+//! wasmtime itself refuses an artifact made for another engine
+//! configuration. Anything that fails a check is deleted and recompiled.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+const CHECKSUM_LEN: usize = 32;
+
+/// Compiled artifacts under `<data_dir>/cache`.
+pub(crate) struct ArtifactCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl ArtifactCache {
+    pub(crate) fn open(data_dir: &Path, engine: &Engine) -> Result<ArtifactCache> {
+        let dir = data_dir.join("cache");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o700);
+            std::fs::set_permissions(&dir, private)
+                .with_context(|| format!("cannot make {} private", dir.display()))?;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        Ok(ArtifactCache { dir, engine_key })
+    }
+
+    fn path(&self, content_hash: &str) -> PathBuf {
+        self.dir
+            .join(format!("{content_hash}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached compilation of the plugin whose content hash is
+    /// `content_hash`, if there is a valid one.
+    pub(crate) fn load(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
+        let path = self.path(content_hash);
+        let bytes = std::fs::read(&path).ok()?;
+        let checked = bytes.len() > CHECKSUM_LEN && {
+            let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+            Sha256::digest(body).as_slice() == sum
+        };
+        if !checked {
+            tracing::warn!(
+                "discarding the corrupt compiled artifact {}",
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let body = &bytes[..bytes.len() - CHECKSUM_LEN];
+        // SAFETY: the artifact was written by `store` below from
+        // `Component::serialize` (the checksum proves it is intact), and
+        // wasmtime checks that it was made by a compatible engine.
+        match unsafe { Component::deserialize(engine, body) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!("discarding the compiled artifact {}: {e}", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores a compilation; a failure only costs a recompile next time.
+    pub(crate) fn store(&self, content_hash: &str, component: &Component) {
+        let result = (|| -> Result<()> {
+            let mut bytes = component.serialize().map_err(anyhow::Error::from)?;
+            let sum = Sha256::digest(&bytes);
+            bytes.extend_from_slice(&sum);
+            let path = self.path(content_hash);
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(
+                "cannot store a compiled artifact in {}: {e:#}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// Cranelift's incremental compilation cache, in memory: a new version of a
+/// plugin usually changes a few functions, and the unchanged ones are not
+/// compiled again. Bounded; once full, new entries are not kept.
+#[derive(Debug, Default)]
+pub(crate) struct IncrementalCache {
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+/// The most compiled code the incremental cache holds.
+const INCREMENTAL_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+impl wasmtime::CacheStore for IncrementalCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.map.get(key).map(|v| Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let size = key.len() + value.len();
+        if entries.bytes + size > INCREMENTAL_CACHE_BYTES {
+            return false;
+        }
+        entries.bytes += size;
+        entries.map.insert(key.to_vec(), value);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::CacheStore;
+
+    #[test]
+    fn the_incremental_cache_is_bounded() {
+        let cache = IncrementalCache::default();
+        assert!(cache.insert(b"a", vec![0; 16]));
+        assert_eq!(cache.get(b"a").as_deref(), Some(&[0u8; 16][..]));
+        assert!(!cache.insert(b"b", vec![0; INCREMENTAL_CACHE_BYTES]));
+        assert!(cache.get(b"b").is_none());
+    }
+}

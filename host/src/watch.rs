@@ -1,0 +1,93 @@
+//! Watching the plugins folder: every settled change to a `NAME.wasm` file
+//! (created, written, renamed into place, removed) is applied to the host.
+
+use crate::catalog;
+use crate::host::Host;
+use crate::reload::PluginChange;
+use anyhow::{Context, Result};
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a file must be quiet before it is read. A rename into place is
+/// one event and settles at once; a file copied in many writes is read only
+/// after its last write. A file that is still incomplete after this fails to
+/// compile, changes nothing, and is read again on its next write.
+pub const SETTLE: Duration = Duration::from_millis(20);
+
+/// A running watch; dropping it stops watching.
+pub struct Watcher {
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Host {
+    /// Watches `dir` and applies every change of a `NAME.wasm` in it: load,
+    /// hot reload, or removal. Other files are ignored.
+    pub fn watch(&self, dir: &Path) -> Result<Watcher> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        let mut debouncer = new_debouncer(
+            SETTLE,
+            Some(SETTLE / 4),
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    for event in events {
+                        for path in &event.paths {
+                            if path.extension().is_some_and(|e| e == "wasm") {
+                                let _ = tx.send(path.clone());
+                            }
+                        }
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!("watching the plugins folder: {e}");
+                    }
+                }
+            },
+        )
+        .context("cannot start watching the plugins folder")?;
+        debouncer
+            .watch(dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+        let host = self.clone();
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                // One batch of events can name a file several times.
+                let mut paths = vec![first];
+                while let Ok(p) = rx.try_recv() {
+                    if !paths.contains(&p) {
+                        paths.push(p);
+                    }
+                }
+                for path in paths {
+                    if catalog::plugin_name(&path).is_none() {
+                        tracing::debug!("ignoring {}", path.display());
+                        continue;
+                    }
+                    match host.apply_file(&path).await {
+                        Ok(PluginChange::Unchanged) => {
+                            tracing::debug!("{} is unchanged", path.display());
+                        }
+                        Ok(_) => {}
+                        // Already reported (log, event, plugin status).
+                        Err(e) => tracing::debug!("{}: {e:#}", path.display()),
+                    }
+                }
+            }
+        });
+        tracing::info!("watching {} for plugin changes", dir.display());
+        Ok(Watcher {
+            _debouncer: debouncer,
+            task,
+        })
+    }
+}
