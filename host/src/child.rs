@@ -107,7 +107,7 @@ impl Child {
                 }
                 // The plugin's file is gone; wait for it (or an operator).
                 self.cell.set_status(Status::Waiting);
-                match self.wait(None).await {
+                match Box::pin(self.wait(None)).await {
                     Wake::Start => continue,
                     Wake::Removed => return,
                 }
@@ -162,7 +162,7 @@ impl Child {
                     let _ = done.send(());
                 }
                 Ended::Exit(reason) => {
-                    if let Wake::Removed = self.after_exit(reason, uptime).await {
+                    if let Wake::Removed = Box::pin(self.after_exit(reason, uptime)).await {
                         return;
                     }
                 }
@@ -272,19 +272,19 @@ impl Child {
             match next {
                 Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),
                 Err(Control::Stop { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    Box::pin(self.terminate(&mut instance, &ExitReason::Shutdown)).await;
                     return Ended::Stop(done);
                 }
                 Err(Control::Restart { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    Box::pin(self.terminate(&mut instance, &ExitReason::Shutdown)).await;
                     return Ended::Restart(done);
                 }
                 Err(Control::Suspend { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    Box::pin(self.terminate(&mut instance, &ExitReason::Shutdown)).await;
                     return Ended::Suspend(done);
                 }
                 Err(Control::Reload { version, done }) => {
-                    match self.upgrade(&mut instance, version).await {
+                    match Box::pin(self.upgrade(&mut instance, version)).await {
                         Upgrade::Unchanged => {
                             let _ = done.send(Ok(()));
                         }
@@ -308,7 +308,7 @@ impl Child {
                         return Ended::Exit(reason);
                     }
                     if let Some(reason) = instance.take_stop_request() {
-                        self.terminate(&mut instance, &reason).await;
+                        Box::pin(self.terminate(&mut instance, &reason)).await;
                         return Ended::Exit(reason);
                     }
                 }

@@ -22,6 +22,9 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The size of the instance pool.
     pub pool: PoolConfig,
+    /// Engine settings that trade memory, speed and features; the defaults
+    /// are the measured best (see BENCHMARKS.md).
+    pub engine: EngineConfig,
     /// Keep nothing on disk (`--ephemeral`): no compile cache, no durable
     /// children. Not a file key.
     #[serde(skip)]
@@ -37,6 +40,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
+            engine: EngineConfig::default(),
             ephemeral: false,
         }
     }
@@ -118,6 +122,44 @@ impl Default for PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
         }
+    }
+}
+
+/// `[engine]`: the wasmtime settings the benchmark compares.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The pooling instance allocator (else one mmap per instance).
+    pub pooling: bool,
+    /// Component-model concurrency support (WASIp3 async); costs on every
+    /// call.
+    pub concurrency_support: bool,
+    /// Map plugins' initial memory copy-on-write instead of copying it.
+    pub memory_cow: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            pooling: true,
+            concurrency_support: false,
+            memory_cow: false,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The defaults with `KEY=true|false` overrides applied (the bench's
+    /// `--engine` flag).
+    pub fn parse_overrides(pairs: &[String]) -> Result<EngineConfig> {
+        let mut text = String::new();
+        for pair in pairs {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--engine takes KEY=VALUE, got {pair:?}"))?;
+            text.push_str(&format!("{} = {}\n", key.trim(), value.trim()));
+        }
+        toml::from_str(&text).with_context(|| format!("invalid --engine settings {pairs:?}"))
     }
 }
 
@@ -212,6 +254,14 @@ mod tests {
     fn typos_are_errors() {
         let err = Config::parse("[supervisor]\nmax_restart = 3\n").unwrap_err();
         assert!(format!("{err:#}").contains("max_restart"), "{err:#}");
+    }
+
+    #[test]
+    fn engine_overrides() {
+        let e = EngineConfig::parse_overrides(&["memory_cow=true".into(), "pooling = false".into()]).unwrap();
+        assert!(e.memory_cow && !e.pooling && !e.concurrency_support);
+        assert!(EngineConfig::parse_overrides(&["fast=true".into()]).is_err());
+        assert!(EngineConfig::parse_overrides(&["pooling".into()]).is_err());
     }
 
     #[test]

@@ -50,18 +50,23 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .table_keep_resident(16 * 1024)
         .async_stack_keep_resident(16 * 1024);
 
+    let tuning = &config.engine;
     let mut c = wasmtime::Config::new();
-    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-        .epoch_interruption(true)
-        .concurrency_support(false)
-        .memory_init_cow(false)
-        .memory_reservation(memory_bytes)
-        .memory_guard_size(64 * 1024)
-        .memory_reservation_for_growth(0)
-        .async_stack_size(stack_bytes)
-        .max_wasm_stack(stack_bytes - 64 * 1024)
-        .wasm_backtrace_max_frames(None)
-        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    c.allocation_strategy(if tuning.pooling {
+        InstanceAllocationStrategy::Pooling(pooling)
+    } else {
+        InstanceAllocationStrategy::OnDemand
+    })
+    .epoch_interruption(true)
+    .concurrency_support(tuning.concurrency_support)
+    .memory_init_cow(tuning.memory_cow)
+    .memory_reservation(memory_bytes)
+    .memory_guard_size(64 * 1024)
+    .memory_reservation_for_growth(0)
+    .async_stack_size(stack_bytes)
+    .max_wasm_stack(stack_bytes - 64 * 1024)
+    .wasm_backtrace_max_frames(None)
+    .cranelift_opt_level(wasmtime::OptLevel::Speed);
     // A new version of a plugin mostly repeats the old one's functions.
     c.enable_incremental_compilation(std::sync::Arc::new(
         crate::cache::IncrementalCache::default(),

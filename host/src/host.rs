@@ -41,6 +41,10 @@ pub struct HostInner {
 }
 
 /// A running wasmvisor host. Cheap to clone; all clones are the same host.
+///
+/// Every child's task holds the host, so dropping the last `Host` handle
+/// does not stop the children: call [`Host::shutdown`] to stop them (and
+/// release the engine and its instance pool).
 #[derive(Clone)]
 pub struct Host {
     inner: Arc<HostInner>,

@@ -22,6 +22,7 @@
 
 pub mod address;
 pub mod api;
+pub mod bench;
 pub(crate) mod bindings;
 pub(crate) mod cache;
 pub mod catalog;

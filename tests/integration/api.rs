@@ -533,3 +533,51 @@ async fn metrics_parse_as_prometheus_text() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_output_becomes_log_lines_tagged_with_the_child() {
+    let h = RunningHost::start(&[]).await;
+    post(
+        &h,
+        "/v1/children",
+        json!({"id": "talker", "plugin": "chaos"}),
+    )
+    .await;
+    let text = "hello from the guest \u{1b}[31m";
+    let (status, _) = post(
+        &h,
+        "/v1/children/talker/call",
+        json!({"msg": {"print": text}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    loop {
+        let log = h.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("hello from the guest"))
+            .collect();
+        if lines.len() >= 2 {
+            for line in &lines {
+                assert!(line.contains("child=talker"), "{line}");
+                // Escaped: the terminal escape is not passed through raw.
+                assert!(!line.contains('\u{1b}'), "{line:?}");
+            }
+            assert!(
+                lines.iter().any(|l| l.contains("stream=\"stdout\"")),
+                "{lines:?}"
+            );
+            assert!(
+                lines.iter().any(|l| l.contains("stream=\"stderr\"")),
+                "{lines:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no guest output in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -466,3 +466,58 @@ async fn crash_to_serving_cycle() {
     );
     assert_eq!(host.child("cycle").unwrap().restarts, rounds as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_plugin_file_at_start_is_reported_and_the_others_load() {
+    let (host, dir) = host_with(|_| {}).await;
+    drop(host);
+    let plugins = dir.path().join("plugins");
+    std::fs::write(plugins.join("broken.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(plugins.join("notes.txt"), b"ignored").unwrap();
+    let config = wasmvisor::Config {
+        plugins_dir: plugins,
+        data_dir: dir.path().join("data"),
+        ephemeral: true,
+        ..Default::default()
+    };
+    let host = wasmvisor::Host::new(config).await.unwrap();
+    let plugins = host.plugins();
+    let broken = plugins.iter().find(|p| p.name == "broken").unwrap();
+    assert_eq!(broken.version, None);
+    assert!(
+        broken
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not a valid wasm component")
+    );
+    assert_eq!(plugins.iter().filter(|p| p.version.is_some()).count(), 3);
+    host.start_child(spec("c", "chaos", json!(null)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_instance_pool_fails_the_start_cleanly() {
+    let (host, _dir) = host_with(|c| c.pool.max_instances = 2).await;
+    host.start_child(spec("a", "chaos", json!(null)))
+        .await
+        .unwrap();
+    host.start_child(spec("b", "chaos", json!(null)))
+        .await
+        .unwrap();
+    let err = host
+        .start_child(spec("c", "chaos", json!(null)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StartError::Unavailable(m) if m.contains("2")),
+        "{err:?}"
+    );
+    assert!(host.child("c").is_none());
+    host.stop_child("a").await.unwrap();
+    host.start_child(spec("c", "chaos", json!(null)))
+        .await
+        .unwrap();
+    assert_eq!(call_ok(&host, "b", json!({"add": 1})).await, json!(1));
+}

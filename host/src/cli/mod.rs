@@ -96,6 +96,27 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// Run the benchmark in this process (no running host needed).
+    Bench {
+        /// A folder with chaos.wasm and tracker.wasm [default: the example
+        /// plugins built in this checkout].
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Small sizes (seconds, for CI); the targets are for the full run.
+        #[arg(long)]
+        quick: bool,
+        /// Only these workloads (spawn, calls, calls4, casts, crash, cpu,
+        /// reload, density), e.g. to profile one.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::bench::WORKLOADS))]
+        only: Vec<String>,
+        /// Engine settings for an A/B run, as in the config's [engine]
+        /// section: pooling=false, concurrency_support=true, memory_cow=true.
+        #[arg(long, value_delimiter = ',')]
+        engine: Vec<String>,
+    },
 }
 
 /// `wasmvisor run`.
@@ -176,5 +197,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Call { id, msg, timeout } => commands::call(&client(), &id, &msg, timeout).await,
         Command::Cast { id, msg } => commands::cast(&client(), &id, &msg).await,
         Command::Events { topic } => commands::events(&client(), topic.as_deref()).await,
+        Command::Bench {
+            plugins,
+            json,
+            quick,
+            only,
+            engine,
+        } => {
+            let options = crate::bench::Options {
+                plugins: plugins.unwrap_or_else(crate::bench::default_plugins),
+                quick,
+                only,
+                engine: crate::config::EngineConfig::parse_overrides(&engine)?,
+            };
+            // On a runtime worker, like every task of a real host: the
+            // thread that `block_on` parks is not one.
+            let report = tokio::spawn(crate::bench::run(options)).await??;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
     }
 }

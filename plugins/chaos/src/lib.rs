@@ -23,6 +23,7 @@
 //! | `{"monitor": ID}`                       | monitors ID; `"ok"`                                      |
 //! | `"infos"`                               | every info received so far, in order (see below)         |
 //! | `"self"`                                | this instance's id                                       |
+//! | `{"print": TEXT}`                       | writes TEXT to stdout and to stderr; `"ok"`              |
 //!
 //! Casts: `"bump"` adds 1, `{"add": n}` adds n, `"crash"` traps.
 //!
@@ -82,6 +83,7 @@ enum Call {
     Infos,
     #[serde(rename = "self")]
     SelfId,
+    Print(String),
 }
 
 #[derive(Deserialize)]
@@ -171,6 +173,11 @@ impl Plugin for Chaos {
             }
             Call::Infos => Value::Array(self.infos.clone()),
             Call::SelfId => wasmvisor_sdk::self_id().into(),
+            Call::Print(text) => {
+                println!("{text}");
+                eprintln!("{text}");
+                "ok".into()
+            }
         }
     }
 

@@ -1,0 +1,269 @@
+//! The benchmark's results: the JSON keys of ARCHITECTURE.md and a table
+//! with the targets.
+
+use super::system::System;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Every figure the benchmark produces. The first keys are the ones
+/// ARCHITECTURE.md documents; the rest give context.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// µs per tracker spawned (start_child until init returned), 10,000 spawned.
+    pub spawn_us: f64,
+    /// Calls per second from one client.
+    pub call_1c_per_s: f64,
+    /// Call latency, median, µs.
+    pub call_p50_us: f64,
+    /// Call latency, 99th percentile, µs.
+    pub call_p99_us: f64,
+    /// Calls per second from 4 concurrent clients.
+    pub call_4c_per_s: f64,
+    /// Casts per second, until every cast was handled.
+    pub cast_per_s: f64,
+    /// crash → restarted → serving, median, µs.
+    pub restart_p50_us: f64,
+    /// crash → restarted → serving, 99th percentile, µs.
+    pub restart_p99_us: f64,
+    /// The 1e7-iteration CPU loop in a guest, ms.
+    pub cpu_1e7_ms: f64,
+    /// Resident memory per spawned tracker, KiB.
+    pub rss_per_instance_kib: f64,
+    /// Instances that ran at once in the density run.
+    pub max_live_instances: usize,
+    /// Hot reload of 1,000 running instances, file renamed → all serving, ms.
+    pub reload_1000_ms: f64,
+    /// Native baseline: µs per actor spawned.
+    pub native_spawn_us: f64,
+    /// Native baseline: calls/s from one client.
+    pub native_call_1c_per_s: f64,
+    /// Native baseline: median call, µs.
+    pub native_call_p50_us: f64,
+    /// Native baseline: p99 call, µs.
+    pub native_call_p99_us: f64,
+    /// Native baseline: calls/s from 4 clients.
+    pub native_call_4c_per_s: f64,
+    /// Native baseline: casts/s.
+    pub native_cast_per_s: f64,
+    /// Native baseline: crash (state reset) → serving, median, µs.
+    pub native_restart_p50_us: f64,
+    /// Native baseline: p99, µs.
+    pub native_restart_p99_us: f64,
+    /// Native baseline: the CPU loop, ms.
+    pub native_cpu_1e7_ms: f64,
+    /// Native baseline: resident memory per actor, KiB.
+    pub native_rss_per_instance_kib: f64,
+    /// Resident memory per idle instance at each density step: (instances, KiB).
+    pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
+    /// Memory mappings per live instance (measured in the spawn run).
+    pub maps_per_instance: f64,
+    /// What ended the density run.
+    pub density_limit: String,
+    /// Iterations of the CPU loop (1e7, or fewer with --quick).
+    pub cpu_iterations: u64,
+    /// Instances in the reload run (1,000, or fewer with --quick).
+    pub reload_instances: usize,
+    /// The small sizes of `--quick`.
+    pub quick: bool,
+    /// The machine.
+    pub system: System,
+}
+
+/// A target from the benchmark issue: the figure, how it compares.
+struct Target {
+    name: &'static str,
+    value: f64,
+    native: Option<f64>,
+    unit: &'static str,
+    goal: Goal,
+}
+
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+    RatioAtMost(f64),
+}
+
+impl Report {
+    pub(crate) fn new(quick: bool) -> Report {
+        Report {
+            quick,
+            ..Report::default()
+        }
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let t = |name, value, native, unit, goal| Target {
+            name,
+            value,
+            native,
+            unit,
+            goal,
+        };
+        vec![
+            t(
+                "spawn per tracker",
+                self.spawn_us,
+                Some(self.native_spawn_us),
+                "µs",
+                Goal::AtMost(13.0),
+            ),
+            t(
+                "calls, 1 client",
+                self.call_1c_per_s,
+                Some(self.native_call_1c_per_s),
+                "/s",
+                Goal::AtLeast(300_000.0),
+            ),
+            t(
+                "call p50",
+                self.call_p50_us,
+                Some(self.native_call_p50_us),
+                "µs",
+                Goal::AtMost(3.0),
+            ),
+            t(
+                "call p99",
+                self.call_p99_us,
+                Some(self.native_call_p99_us),
+                "µs",
+                Goal::AtMost(f64::INFINITY),
+            ),
+            t(
+                "calls, 4 clients",
+                self.call_4c_per_s,
+                Some(self.native_call_4c_per_s),
+                "/s",
+                Goal::AtLeast(500_000.0),
+            ),
+            t(
+                "casts",
+                self.cast_per_s,
+                Some(self.native_cast_per_s),
+                "/s",
+                Goal::AtLeast(600_000.0),
+            ),
+            t(
+                "crash → serving p50",
+                self.restart_p50_us,
+                Some(self.native_restart_p50_us),
+                "µs",
+                Goal::AtMost(60.0),
+            ),
+            t(
+                "crash → serving p99",
+                self.restart_p99_us,
+                Some(self.native_restart_p99_us),
+                "µs",
+                Goal::AtMost(300.0),
+            ),
+            t(
+                "CPU loop",
+                self.cpu_1e7_ms,
+                Some(self.native_cpu_1e7_ms),
+                "ms",
+                Goal::RatioAtMost(1.3),
+            ),
+            t(
+                "RSS per spawned instance",
+                self.rss_per_instance_kib,
+                Some(self.native_rss_per_instance_kib),
+                "KiB",
+                Goal::AtMost(40.0),
+            ),
+            t(
+                "live instances",
+                self.max_live_instances as f64,
+                None,
+                "",
+                Goal::AtLeast(30_000.0),
+            ),
+            t(
+                "hot reload",
+                self.reload_1000_ms,
+                None,
+                "ms",
+                Goal::AtMost(150.0),
+            ),
+        ]
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let s = &self.system;
+        let _ = writeln!(
+            out,
+            "wasmvisor bench{} on {} ({} cores, {:.0} GiB, vm.max_map_count {})\n",
+            if self.quick {
+                " --quick (small sizes; targets are for the full run)"
+            } else {
+                ""
+            },
+            s.cpu,
+            s.cores,
+            s.memory_gib,
+            s.max_map_count
+        );
+        let _ = writeln!(
+            out,
+            "{:<26} {:>14} {:>14} {:>8}  target",
+            "workload", "wasmvisor", "native tokio", "ratio"
+        );
+        for t in self.targets() {
+            let native = t.native.map_or("-".to_string(), |n| fmt(n, t.unit));
+            let ratio = t
+                .native
+                .filter(|n| *n > 0.0)
+                .map_or("-".to_string(), |n| format!("{:.2}x", t.value / n));
+            let (goal, met) = match t.goal {
+                Goal::AtMost(g) if g.is_infinite() => ("-".to_string(), None),
+                Goal::AtMost(g) => (format!("≤ {}", fmt(g, t.unit)), Some(t.value <= g)),
+                Goal::AtLeast(g) => (format!("≥ {}", fmt(g, t.unit)), Some(t.value >= g)),
+                Goal::RatioAtMost(g) => {
+                    let r = t.native.map_or(f64::INFINITY, |n| t.value / n);
+                    (format!("≤ {g}x native"), Some(r <= g))
+                }
+            };
+            let mark = match (met, self.quick) {
+                (_, true) | (None, _) => "",
+                (Some(true), false) => "met",
+                (Some(false), false) => "MISSED",
+            };
+            let _ = writeln!(
+                out,
+                "{:<26} {:>14} {:>14} {:>8}  {:<12} {mark}",
+                t.name,
+                fmt(t.value, t.unit),
+                native,
+                ratio,
+                goal
+            );
+        }
+        let _ = writeln!(out);
+        for (n, kib) in &self.rss_per_idle_instance_kib {
+            let _ = writeln!(out, "RSS per idle instance at {n} instances: {kib:.1} KiB");
+        }
+        let _ = writeln!(
+            out,
+            "memory mappings per live instance: {:.1}",
+            self.maps_per_instance
+        );
+        let _ = writeln!(out, "density run: {}", self.density_limit);
+        let _ = writeln!(
+            out,
+            "CPU loop: {} iterations; hot reload: {} instances",
+            self.cpu_iterations, self.reload_instances
+        );
+        out
+    }
+}
+
+fn fmt(v: f64, unit: &str) -> String {
+    match unit {
+        "/s" => format!("{:.0}/s", v),
+        "" => format!("{v:.0}"),
+        u if v >= 100.0 => format!("{v:.0} {u}"),
+        u => format!("{v:.1} {u}"),
+    }
+}

@@ -1,0 +1,84 @@
+//! What the benchmark reads about the machine and the process.
+
+use serde::Serialize;
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct System {
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs.
+    pub cores: usize,
+    /// Total memory, GiB.
+    pub memory_gib: f64,
+    /// `vm.max_map_count`: memory mappings a process may have.
+    pub max_map_count: usize,
+}
+
+impl System {
+    pub(crate) fn read() -> System {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, m)| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        System {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib: kib / 1024.0 / 1024.0,
+            max_map_count: std::fs::read_to_string("/proc/sys/vm/max_map_count")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(65_530),
+        }
+    }
+
+    /// The largest pool (at most `want` instances) whose memory mappings fit
+    /// under `vm.max_map_count`, and what limits it. Each pool slot costs two
+    /// mappings up front (its fiber stack and that stack's guard page), and
+    /// each live instance `per_live` more.
+    pub(crate) fn pool_for(&self, want: usize, per_live: f64) -> (usize, String) {
+        let used = map_count() + 2_000;
+        let per_slot = 2.0 + per_live.max(1.0);
+        let fits = (self.max_map_count.saturating_sub(used) as f64 / per_slot) as usize;
+        if fits >= want {
+            (want, format!("reached the {want} asked for"))
+        } else {
+            (
+                fits,
+                format!(
+                    "vm.max_map_count = {} allows about {fits} instances at {per_slot:.1} mappings each; \
+                     `sysctl -w vm.max_map_count=262144` (as root) allows {want}",
+                    self.max_map_count
+                ),
+            )
+        }
+    }
+}
+
+/// Resident memory of this process, bytes.
+pub(crate) fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Memory mappings of this process.
+pub(crate) fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
+}
