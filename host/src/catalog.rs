@@ -54,6 +54,9 @@ pub struct PluginEntry {
     pub current: Option<Arc<Version>>,
     /// Why the last load or reload failed, if it did.
     pub last_error: Option<String>,
+    /// The content hash of the file that failed, so that the same bytes are
+    /// not tried (and reported) again.
+    pub rejected: Option<String>,
 }
 
 /// Every plugin the host knows, by name.
@@ -150,6 +153,7 @@ impl Catalog {
         let entry = plugins.entry(version.plugin.to_string()).or_default();
         entry.current = Some(version);
         entry.last_error = None;
+        entry.rejected = None;
     }
 
     /// Forgets the current version of `name` (its file is gone); the entry
@@ -158,9 +162,23 @@ impl Catalog {
         self.write().get_mut(name).and_then(|e| e.current.take())
     }
 
-    /// Records why loading `name` failed; a good current version stays.
-    pub(crate) fn record_error(&self, name: &str, error: String) {
-        self.write().entry(name.to_string()).or_default().last_error = Some(error);
+    /// Records why loading content `hash` as `name` failed; a good current
+    /// version stays.
+    pub(crate) fn record_error(&self, name: &str, hash: Option<String>, error: String) {
+        let mut plugins = self.write();
+        let entry = plugins.entry(name.to_string()).or_default();
+        entry.last_error = Some(error);
+        if hash.is_some() {
+            entry.rejected = hash;
+        }
+    }
+
+    /// Whether content `hash` is what `name` runs, or what it last rejected.
+    pub(crate) fn seen(&self, name: &str, hash: &str) -> bool {
+        self.read().get(name).is_some_and(|e| {
+            e.current.as_ref().is_some_and(|v| v.content_hash == hash)
+                || e.rejected.as_deref() == Some(hash)
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PluginEntry>> {

@@ -258,7 +258,9 @@ mod tests {
 
     #[test]
     fn engine_overrides() {
-        let e = EngineConfig::parse_overrides(&["memory_cow=true".into(), "pooling = false".into()]).unwrap();
+        let e =
+            EngineConfig::parse_overrides(&["memory_cow=true".into(), "pooling = false".into()])
+                .unwrap();
         assert!(e.memory_cow && !e.pooling && !e.concurrency_support);
         assert!(EngineConfig::parse_overrides(&["fast=true".into()]).is_err());
         assert!(EngineConfig::parse_overrides(&["pooling".into()]).is_err());

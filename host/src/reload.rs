@@ -114,7 +114,7 @@ impl Host {
             }
             Err(e) => {
                 let message = format!("cannot read {}: {e}", path.display());
-                self.reload_failed(&name, &message);
+                self.reload_failed(&name, None, &message);
                 Err(anyhow!(message))
             }
         }
@@ -127,18 +127,18 @@ impl Host {
         let _one_change_at_a_time = inner.plugin_changes.lock().await;
         let started = Instant::now();
         crate::names::validate_plugin(name).map_err(anyhow::Error::msg)?;
-        let old = inner.catalog.current(name);
-        if old
-            .as_ref()
-            .is_some_and(|v| v.content_hash == catalog::content_hash(&bytes))
-        {
+        let hash = catalog::content_hash(&bytes);
+        // A folder watcher may report one change more than once: the same
+        // bytes, good or bad, are not applied twice.
+        if inner.catalog.seen(name, &hash) {
             return Ok(PluginChange::Unchanged);
         }
+        let old = inner.catalog.current(name);
         let version = match self.compile(name, bytes).await {
             Ok(v) => Arc::new(v),
             Err(e) => {
                 let message = format!("{e:#}");
-                self.reload_failed(name, &message);
+                self.reload_failed(name, Some(hash), &message);
                 return Err(e);
             }
         };
@@ -195,10 +195,10 @@ impl Host {
         });
     }
 
-    fn reload_failed(&self, name: &str, message: &str) {
+    fn reload_failed(&self, name: &str, hash: Option<String>, message: &str) {
         let inner = self.inner();
         tracing::error!("reload of plugin {name} failed: {message}");
-        inner.catalog.record_error(name, message.to_string());
+        inner.catalog.record_error(name, hash, message.to_string());
         inner.metrics.plugin_load(false);
         inner.events.emit(Event::ReloadFailed {
             plugin: name.to_string(),
@@ -219,7 +219,7 @@ impl Host {
         if let Some(canary) = running.first() {
             if let Err(why) = reload_one(canary, &version).await {
                 let message = format!("the canary {} rolled back: {why}", canary.id);
-                self.reload_failed(name, &message);
+                self.reload_failed(name, Some(version.content_hash.clone()), &message);
                 return Err(anyhow!(message));
             }
             moved += 1;
