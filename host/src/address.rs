@@ -48,6 +48,8 @@ pub(crate) struct CellState {
     pub started_at: SystemTime,
     pub backoff_until: Option<SystemTime>,
     pub monitors: Vec<Monitor>,
+    /// Brought back from the state database at host start.
+    pub restored: bool,
 }
 
 /// A child's address: the registry entry that survives restarts.
@@ -78,6 +80,7 @@ impl Cell {
                 started_at: SystemTime::now(),
                 backoff_until: None,
                 monitors: Vec::new(),
+                restored: false,
             }),
         }
     }

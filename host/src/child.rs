@@ -34,6 +34,21 @@ enum Wake {
     Removed,
 }
 
+/// How a child came to be, which decides what a failed first start means.
+pub(crate) enum Origin {
+    /// `start_child`: the starter waits for `init`; if the first start
+    /// fails, the child never existed.
+    New(oneshot::Sender<Result<(), StartError>>),
+    /// Brought back from the database: it exists whatever its first start
+    /// does (a failure is an exit like any other), and a child that was
+    /// `failed` comes back `failed`. `attempted` is told once the first
+    /// start was tried, so that stored children come back in order.
+    Restored {
+        failed: Option<ExitReason>,
+        attempted: oneshot::Sender<()>,
+    },
+}
+
 pub(crate) struct Child {
     host: Arc<HostInner>,
     cell: Arc<Cell>,
@@ -78,27 +93,48 @@ enum Upgrade {
 }
 
 impl Child {
-    /// Starts the child's task; the receiver answers once the first
-    /// instance's `init` returned.
+    /// Starts the child's task.
     pub(crate) fn spawn(
         host: Arc<HostInner>,
         cell: Arc<Cell>,
         mailbox: mpsc::Receiver<Envelope>,
-    ) -> oneshot::Receiver<Result<(), StartError>> {
+        origin: Origin,
+    ) {
         let s = host.config.supervisor;
+        let running = host.children.enter();
         let child = Child {
             host,
             cell,
             mailbox,
             intensity: Intensity::new(s.max_restarts, s.max_seconds),
         };
-        let (ready, started) = oneshot::channel();
-        tokio::spawn(child.run(ready));
-        started
+        tokio::spawn(async move {
+            child.run(origin).await;
+            drop(running);
+        });
     }
 
-    async fn run(mut self, ready: oneshot::Sender<Result<(), StartError>>) {
-        let mut ready = Some(ready);
+    async fn run(mut self, origin: Origin) {
+        let mut ready = None;
+        let mut attempted = None;
+        match origin {
+            Origin::New(tx) => ready = Some(tx),
+            Origin::Restored {
+                failed: Some(reason),
+                attempted: tx,
+            } => {
+                self.cell.exited(&reason, Status::Failed);
+                let _ = tx.send(());
+                if let Wake::Removed = Box::pin(self.wait(None)).await {
+                    return;
+                }
+            }
+            Origin::Restored {
+                failed: None,
+                attempted: tx,
+            } => attempted = Some(tx),
+        }
+        let mut first = true;
         loop {
             let Some(version) = self.host.catalog.current(&self.cell.spec.plugin) else {
                 if let Some(ready) = ready.take() {
@@ -107,6 +143,9 @@ impl Child {
                 }
                 // The plugin's file is gone; wait for it (or an operator).
                 self.cell.set_status(Status::Waiting);
+                if let Some(tx) = attempted.take() {
+                    let _ = tx.send(());
+                }
                 match Box::pin(self.wait(None)).await {
                     Wake::Start => continue,
                     Wake::Removed => return,
@@ -119,7 +158,11 @@ impl Child {
             .await;
             let (ended, uptime) = match started {
                 Ok(Ok(instance)) => {
-                    self.running(&instance, ready.take());
+                    self.running(&instance, ready.take(), first);
+                    first = false;
+                    if let Some(tx) = attempted.take() {
+                        let _ = tx.send(());
+                    }
                     let up = Instant::now();
                     let ended = self.serve(instance).await;
                     (ended, up.elapsed())
@@ -132,6 +175,9 @@ impl Child {
                         };
                         return self.abandon_start(ready, error);
                     }
+                    if let Some(tx) = attempted.take() {
+                        let _ = tx.send(());
+                    }
                     let message = match failure {
                         StartFailure::Init(m) | StartFailure::Unavailable(m) => m,
                     };
@@ -142,13 +188,16 @@ impl Child {
                         return self
                             .abandon_start(ready, StartError::InitFailed(killed.to_string()));
                     }
+                    if let Some(tx) = attempted.take() {
+                        let _ = tx.send(());
+                    }
                     (Ended::Exit(killed), Duration::ZERO)
                 }
             };
             match ended {
                 Ended::Stop(done) => {
                     self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
-                    self.remove();
+                    self.remove().await;
                     let _ = done.send(());
                     return;
                 }
@@ -178,7 +227,12 @@ impl Child {
     }
 
     /// Marks the child running on `instance` and announces it.
-    fn running(&self, instance: &Instance, ready: Option<oneshot::Sender<Result<(), StartError>>>) {
+    fn running(
+        &self,
+        instance: &Instance,
+        ready: Option<oneshot::Sender<Result<(), StartError>>>,
+        first: bool,
+    ) {
         let version = instance.version.clone();
         let restarts = {
             let mut state = self.cell.state();
@@ -186,22 +240,24 @@ impl Child {
             state.started_at = SystemTime::now();
             state.backoff_until = None;
             state.version = Some(version.clone());
-            if ready.is_none() {
+            if !first {
                 state.restarts += 1;
             }
             state.restarts
         };
+        if let Some(ready) = ready {
+            let _ = ready.send(Ok(()));
+        }
         let (id, version) = (self.cell.id.to_string(), version.hash.clone());
-        match ready {
-            Some(ready) => {
-                let _ = ready.send(Ok(()));
+        match first {
+            true => {
                 self.host.events.emit(Event::ChildStarted {
                     id,
                     plugin: self.cell.spec.plugin.clone(),
                     version,
                 });
             }
-            None => {
+            false => {
                 self.host.metrics.restart();
                 self.host.events.emit(Event::ChildRestarted {
                     id,
@@ -231,7 +287,7 @@ impl Child {
         match decision {
             Decision::Remove => {
                 self.cell.exited(&reason, Status::Restarting);
-                self.remove();
+                self.remove().await;
                 Wake::Removed
             }
             Decision::Restart { delay } if delay.is_zero() => {
@@ -251,6 +307,8 @@ impl Child {
             }
             Decision::Fail => {
                 self.cell.exited(&reason, Status::Failed);
+                self.host
+                    .remember_failed(&self.cell.id, Some(reason.clone()));
                 tracing::error!(child = %self.cell.id, "restart intensity exceeded; failed: {reason}");
                 self.host.events.emit(Event::ChildFailed {
                     id: self.cell.id.to_string(),
@@ -421,17 +479,17 @@ impl Child {
                 biased;
                 control = self.cell.control.next() => match control {
                     Control::Stop { done } => {
-                        self.remove();
+                        self.remove().await;
                         let _ = done.send(());
                         return Wake::Removed;
                     }
                     Control::Restart { done } => {
-                        self.intensity.reset();
+                        self.revive();
                         let _ = done.send(());
                         return Wake::Start;
                     }
                     Control::Reload { done, .. } => {
-                        self.intensity.reset();
+                        self.revive();
                         let _ = done.send(Ok(()));
                         return Wake::Start;
                     }
@@ -457,10 +515,21 @@ impl Child {
         }
     }
 
-    /// Deregisters the child. Queued calls are answered `failed` when this
-    /// task ends and drops the mailbox; queued signals are released.
-    fn remove(&self) {
+    /// An operator or a reload brings a down child back.
+    fn revive(&mut self) {
+        self.intensity.reset();
+        if self.cell.state().status == Status::Failed {
+            self.host.remember_failed(&self.cell.id, None);
+        }
+    }
+
+    /// Deregisters the child and forgets it durably (unless the host is
+    /// shutting down: then it comes back at the next start). Queued calls
+    /// are answered `failed` when this task ends and drops the mailbox;
+    /// queued signals are released.
+    async fn remove(&self) {
         self.host.registry.remove(&self.cell);
+        self.host.forget(&self.cell.id).await;
         for control in self.cell.control.drain() {
             match control {
                 Control::Stop { done } | Control::Restart { done } | Control::Suspend { done } => {

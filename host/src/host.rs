@@ -5,9 +5,10 @@
 use crate::address::{Address, Cell};
 use crate::cache::ArtifactCache;
 use crate::catalog::Catalog;
-use crate::child::Child;
+use crate::child::{Child, Origin};
 use crate::config::Config;
 use crate::control::Control;
+use crate::durable::{Durable, Record};
 use crate::events::{Event, EventBus};
 use crate::instance::InstanceState;
 use crate::metrics::{Gauge, Metrics};
@@ -18,7 +19,8 @@ use crate::{engine, names};
 use anyhow::Result;
 use bytes::Bytes;
 use serde::Serialize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use wasmtime::Engine;
@@ -35,9 +37,16 @@ pub struct HostInner {
     pub(crate) metrics: Metrics,
     pub(crate) config: Config,
     /// Compiled artifacts on disk (none when ephemeral).
-    pub(crate) cache: Option<ArtifactCache>,
+    pub(crate) cache: Option<Arc<ArtifactCache>>,
+    /// Durable children (none when ephemeral).
+    pub(crate) durable: Option<Durable>,
+    /// Set by `shutdown`: children stop without being forgotten.
+    pub(crate) shutting_down: AtomicBool,
+    /// Child tasks that have not ended yet.
+    pub(crate) children: Arc<Tasks>,
     /// Plugin loads, reloads and removals happen one at a time.
     pub(crate) plugin_changes: tokio::sync::Mutex<()>,
+    this: Weak<HostInner>,
 }
 
 /// A running wasmvisor host. Cheap to clone; all clones are the same host.
@@ -71,6 +80,8 @@ pub struct ChildInfo {
     pub args: serde_json::Value,
     /// Messages waiting in its mailbox (calls, casts and notifications).
     pub queued: usize,
+    /// Whether it was brought back from the state database at host start.
+    pub restored: bool,
     /// When the current instance started (Unix ms).
     pub started_at_ms: u64,
     /// In backoff: when the next restart happens (Unix ms).
@@ -121,14 +132,100 @@ impl HostInner {
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
         }
-        let started = Child::spawn(self.clone(), cell.clone(), rx);
+        let (ready, started) = oneshot::channel();
+        Child::spawn(self.clone(), cell.clone(), rx, Origin::New(ready));
         match started.await {
-            Ok(Ok(())) => Ok(Address(cell)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StartError::Unavailable(
-                "the child's task ended during start".into(),
-            )),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(StartError::Unavailable(
+                    "the child's task ended during start".into(),
+                ));
+            }
         }
+        if let Err(e) = self.persist(&cell).await {
+            // Not durable means not acknowledged: undo the start.
+            let _ = self.stop_child(&cell.id).await;
+            return Err(StartError::Unavailable(format!(
+                "cannot store the child: {e:#}"
+            )));
+        }
+        Ok(Address(cell))
+    }
+
+    /// Stores a started child, on disk before it returns.
+    async fn persist(&self, cell: &Cell) -> Result<()> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let record = Record {
+            spec: cell.spec.clone(),
+            seq: durable.next_seq(),
+            failed: None,
+        };
+        let inner = self.myself();
+        tokio::task::spawn_blocking(move || match &inner.durable {
+            Some(d) => d.put(&record),
+            None => Ok(()),
+        })
+        .await?
+    }
+
+    /// Forgets a removed child durably; while the host shuts down, children
+    /// stop without being forgotten.
+    pub(crate) async fn forget(&self, id: &str) {
+        if self.durable.is_none() || self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let (inner, id) = (self.myself(), id.to_string());
+        let result = tokio::task::spawn_blocking(move || match &inner.durable {
+            Some(d) => d.remove(&id),
+            None => Ok(()),
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = result.map_err(anyhow::Error::from) {
+            tracing::error!("cannot forget a removed child in the state database: {e:#}");
+        }
+    }
+
+    /// Records durably whether a child is `failed`. Not synced to disk (see
+    /// `Durable::set_failed`), so cheap enough to do in place.
+    pub(crate) fn remember_failed(&self, id: &str, failed: Option<ExitReason>) {
+        if let Some(d) = &self.durable
+            && let Err(e) = d.set_failed(id, failed)
+        {
+            tracing::error!("cannot record a failed child in the state database: {e:#}");
+        }
+    }
+
+    fn myself(&self) -> Arc<HostInner> {
+        // Every HostInner lives in an Arc: `Host` creates it so.
+        self.this
+            .upgrade()
+            .expect("the host is alive while it runs")
+    }
+
+    /// Brings back a stored child (in start order). Its first start is
+    /// awaited so that children come back in order; a failure is an exit
+    /// like any other.
+    async fn restore(self: &Arc<Self>, record: Record) {
+        let mailbox = self.config.plugin(&record.spec.plugin).mailbox as usize;
+        let (tx, rx) = mpsc::channel(mailbox);
+        let cell = Arc::new(Cell::new(record.spec, tx));
+        cell.state().restored = true;
+        if self.registry.insert_new(cell.clone()).is_err() {
+            tracing::error!("stored child {} is already running; skipped", cell.id);
+            return;
+        }
+        let (attempted, done) = oneshot::channel();
+        let failed = record.failed;
+        Child::spawn(
+            self.clone(),
+            cell,
+            rx,
+            Origin::Restored { failed, attempted },
+        );
+        let _ = done.await;
     }
 
     /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
@@ -168,6 +265,7 @@ impl HostInner {
                 serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
             }),
             queued: cell.mailbox.max_capacity() - cell.mailbox.capacity(),
+            restored: state.restored,
             started_at_ms: unix_ms(state.started_at),
             backoff_until_ms: state.backoff_until.map(unix_ms),
         }
@@ -179,7 +277,7 @@ impl Host {
     /// plugin in `config.plugins_dir` (a file that fails is reported and
     /// skipped). Must run inside a multi-threaded tokio runtime.
     pub async fn new(config: Config) -> Result<Host> {
-        let host = Host::empty(config)?;
+        let (host, stored) = Host::build(config)?;
         let dir = host.inner.config.plugins_dir.clone();
         if dir.is_dir() {
             host.load_dir(&dir).await?;
@@ -189,32 +287,56 @@ impl Host {
                 dir.display()
             );
         }
+        let total = stored.len();
+        for (i, record) in stored.into_iter().enumerate() {
+            tracing::info!(
+                "[{}/{total}] restoring child {} ({})",
+                i + 1,
+                record.spec.id,
+                record.spec.plugin
+            );
+            host.inner.restore(record).await;
+        }
+        if total > 0 {
+            tracing::info!("restored {total} children from the state database");
+        }
         Ok(host)
     }
 
-    /// A host with no plugins loaded.
-    pub fn empty(config: Config) -> Result<Host> {
+    /// The engine, linker, caches and database, with no plugins loaded; and
+    /// the stored children to bring back.
+    fn build(config: Config) -> Result<(Host, Vec<Record>)> {
         let engine = engine::engine(&config)?;
         let linker = engine::linker(&engine)?;
         engine::start_epoch_ticker(&engine)?;
         let cache = match config.ephemeral {
             true => None,
-            false => Some(ArtifactCache::open(&config.data_dir, &engine)?),
+            false => Some(Arc::new(ArtifactCache::open(&config.data_dir, &engine)?)),
         };
-        Ok(Host {
-            inner: Arc::new(HostInner {
-                engine,
-                linker,
-                catalog: Catalog::default(),
-                registry: Registry::default(),
-                topics: Topics::default(),
-                events: EventBus::default(),
-                metrics: Metrics::default(),
-                config,
-                cache,
-                plugin_changes: tokio::sync::Mutex::new(()),
-            }),
-        })
+        let (durable, stored) = match config.ephemeral {
+            true => (None, Vec::new()),
+            false => {
+                let (d, stored) = Durable::open(&config.data_dir)?;
+                (Some(d), stored)
+            }
+        };
+        let inner = Arc::new_cyclic(|this| HostInner {
+            this: this.clone(),
+            engine,
+            linker,
+            catalog: Catalog::default(),
+            registry: Registry::default(),
+            topics: Topics::default(),
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            config,
+            cache,
+            durable,
+            shutting_down: AtomicBool::new(false),
+            children: Arc::default(),
+            plugin_changes: tokio::sync::Mutex::new(()),
+        });
+        Ok((Host { inner }, stored))
     }
 
     pub(crate) fn inner(&self) -> &Arc<HostInner> {
@@ -326,6 +448,11 @@ impl Host {
         self.inner.registry.len()
     }
 
+    /// Whether stored children are kept (not `--ephemeral`).
+    pub fn is_durable(&self) -> bool {
+        self.inner.durable.is_some()
+    }
+
     /// Every plugin the host knows.
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let children = self.inner.registry.all();
@@ -403,6 +530,7 @@ impl Host {
     /// Stops every child (`terminate(shutdown)`), as the host does when it
     /// exits.
     pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
         let children = self.inner.registry.all();
         let mut waits = Vec::with_capacity(children.len());
         for cell in children {
@@ -412,6 +540,44 @@ impl Host {
         }
         for w in waits {
             let _ = w.await;
+        }
+        // Each task holds the host; once they have all ended, dropping the
+        // last `Host` releases the engine and closes the database.
+        self.inner.children.idle().await;
+    }
+}
+
+/// Counts running tasks, and wakes whoever waits for none to be left.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running task; dropping it ends it.
+pub(crate) struct TaskGuard(Arc<Tasks>);
+
+impl Tasks {
+    pub(crate) fn enter(self: &Arc<Tasks>) -> TaskGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) mod child;
 pub mod cli;
 pub mod config;
 pub(crate) mod control;
+pub(crate) mod durable;
 pub(crate) mod engine;
 pub mod events;
 pub mod host;

@@ -174,7 +174,7 @@ impl Host {
                 &plugin,
                 &bytes,
                 limits,
-                inner.cache.as_ref(),
+                inner.cache.as_deref(),
             )
         })
         .await
@@ -184,15 +184,13 @@ impl Host {
     /// Writes a freshly compiled version to the compile cache, off the
     /// serving path.
     fn store_artifact(&self, version: &Arc<Version>) {
-        if version.cached || self.inner().cache.is_none() {
+        if version.cached {
             return;
         }
-        let (inner, version) = (self.inner().clone(), version.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Some(cache) = &inner.cache {
-                cache.store(&version.content_hash, &version.component);
-            }
-        });
+        let (Some(cache), version) = (self.inner().cache.clone(), version.clone()) else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || cache.store(&version.content_hash, &version.component));
     }
 
     fn reload_failed(&self, name: &str, hash: Option<String>, message: &str) {

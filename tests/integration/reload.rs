@@ -454,6 +454,7 @@ async fn a_host_restart_loads_unchanged_plugins_from_the_compile_cache() {
     eprintln!("host start with 3 cached plugins (test build): {took:?}");
 
     // A corrupt artifact is discarded and the plugin recompiled.
+    second.shutdown().await;
     drop(second);
     for entry in std::fs::read_dir(dir.path().join("data/cache")).unwrap() {
         let path = entry.unwrap().path();

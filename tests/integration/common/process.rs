@@ -27,24 +27,28 @@ impl RunningHost {
     }
 
     pub async fn start_with(extra: &[&str], config: Option<&str>) -> RunningHost {
-        let names: Vec<&str> = wasmvisor_tests::ALL_PLUGINS
-            .iter()
-            .map(|(n, _)| *n)
-            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).expect("plugins dir");
-        for name in names {
+        for (name, _) in wasmvisor_tests::ALL_PLUGINS {
             wasmvisor_tests::copy_plugin(name, &plugins);
         }
         if let Some(text) = config {
             std::fs::write(dir.path().join("wasmvisor.toml"), text).expect("config");
         }
+        RunningHost::start_in(dir, extra)
+            .await
+            .unwrap_or_else(|log| panic!("the host exited; log:\n{log}"))
+    }
+
+    /// Starts the binary on an existing folder (`plugins/`, `data/`); the
+    /// log of a host that exited instead of listening is the error.
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<RunningHost, String> {
         let log = std::fs::File::create(dir.path().join("host.log")).expect("log file");
         let mut process = tokio::process::Command::new(BIN)
             .current_dir(dir.path())
             .args(["run", "--listen", "127.0.0.1:0", "--plugins"])
-            .arg(&plugins)
+            .arg(dir.path().join("plugins"))
             .arg("--data")
             .arg(dir.path().join("data"))
             .args(extra)
@@ -57,11 +61,14 @@ impl RunningHost {
             .expect("the wasmvisor binary starts");
         let stdout = process.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
             .await
-            .expect("the host prints its address within 60 s")
-            .expect("stdout is readable")
-            .unwrap_or_else(|| panic!("the host exited; log:\n{}", read_log(dir.path())));
+            .expect("the host prints its address or exits within 120 s")
+            .expect("stdout is readable");
+        let Some(line) = line else {
+            let _ = process.wait().await;
+            return Err(read_log(dir.path()));
+        };
         let addr = line
             .strip_prefix("wasmvisor listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -70,12 +77,27 @@ impl RunningHost {
             .iter()
             .position(|a| *a == "--token")
             .map(|i| extra[i + 1].to_string());
-        RunningHost {
+        Ok(RunningHost {
             client: Client::new(&addr, token),
             addr,
             dir,
             process,
-        }
+        })
+    }
+
+    /// `kill -9`, then a new host on the same folder.
+    pub async fn kill_and_restart(mut self, extra: &[&str]) -> RunningHost {
+        self.process.kill().await.expect("the host can be killed");
+        let dir = self.dir;
+        RunningHost::start_in(dir, extra)
+            .await
+            .unwrap_or_else(|log| panic!("the host did not come back; log:\n{log}"))
+    }
+
+    /// Kills the host and gives its folder back.
+    pub async fn kill_keep_dir(mut self) -> tempfile::TempDir {
+        self.process.kill().await.expect("the host can be killed");
+        self.dir
     }
 
     /// Runs a client command against this host and returns (success,
