@@ -1,7 +1,8 @@
 //! Compiles the example plugins in `plugins/` once, for every integration
 //! test, and exposes their paths as constants (`TRACKER`, `CHAOS`, ...) plus
 //! a `foreach_plugin!` macro that the tests use to prove each plugin has a
-//! test of its own.
+//! test of its own. Also builds two variants of `chaos` for the hot-reload
+//! tests and the test-only guests in `tests/fixtures/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,20 @@ fn main() {
     let plugins_dir = root.join("plugins");
     for watched in ["plugins/Cargo.toml", "plugins/.cargo", "guest-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let fixtures_dir = root.join("tests/fixtures");
+    println!(
+        "cargo:rerun-if-changed={}",
+        fixtures_dir.join("Cargo.toml").display()
+    );
+    let fixtures = workspace_members(&fixtures_dir.join("Cargo.toml"));
+    for f in &fixtures {
+        for part in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                fixtures_dir.join(f).join(part).display()
+            );
+        }
     }
     let members = workspace_members(&plugins_dir.join("Cargo.toml"));
     for m in &members {
@@ -30,10 +45,18 @@ fn main() {
         &PathBuf::from(env("OUT_DIR")).join("variants"),
         &target.join("variants"),
     );
+    let fixtures_target = fixtures_dir.join("target");
+    cargo_build(&fixtures_dir, &fixtures_target);
+    let fixtures_release = fixtures_target.join("wasm32-wasip2/release");
     let all = members
         .iter()
         .map(|m| (m.clone(), release.join(format!("{m}.wasm"))))
-        .chain(variants);
+        .chain(variants)
+        .chain(
+            fixtures
+                .iter()
+                .map(|f| (f.clone(), fixtures_release.join(format!("{f}.wasm")))),
+        );
     let mut consts = String::new();
     for (m, wasm) in all {
         assert!(wasm.exists(), "{} was not built", wasm.display());

@@ -91,6 +91,23 @@ pub struct PluginConfig {
     pub mailbox: u32,
     /// Hosts (`host` or `host:port`) the plugin may reach over HTTP.
     pub allowed_hosts: Vec<String>,
+    /// Environment variables the guest sees (none by default).
+    pub env: BTreeMap<String, String>,
+    /// Host folders the guest may open (none by default).
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host folder granted to a plugin.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The folder on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/data`.
+    pub guest: String,
+    /// Whether the guest may create and change files in it.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 impl Default for PluginConfig {
@@ -100,6 +117,8 @@ impl Default for PluginConfig {
             cpu_ms: 1_000,
             mailbox: 10_000,
             allowed_hosts: Vec::new(),
+            env: BTreeMap::new(),
+            dirs: Vec::new(),
         }
     }
 }
@@ -114,6 +133,11 @@ pub struct PoolConfig {
     pub max_instances: u32,
     /// The native stack each instance's calls run on, KiB.
     pub stack_kib: u32,
+    /// Memory a freed slot keeps resident (zeroed) for the next instance,
+    /// KiB: faster (re)starts, at the cost of memory that stays with the
+    /// pool after children are gone. Measured: 64 halves crash → serving
+    /// (96 → 42 µs p50) and keeps about 70 KiB per slot ever used.
+    pub keep_resident_kib: u32,
 }
 
 impl Default for PoolConfig {
@@ -121,6 +145,7 @@ impl Default for PoolConfig {
         PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
+            keep_resident_kib: 0,
         }
     }
 }
@@ -201,6 +226,13 @@ impl Config {
             );
             anyhow::ensure!(p.cpu_ms > 0, "plugins.{name}.cpu_ms must be at least 1");
             anyhow::ensure!(p.mailbox > 0, "plugins.{name}.mailbox must be at least 1");
+            for d in &p.dirs {
+                anyhow::ensure!(
+                    d.guest.starts_with('/'),
+                    "plugins.{name}.dirs: guest path {:?} must be absolute",
+                    d.guest
+                );
+            }
         }
         anyhow::ensure!(
             self.pool.max_instances > 0,
@@ -248,6 +280,22 @@ mod tests {
         assert_eq!(c.plugin("chaos").memory_mb, 16);
         assert_eq!(c.plugin("chaos").mailbox, 10_000);
         assert_eq!(c.max_memory_mb(), 64);
+    }
+
+    #[test]
+    fn grants_are_explicit() {
+        let c = Config::parse(
+            "[plugins.p]\nenv = { MODE = \"test\" }\ndirs = [{ host = \"/srv/p\", guest = \"/data\", writable = true }]\n",
+        )
+        .unwrap();
+        let p = c.plugin("p");
+        assert_eq!(p.env["MODE"], "test");
+        assert_eq!(p.dirs[0].guest, "/data");
+        assert!(p.dirs[0].writable);
+        assert!(c.plugin("other").env.is_empty() && c.plugin("other").dirs.is_empty());
+        assert!(
+            Config::parse("[plugins.p]\ndirs = [{ host = \"/x\", guest = \"rel\" }]\n").is_err()
+        );
     }
 
     #[test]

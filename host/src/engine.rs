@@ -26,6 +26,9 @@ const TABLE_ELEMENTS: usize = 10_000;
 /// memory images (half the memory mappings per instance), epoch
 /// interruption, small explicit memory reservations.
 pub(crate) fn engine(config: &Config) -> Result<Engine> {
+    if config.engine.pooling {
+        check_capacity(config, &Limits::read())?;
+    }
     let pool = &config.pool;
     let n = pool.max_instances;
     let stack_bytes = pool.stack_kib as usize * 1024;
@@ -43,12 +46,11 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .table_elements(TABLE_ELEMENTS)
         .max_memory_size(memory_bytes as usize)
-        // A freed slot keeps its first pages mapped and zeroes them with
-        // memset instead of madvise: the next instance in that slot then
-        // pays no page faults for its stack and initial heap.
-        .linear_memory_keep_resident(256 * 1024)
-        .table_keep_resident(16 * 1024)
-        .async_stack_keep_resident(16 * 1024);
+        .linear_memory_keep_resident(pool.keep_resident_kib as usize * 1024)
+        .table_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
+        .async_stack_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
+        // Reset only the pages an instance really touched (Linux 6.7+).
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let tuning = &config.engine;
     let mut c = wasmtime::Config::new();
@@ -64,6 +66,9 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     .memory_guard_size(64 * 1024)
     .memory_reservation_for_growth(0)
     .async_stack_size(stack_bytes)
+    // Without it a freed slot's stack keeps the pages its instance touched:
+    // 4 KiB per slot ever used stays resident for good.
+    .async_stack_zeroing(true)
     .max_wasm_stack(stack_bytes - 64 * 1024)
     .wasm_backtrace_max_frames(None)
     .cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -111,4 +116,107 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
         })
         .context("cannot start the epoch ticker thread")?;
     Ok(())
+}
+
+/// Memory mappings the pool needs per instance slot: its fiber stack and
+/// that stack's guard page (mapped at start), and a live instance's linear
+/// memory (its accessible part and the reserved rest). Measured by the
+/// benchmark (`maps_per_instance`).
+const MAPPINGS_PER_INSTANCE: u64 = 4;
+/// Mappings the process has besides the pool (code, heap, threads).
+const MAPPINGS_BASE: u64 = 2_000;
+
+/// What the kernel allows this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `vm.max_map_count`.
+    pub max_map_count: Option<u64>,
+    /// `ulimit -v`, bytes.
+    pub address_space: Option<u64>,
+}
+
+impl Limits {
+    pub(crate) fn read() -> Limits {
+        let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let address_space = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("Max address space"))?;
+                line.split_whitespace().nth(3)?.parse().ok()
+            });
+        Limits {
+            max_map_count,
+            address_space,
+        }
+    }
+}
+
+/// Checks that the machine can hold the configured instance pool, and says
+/// what to change when it cannot, instead of failing later in the middle of
+/// serving.
+pub(crate) fn check_capacity(config: &Config, limits: &Limits) -> Result<()> {
+    let n = u64::from(config.pool.max_instances);
+    if let Some(max) = limits.max_map_count {
+        let needed = n * MAPPINGS_PER_INSTANCE + MAPPINGS_BASE;
+        if needed > max {
+            let fits = max.saturating_sub(MAPPINGS_BASE) / MAPPINGS_PER_INSTANCE;
+            anyhow::bail!(
+                "[pool] max_instances = {n} needs about {needed} memory mappings, but \
+                 vm.max_map_count is {max}: lower max_instances to {fits} or less, or raise the \
+                 limit (as root: sysctl -w vm.max_map_count={})",
+                needed.next_power_of_two()
+            );
+        }
+    }
+    if let Some(limit) = limits.address_space {
+        let memory = u64::from(config.max_memory_mb()) * 1024 * 1024 + 64 * 1024;
+        let stack = u64::from(config.pool.stack_kib) * 1024 + 4096;
+        let tables = TABLE_ELEMENTS as u64 * 8 * u64::from(TABLES_PER_COMPONENT);
+        let needed = n * (memory + stack + tables);
+        if needed > limit {
+            anyhow::bail!(
+                "[pool] max_instances = {n} reserves {} GiB of address space ({} MiB memory \
+                 slots), but `ulimit -v` allows {} GiB: lower max_instances or the plugins' \
+                 memory_mb, or raise the limit",
+                needed >> 30,
+                config.max_memory_mb(),
+                limit >> 30
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_the_map_count_cannot_hold_is_refused_with_what_to_change() {
+        let mut config = Config::default();
+        config.pool.max_instances = 100_000;
+        let limits = Limits {
+            max_map_count: Some(65_530),
+            address_space: None,
+        };
+        let err = check_capacity(&config, &limits).unwrap_err().to_string();
+        assert!(err.contains("vm.max_map_count is 65530"), "{err}");
+        assert!(err.contains("lower max_instances to 15882"), "{err}");
+        assert!(err.contains("sysctl -w vm.max_map_count=524288"), "{err}");
+        config.pool.max_instances = 10_000;
+        assert!(check_capacity(&config, &limits).is_ok());
+    }
+
+    #[test]
+    fn a_pool_over_the_address_space_limit_is_refused() {
+        let config = Config::default();
+        let limits = Limits {
+            max_map_count: None,
+            address_space: Some(8 << 30),
+        };
+        let err = check_capacity(&config, &limits).unwrap_err().to_string();
+        assert!(err.contains("ulimit -v"), "{err}");
+    }
 }

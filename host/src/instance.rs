@@ -64,6 +64,7 @@ impl Drop for InstanceState {
             Arc::as_ptr(&self.cell),
             self.generation,
         );
+        self.host.metrics.instance_dropped();
     }
 }
 
@@ -136,10 +137,7 @@ impl Instance {
         generation: u64,
     ) -> Result<Instance, StartFailure> {
         let limits = &version.limits;
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(cell.id.clone(), "stdout"))
-            .stderr(GuestOutput::new(cell.id.clone(), "stderr"))
-            .build();
+        let wasi = wasi_ctx(cell, limits).map_err(StartFailure::Init)?;
         let state = InstanceState {
             host: host.clone(),
             cell: cell.clone(),
@@ -169,8 +167,12 @@ impl Instance {
                 ));
                 return Err(wasmtime::Error::new(Interrupted));
             }
-            // Yield at every tick so that a busy guest shares its thread.
-            Ok(UpdateDeadline::Yield(1))
+            // Yield at every tick so that a busy guest shares its thread;
+            // tokio's own yield puts the task behind the others that wait.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         store.set_epoch_deadline(1);
 
@@ -334,6 +336,28 @@ impl Instance {
     pub(crate) fn take_stop_request(&mut self) -> Option<ExitReason> {
         self.store.data_mut().stop_request.take()
     }
+}
+
+/// The guest's view of the system: its stdout and stderr go to the log, and
+/// it sees no files, environment, arguments or sockets beyond what its
+/// plugin config grants.
+fn wasi_ctx(cell: &Cell, limits: &crate::config::PluginConfig) -> Result<WasiCtx, String> {
+    use wasmtime_wasi::FsPerms;
+    let mut b = WasiCtx::builder();
+    b.stdout(GuestOutput::new(cell.id.clone(), "stdout"))
+        .stderr(GuestOutput::new(cell.id.clone(), "stderr"));
+    for (k, v) in &limits.env {
+        b.env(k, v);
+    }
+    for d in &limits.dirs {
+        let perms = match d.writable {
+            true => FsPerms::ReadWrite,
+            false => FsPerms::ReadOnly,
+        };
+        b.preopened_dir(&d.host, &d.guest, perms)
+            .map_err(|e| format!("cannot grant {} as {}: {e}", d.host.display(), d.guest))?;
+    }
+    Ok(b.build())
 }
 
 /// Sorts an error from a guest call into trap or kill. A host hook that

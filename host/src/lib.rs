@@ -35,6 +35,7 @@ pub(crate) mod engine;
 pub mod events;
 pub mod host;
 pub(crate) mod instance;
+pub(crate) mod janitor;
 pub(crate) mod metrics;
 pub mod names;
 pub(crate) mod registry;

@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     exits: [AtomicU64; 5],
     plugin_loads: AtomicU64,
     memory_grows: AtomicU64,
+    instances_dropped: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
 
@@ -62,6 +63,15 @@ impl Metrics {
         if let Some(i) = EXIT_CODES.iter().position(|c| *c == reason.code()) {
             inc(&self.exits[i]);
         }
+    }
+
+    pub(crate) fn instance_dropped(&self) {
+        inc(&self.instances_dropped);
+    }
+
+    /// Stores dropped (stop, crash, restart, reload) since the host started.
+    pub(crate) fn instances_dropped(&self) -> u64 {
+        self.instances_dropped.load(Ordering::Relaxed)
     }
 
     pub(crate) fn memory_grow(&self) {

@@ -3,7 +3,7 @@
 use super::error::{ApiError, JsonBody};
 use crate::host::{ChildInfo, Host};
 use crate::names;
-use crate::types::{ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
+use crate::types::{CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -56,9 +56,31 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
     names::validate_id(id).map_err(ApiError::bad_request)
 }
 
-fn existing(host: &Host, id: &str) -> Result<ChildInfo, ApiError> {
-    valid_id(id)?;
-    host.child(id).ok_or_else(|| ApiError::not_found(id))
+/// The `{id}` of a child path, validated: a malformed or invalid id is a
+/// 400 in the API's error format.
+pub(crate) struct ChildId(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ChildId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        valid_id(&id)?;
+        Ok(ChildId(id))
+    }
+}
+
+/// A call error, with the id in the message when the id is the problem.
+fn naming(e: CallError, id: &str) -> ApiError {
+    match e {
+        CallError::NotFound => ApiError::not_found(id),
+        other => other.into(),
+    }
 }
 
 /// A timeout in ms between 1 and [`MAX_TIMEOUT_MS`]; anything else (zero,
@@ -84,9 +106,11 @@ pub(crate) async fn list(State(host): State<Host>) -> Json<Vec<ChildInfo>> {
 
 pub(crate) async fn get(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
 ) -> Result<Json<ChildInfo>, ApiError> {
-    existing(&host, &id).map(Json)
+    host.child(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(&id))
 }
 
 pub(crate) async fn start(
@@ -114,28 +138,25 @@ pub(crate) async fn start(
 
 pub(crate) async fn stop(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
 ) -> Result<impl IntoResponse, ApiError> {
-    valid_id(&id)?;
     host.stop_child(&id).await?;
     Ok(Json(json!({"stopped": id})))
 }
 
 pub(crate) async fn restart(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
 ) -> Result<impl IntoResponse, ApiError> {
-    valid_id(&id)?;
     host.restart_child(&id).await?;
     Ok(Json(json!({"restarted": id})))
 }
 
 pub(crate) async fn kill(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
     JsonBody(req): JsonBody<KillRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    valid_id(&id)?;
     let reason = req.reason.unwrap_or_else(|| "killed by operator".into());
     host.kill_child(&id, &reason)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"killed": id}))))
@@ -143,13 +164,15 @@ pub(crate) async fn kill(
 
 pub(crate) async fn call(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
     JsonBody(req): JsonBody<CallRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    valid_id(&id)?;
     let timeout = timeout(req.timeout_ms)?;
     let msg = serde_json::to_vec(&req.msg).unwrap_or_default();
-    let reply = host.call(&id, msg, timeout).await?;
+    let reply = host
+        .call(&id, msg, timeout)
+        .await
+        .map_err(|e| naming(e, &id))?;
     let reply: Value = serde_json::from_slice(&reply)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply).into_owned()));
     Ok(Json(json!({"reply": reply})))
@@ -157,11 +180,11 @@ pub(crate) async fn call(
 
 pub(crate) async fn cast(
     State(host): State<Host>,
-    Path(id): Path<String>,
+    ChildId(id): ChildId,
     JsonBody(req): JsonBody<CastRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    valid_id(&id)?;
-    host.cast(&id, serde_json::to_vec(&req.msg).unwrap_or_default())?;
+    host.cast(&id, serde_json::to_vec(&req.msg).unwrap_or_default())
+        .map_err(|e| naming(e, &id))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": id}))))
 }
 

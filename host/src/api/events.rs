@@ -1,6 +1,8 @@
 //! `GET /v1/events[?topic=T]`: the host's events as Server-Sent Events.
 
+use super::error::ApiError;
 use crate::host::Host;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{Stream, StreamExt};
@@ -21,8 +23,9 @@ pub(crate) struct Filter {
 /// events it missed, then continues.
 pub(crate) async fn stream(
     State(host): State<Host>,
-    Query(filter): Query<Filter>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    filter: Result<Query<Filter>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let events = BroadcastStream::new(host.events()).filter_map(move |item| {
         let out = match item {
             Ok(event) => match &filter.topic {
@@ -39,5 +42,5 @@ pub(crate) async fn stream(
         };
         std::future::ready(out.map(Ok))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -53,6 +53,14 @@ pub fn router(host: Host, token: Option<String>) -> Router {
                 message: "no such endpoint; see the README for the API".into(),
             }
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "this endpoint does not take that method; see the README for the API"
+                    .into(),
+            }
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
 }

@@ -31,6 +31,24 @@ pub async fn host_with(edit: impl FnOnce(&mut Config)) -> (Host, tempfile::TempD
     (host, dir)
 }
 
+/// Like `host_with`, with more plugins copied in as (name, path).
+pub async fn host_with_extra(
+    extra: &[(&str, &str)],
+    edit: impl FnOnce(&mut Config),
+) -> (Host, tempfile::TempDir) {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .collect();
+    host_with(move |c| {
+        for (name, path) in &extra {
+            std::fs::copy(path, c.plugins_dir.join(format!("{name}.wasm"))).expect("copy a plugin");
+        }
+        edit(c);
+    })
+    .await
+}
+
 pub async fn host() -> (Host, tempfile::TempDir) {
     host_with(|_| {}).await
 }

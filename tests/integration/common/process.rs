@@ -131,6 +131,22 @@ impl RunningHost {
             .expect("the client command starts")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.id().expect("the host runs")
+    }
+
+    /// The host process's resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.process.id().expect("the host runs");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is readable");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS is there")
+    }
+
     pub fn log(&self) -> String {
         read_log(self.dir.path())
     }
