@@ -121,6 +121,7 @@ extern crate self as wasmvisor_sdk;
 #[doc(hidden)]
 pub mod bindings;
 mod export;
+pub mod http;
 mod message;
 mod plugin;
 mod runtime;

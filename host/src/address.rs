@@ -50,6 +50,8 @@ pub(crate) struct CellState {
     pub monitors: Vec<Monitor>,
     /// Brought back from the state database at host start.
     pub restored: bool,
+    /// The supervision group it belongs to, if any.
+    pub group: Option<Arc<str>>,
 }
 
 /// A child's address: the registry entry that survives restarts.
@@ -81,6 +83,7 @@ impl Cell {
                 backoff_until: None,
                 monitors: Vec::new(),
                 restored: false,
+                group: None,
             }),
         }
     }
@@ -103,6 +106,11 @@ impl Cell {
 
     /// A new incarnation: a restart (not a reload) starts one. Timers,
     /// monitors and subscriptions belong to an incarnation.
+    /// The current (or last) instance's generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     pub(crate) fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }

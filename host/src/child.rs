@@ -8,6 +8,7 @@ use crate::control::{Control, ControlSlot};
 use crate::events::Event;
 use crate::host::HostInner;
 use crate::instance::{Instance, StartFailure};
+use crate::supervisor::group::GroupLink;
 use crate::supervisor::intensity::Intensity;
 use crate::supervisor::{self, Decision};
 use crate::types::{CallError, ExitReason, StartError, Status};
@@ -26,11 +27,15 @@ enum Ended {
     Restart(oneshot::Sender<()>),
     /// The plugin's file was removed: wait for it.
     Suspend(oneshot::Sender<()>),
+    /// Its supervision group stopped it: stay down until released.
+    Held(Status, oneshot::Sender<()>),
 }
 
 /// What a child that is down (backoff, failed, waiting) does next.
 enum Wake {
     Start,
+    /// Its group released it: start, and tell the group once tried.
+    Release(oneshot::Sender<()>),
     Removed,
 }
 
@@ -54,6 +59,9 @@ pub(crate) struct Child {
     cell: Arc<Cell>,
     mailbox: mpsc::Receiver<Envelope>,
     intensity: Intensity,
+    /// Its supervision group, which decides its restarts instead of its own
+    /// intensity.
+    group: Option<GroupLink>,
 }
 
 /// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
@@ -99,6 +107,7 @@ impl Child {
         cell: Arc<Cell>,
         mailbox: mpsc::Receiver<Envelope>,
         origin: Origin,
+        group: Option<GroupLink>,
     ) {
         let s = host.config.supervisor;
         let running = host.children.enter();
@@ -107,6 +116,7 @@ impl Child {
             cell,
             mailbox,
             intensity: Intensity::new(s.max_restarts, s.max_seconds),
+            group,
         };
         tokio::spawn(async move {
             child.run(origin).await;
@@ -125,8 +135,10 @@ impl Child {
             } => {
                 self.cell.exited(&reason, Status::Failed);
                 let _ = tx.send(());
-                if let Wake::Removed = Box::pin(self.wait(None)).await {
-                    return;
+                match Box::pin(self.wait(None)).await {
+                    Wake::Removed => return,
+                    Wake::Start => {}
+                    Wake::Release(tx) => attempted = Some(tx),
                 }
             }
             Origin::Restored {
@@ -148,6 +160,10 @@ impl Child {
                 }
                 match Box::pin(self.wait(None)).await {
                     Wake::Start => continue,
+                    Wake::Release(tx) => {
+                        attempted = Some(tx);
+                        continue;
+                    }
                     Wake::Removed => return,
                 }
             };
@@ -210,11 +226,21 @@ impl Child {
                     self.cell.exited(&ExitReason::Shutdown, Status::Waiting);
                     let _ = done.send(());
                 }
-                Ended::Exit(reason) => {
-                    if let Wake::Removed = Box::pin(self.after_exit(reason, uptime)).await {
-                        return;
+                Ended::Held(status, done) => {
+                    self.cell.exited(&ExitReason::Shutdown, status);
+                    self.announce_exit(&ExitReason::Shutdown);
+                    let _ = done.send(());
+                    match Box::pin(self.held()).await {
+                        Wake::Removed => return,
+                        Wake::Start => {}
+                        Wake::Release(tx) => attempted = Some(tx),
                     }
                 }
+                Ended::Exit(reason) => match Box::pin(self.after_exit(reason, uptime)).await {
+                    Wake::Removed => return,
+                    Wake::Start => {}
+                    Wake::Release(tx) => attempted = Some(tx),
+                },
             }
         }
     }
@@ -268,14 +294,29 @@ impl Child {
         }
     }
 
-    /// An instance ended on its own: ask the supervisor and act on it.
-    async fn after_exit(&mut self, reason: ExitReason, uptime: Duration) -> Wake {
-        self.host.metrics.exit(&reason);
+    fn announce_exit(&self, reason: &ExitReason) {
+        self.host.metrics.exit(reason);
         tracing::info!(child = %self.cell.id, "exited: {reason}");
         self.host.events.emit(Event::ChildExited {
             id: self.cell.id.to_string(),
             reason: reason.clone(),
         });
+    }
+
+    /// An instance ended on its own: ask the supervisor (the child's group,
+    /// if it has one) and act on it.
+    async fn after_exit(&mut self, reason: ExitReason, uptime: Duration) -> Wake {
+        self.announce_exit(&reason);
+        if let Some(group) = &self.group {
+            if !supervisor::wants_restart(self.cell.spec.restart, &reason) {
+                self.cell.exited(&reason, Status::Restarting);
+                self.remove().await;
+                return Wake::Removed;
+            }
+            self.cell.exited(&reason, Status::Restarting);
+            group.exited(self.cell.generation());
+            return self.held().await;
+        }
         let decision = supervisor::decide(
             self.cell.spec.restart,
             &reason,
@@ -340,6 +381,13 @@ impl Child {
                 Err(Control::Suspend { done }) => {
                     Box::pin(self.terminate(&mut instance, &ExitReason::Shutdown)).await;
                     return Ended::Suspend(done);
+                }
+                Err(Control::Hold { status, done }) => {
+                    Box::pin(self.terminate(&mut instance, &ExitReason::Shutdown)).await;
+                    return Ended::Held(status, done);
+                }
+                Err(Control::Release { done }) => {
+                    let _ = done.send(());
                 }
                 Err(Control::Reload { version, done }) => {
                     match Box::pin(self.upgrade(&mut instance, version)).await {
@@ -495,7 +543,12 @@ impl Child {
                     }
                     // Already down; the plugin's current version (if any)
                     // is what the next start uses.
-                    Control::Suspend { done } => {
+                    Control::Suspend { done } | Control::Hold { done, .. } => {
+                        let _ = done.send(());
+                    }
+                    // Down for its own reasons (its plugin is gone): the
+                    // group's order changes nothing.
+                    Control::Release { done } => {
                         let _ = done.send(());
                     }
                     Control::Kill { .. } => {}
@@ -508,6 +561,48 @@ impl Child {
                             Some(exit) => format!("the child is {status}: {exit}"),
                             None => format!("the child is {status}"),
                         };
+                        let _ = reply.send(Err(CallError::Failed(why)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Down, held by its group, until the group releases it. Calls wait for
+    /// the restart, unless the group gave up (`failed`).
+    async fn held(&mut self) -> Wake {
+        loop {
+            let failed = self.cell.state().status == Status::Failed;
+            tokio::select! {
+                biased;
+                control = self.cell.control.next() => match control {
+                    Control::Release { done } => return Wake::Release(done),
+                    Control::Hold { status, done } => {
+                        self.cell.set_status(status);
+                        let _ = done.send(());
+                    }
+                    Control::Stop { done } => {
+                        self.remove().await;
+                        let _ = done.send(());
+                        return Wake::Removed;
+                    }
+                    // An operator's order overrides the group's.
+                    Control::Restart { done } => {
+                        let _ = done.send(());
+                        return Wake::Start;
+                    }
+                    // The next start uses the plugin's current version.
+                    Control::Reload { done, .. } => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Control::Suspend { done } => {
+                        let _ = done.send(());
+                    }
+                    Control::Kill { .. } => {}
+                },
+                envelope = self.mailbox.recv(), if failed => {
+                    if let Some(Envelope::Call { reply, .. }) = envelope {
+                        let why = format!("the child's group {} gave up", self.group.as_ref().map_or("", |g| &g.group));
                         let _ = reply.send(Err(CallError::Failed(why)));
                     }
                 }
@@ -530,9 +625,16 @@ impl Child {
     async fn remove(&self) {
         self.host.registry.remove(&self.cell);
         self.host.forget(&self.cell.id).await;
-        for control in self.cell.control.drain() {
+        if let Some(group) = &self.group {
+            group.removed();
+        }
+        for control in self.cell.control.close() {
             match control {
-                Control::Stop { done } | Control::Restart { done } | Control::Suspend { done } => {
+                Control::Stop { done }
+                | Control::Restart { done }
+                | Control::Suspend { done }
+                | Control::Hold { done, .. }
+                | Control::Release { done } => {
                     let _ = done.send(());
                 }
                 Control::Reload { done, .. } => {

@@ -25,6 +25,10 @@ pub struct Config {
     /// Engine settings that trade memory, speed and features; the defaults
     /// are the measured best (see BENCHMARKS.md).
     pub engine: EngineConfig,
+    /// Static top-level children, started in order at host start.
+    pub children: Vec<StaticChild>,
+    /// Supervision groups, started in order after `children`.
+    pub groups: Vec<GroupConfig>,
     /// Keep nothing on disk (`--ephemeral`): no compile cache, no durable
     /// children. Not a file key.
     #[serde(skip)]
@@ -41,6 +45,8 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
             engine: EngineConfig::default(),
+            children: Vec::new(),
+            groups: Vec::new(),
             ephemeral: false,
         }
     }
@@ -77,6 +83,65 @@ pub enum OnExhausted {
     /// Stop restarting and show `failed` until an operator or a reload
     /// revives it.
     Fail,
+}
+
+/// A child declared in the config (`[[children]]`, or in a group's
+/// `children`). It is not stored in the state database: the config brings it
+/// back at every start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticChild {
+    /// The registry id.
+    pub id: String,
+    /// The plugin that runs it.
+    pub plugin: String,
+    /// The init args (a TOML table or value, handed over as JSON).
+    #[serde(default = "empty_args")]
+    pub args: serde_json::Value,
+    /// The restart policy (default `permanent`).
+    #[serde(default)]
+    pub restart: crate::types::Restart,
+}
+
+fn empty_args() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// How a supervision group reacts when one of its members exits (OTP).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Only the member that exited is restarted.
+    #[default]
+    OneForOne,
+    /// Every member is stopped (in reverse order) and all are restarted (in
+    /// order).
+    OneForAll,
+    /// The members after the one that exited are stopped (in reverse order),
+    /// then it and they are restarted (in order).
+    RestForOne,
+}
+
+/// `[[groups]]` (nested as `[[groups.groups]]`): a supervision group.
+/// Members are its `children` in order, then its nested `groups` in order.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The group's name, unique among groups and children.
+    pub id: String,
+    /// What an exit of a member does to its siblings.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Restarts allowed within `max_seconds` (default: `[supervisor]`'s).
+    pub max_restarts: Option<u32>,
+    /// The intensity window, seconds (default: `[supervisor]`'s).
+    pub max_seconds: Option<u32>,
+    /// Children, started in order and stopped in reverse order.
+    #[serde(default)]
+    pub children: Vec<StaticChild>,
+    /// Nested groups, started after the children.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
 }
 
 /// `[plugins.NAME]`.
@@ -234,6 +299,13 @@ impl Config {
                 );
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for child in &self.children {
+            validate_static(child, "children", &mut names)?;
+        }
+        for group in &self.groups {
+            validate_group(group, "groups", &mut names)?;
+        }
         anyhow::ensure!(
             self.pool.max_instances > 0,
             "pool.max_instances must be at least 1"
@@ -256,9 +328,109 @@ impl Config {
     }
 }
 
+fn validate_static(
+    child: &StaticChild,
+    at: &str,
+    names: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    crate::names::validate_id(&child.id).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    crate::names::validate_plugin(&child.plugin)
+        .map_err(|e| anyhow::anyhow!("{at}.{}: {e}", child.id))?;
+    anyhow::ensure!(
+        names.insert(child.id.clone()),
+        "{at}: the id {:?} is used twice",
+        child.id
+    );
+    Ok(())
+}
+
+fn validate_group(
+    group: &GroupConfig,
+    at: &str,
+    names: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    crate::names::validate_id(&group.id).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    anyhow::ensure!(
+        names.insert(group.id.clone()),
+        "{at}: the id {:?} is used twice",
+        group.id
+    );
+    anyhow::ensure!(
+        group.max_seconds != Some(0),
+        "{at}.{}: max_seconds must be at least 1",
+        group.id
+    );
+    let at = format!("{at}.{}", group.id);
+    for child in &group.children {
+        validate_static(child, &at, names)?;
+    }
+    for nested in &group.groups {
+        validate_group(nested, &at, names)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_nest_and_keep_their_order() {
+        let c = Config::parse(
+            r#"
+[[children]]
+id = "solo"
+plugin = "tracker"
+args = { tx = 1 }
+
+[[groups]]
+id = "bank"
+strategy = "rest_for_one"
+max_restarts = 1
+children = [
+  { id = "ledger", plugin = "ledger" },
+  { id = "balances", plugin = "balances", restart = "transient" },
+]
+[[groups.groups]]
+id = "inner"
+children = [{ id = "x", plugin = "chaos" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.children[0].args, serde_json::json!({"tx": 1}));
+        let bank = &c.groups[0];
+        assert_eq!(bank.strategy, Strategy::RestForOne);
+        assert_eq!((bank.max_restarts, bank.max_seconds), (Some(1), None));
+        let ids: Vec<_> = bank.children.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["ledger", "balances"]);
+        assert_eq!(bank.children[0].args, serde_json::json!({}));
+        assert_eq!(bank.children[1].restart, crate::types::Restart::Transient);
+        assert_eq!(bank.groups[0].strategy, Strategy::OneForOne);
+        assert_eq!(bank.groups[0].children[0].id, "x");
+    }
+
+    #[test]
+    fn group_mistakes_are_refused() {
+        for (text, expect) in [
+            (
+                "[[children]]\nid = \"a\"\nplugin = \"p\"\n[[groups]]\nid = \"a\"\n",
+                "used twice",
+            ),
+            (
+                "[[groups]]\nid = \"g\"\nchildren = [{ id = \"../x\", plugin = \"p\" }]\n",
+                "groups.g",
+            ),
+            (
+                "[[groups]]\nid = \"g\"\nstrategy = \"all_for_none\"\n",
+                "strategy",
+            ),
+            ("[[groups]]\nid = \"g\"\nmax_seconds = 0\n", "max_seconds"),
+            ("[[children]]\nid = \"c\"\n", "plugin"),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(expect), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {

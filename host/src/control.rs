@@ -27,22 +27,44 @@ pub(crate) enum Control {
         version: Arc<Version>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// From the child's supervision group: run `terminate(shutdown)` and stay
+    /// down, showing `status`, until the group releases it.
+    Hold {
+        status: crate::types::Status,
+        done: oneshot::Sender<()>,
+    },
+    /// From the child's supervision group: start now; `done` is told once
+    /// the start was tried (at once if the child already runs).
+    Release { done: oneshot::Sender<()> },
 }
 
 #[derive(Default)]
 pub(crate) struct ControlSlot {
     pending: AtomicBool,
-    queue: Mutex<VecDeque<Control>>,
+    queue: Mutex<Queue>,
     notify: Notify,
 }
 
+#[derive(Default)]
+struct Queue {
+    signals: VecDeque<Control>,
+    /// The child is gone: a signal pushed now is dropped at once, so whoever
+    /// waits on its `done` hears about it instead of waiting forever.
+    closed: bool,
+}
+
 impl ControlSlot {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn push(&self, control: Control) {
-        self.queue().push_back(control);
+        let mut queue = self.queue();
+        if queue.closed {
+            return;
+        }
+        queue.signals.push_back(control);
+        drop(queue);
         self.pending.store(true, Ordering::Release);
         self.notify.notify_one();
     }
@@ -52,8 +74,12 @@ impl ControlSlot {
             return None;
         }
         let mut queue = self.queue();
-        let found = queue.iter().position(pick).and_then(|i| queue.remove(i));
-        self.pending.store(!queue.is_empty(), Ordering::Release);
+        let signals = &mut queue.signals;
+        let found = signals
+            .iter()
+            .position(pick)
+            .and_then(|i| signals.remove(i));
+        self.pending.store(!signals.is_empty(), Ordering::Release);
         found
     }
 
@@ -80,11 +106,13 @@ impl ControlSlot {
         }
     }
 
-    /// Takes everything queued (used when a child goes away).
-    pub(crate) fn drain(&self) -> Vec<Control> {
+    /// Takes everything queued and refuses what comes later (the child is
+    /// going away).
+    pub(crate) fn close(&self) -> Vec<Control> {
         let mut queue = self.queue();
+        queue.closed = true;
         self.pending.store(false, Ordering::Release);
-        queue.drain(..).collect()
+        queue.signals.drain(..).collect()
     }
 }
 
@@ -103,6 +131,15 @@ mod tests {
         });
         assert_eq!(slot.killed().await, "operator");
         assert!(matches!(slot.next().await, Control::Stop { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_signal_to_a_closed_slot_is_dropped_at_once() {
+        let slot = ControlSlot::default();
+        assert!(slot.close().is_empty());
+        let (done, stopped) = oneshot::channel();
+        slot.push(Control::Stop { done });
+        assert!(stopped.await.is_err());
     }
 
     #[tokio::test]

@@ -95,6 +95,10 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("cannot link WASI")?;
+    // Outbound only; the policy in `outbound.rs` limits where to.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("cannot link WASI HTTP")?;
     crate::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("cannot link the wasmvisor runtime")?;

@@ -57,6 +57,18 @@ pub enum Event {
         /// The exit that caused it.
         reason: ExitReason,
     },
+    /// A supervision group exceeded its restart intensity: its members were
+    /// stopped and it escalated to its parent group (`to`), or to the root
+    /// (`to` is null), which restarts it after `delay_ms` or leaves it
+    /// failed.
+    GroupEscalated {
+        /// The group id.
+        id: String,
+        /// The parent group, or null for the root.
+        to: Option<String>,
+        /// When the root restarts it, ms (null: not by itself).
+        delay_ms: Option<u64>,
+    },
     /// A child was removed; its id is free.
     ChildRemoved {
         /// The child id.
@@ -121,6 +133,7 @@ impl Event {
             Event::ChildBackoff { .. } => "child_backoff",
             Event::ChildFailed { .. } => "child_failed",
             Event::ChildRemoved { .. } => "child_removed",
+            Event::GroupEscalated { .. } => "group_escalated",
             Event::PluginLoaded { .. } => "plugin_loaded",
             Event::PluginReloaded { .. } => "plugin_reloaded",
             Event::PluginRemoved { .. } => "plugin_removed",

@@ -13,9 +13,10 @@ use crate::events::{Event, EventBus};
 use crate::instance::InstanceState;
 use crate::metrics::{Gauge, Metrics};
 use crate::registry::Registry;
+use crate::supervisor::group::GroupHandle;
 use crate::topics::Topics;
 use crate::types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};
-use crate::{engine, names};
+use crate::{engine, names, supervisor};
 use anyhow::Result;
 use bytes::Bytes;
 use serde::Serialize;
@@ -46,6 +47,8 @@ pub struct HostInner {
     pub(crate) children: Arc<Tasks>,
     /// Plugin loads, reloads and removals happen one at a time.
     pub(crate) plugin_changes: tokio::sync::Mutex<()>,
+    /// The config's top-level supervision groups, in start order.
+    groups: std::sync::Mutex<Vec<GroupHandle>>,
     this: Weak<HostInner>,
 }
 
@@ -82,6 +85,9 @@ pub struct ChildInfo {
     pub queued: usize,
     /// Whether it was brought back from the state database at host start.
     pub restored: bool,
+    /// The supervision group it belongs to (config children only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// When the current instance started (Unix ms).
     pub started_at_ms: u64,
     /// In backoff: when the next restart happens (Unix ms).
@@ -133,7 +139,7 @@ impl HostInner {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
         }
         let (ready, started) = oneshot::channel();
-        Child::spawn(self.clone(), cell.clone(), rx, Origin::New(ready));
+        Child::spawn(self.clone(), cell.clone(), rx, Origin::New(ready), None);
         match started.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -224,6 +230,7 @@ impl HostInner {
             cell,
             rx,
             Origin::Restored { failed, attempted },
+            None,
         );
         let _ = done.await;
     }
@@ -266,6 +273,7 @@ impl HostInner {
             }),
             queued: cell.mailbox.max_capacity() - cell.mailbox.capacity(),
             restored: state.restored,
+            group: state.group.as_deref().map(str::to_string),
             started_at_ms: unix_ms(state.started_at),
             backoff_until_ms: state.backoff_until.map(unix_ms),
         }
@@ -287,6 +295,7 @@ impl Host {
                 dir.display()
             );
         }
+        host.start_static().await;
         let total = stored.len();
         for (i, record) in stored.into_iter().enumerate() {
             tracing::info!(
@@ -301,6 +310,22 @@ impl Host {
             tracing::info!("restored {total} children from the state database");
         }
         Ok(host)
+    }
+
+    /// Starts the config's `[[children]]`, then its `[[groups]]`, in order.
+    async fn start_static(&self) {
+        let inner = &self.inner;
+        for child in &inner.config.children {
+            supervisor::group::start_static(inner, child, None).await;
+        }
+        for group in &inner.config.groups {
+            let handle = supervisor::group::start_top(inner, group).await;
+            inner
+                .groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
+        }
     }
 
     /// The engine, linker, caches and database, with no plugins loaded; and
@@ -335,6 +360,7 @@ impl Host {
             shutting_down: AtomicBool::new(false),
             children: Arc::default(),
             plugin_changes: tokio::sync::Mutex::new(()),
+            groups: std::sync::Mutex::default(),
         });
         Ok((Host { inner }, stored))
     }
@@ -531,6 +557,12 @@ impl Host {
     /// exits.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+        // Groups stop their members in reverse order, the last group first.
+        let groups =
+            std::mem::take(&mut *self.inner.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        for group in groups.iter().rev() {
+            group.shutdown().await;
+        }
         let children = self.inner.registry.all();
         let mut waits = Vec::with_capacity(children.len());
         for cell in children {

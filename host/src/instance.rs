@@ -52,6 +52,8 @@ pub struct InstanceState {
     pub(crate) last_error_log: Option<String>,
     pub(crate) timers: HashMap<u64, AbortHandle>,
     pub(crate) subscriptions: Vec<Arc<str>>,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_policy: crate::outbound::HttpPolicy,
 }
 
 impl Drop for InstanceState {
@@ -73,6 +75,16 @@ impl WasiView for InstanceState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for InstanceState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
@@ -154,6 +166,11 @@ impl Instance {
             last_error_log: None,
             timers: HashMap::new(),
             subscriptions: Vec::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_policy: crate::outbound::HttpPolicy {
+                child: cell.id.clone(),
+                version: version.clone(),
+            },
         };
         let mut store = Store::new(&host.engine, state);
         store.limiter(|s| s);

@@ -38,6 +38,7 @@ pub(crate) mod instance;
 pub(crate) mod janitor;
 pub(crate) mod metrics;
 pub mod names;
+pub(crate) mod outbound;
 pub(crate) mod registry;
 pub mod reload;
 pub(crate) mod runtime;

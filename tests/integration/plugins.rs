@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use wasmvisor::Host;
 
@@ -15,6 +15,18 @@ macro_rules! each_plugin_has_a_test {
     };
 }
 wasmvisor_tests::foreach_plugin!(each_plugin_has_a_test);
+
+#[path = "plugins/groups.rs"]
+mod group_manager;
+#[path = "plugins/bank.rs"]
+mod ledger;
+#[path = "plugins/mentions.rs"]
+mod mentions_sync;
+
+#[path = "plugins/balances.rs"]
+mod balances;
+#[path = "plugins/group_worker.rs"]
+mod group_worker;
 
 fn metric(host: &Host, name: &str) -> f64 {
     let text = host.metrics_text();

@@ -1,6 +1,7 @@
 //! Restart decisions. Every exit of a child is decided here, and only here:
 //! the child driver reports the exit and carries out the decision.
 
+pub(crate) mod group;
 pub(crate) mod intensity;
 
 use crate::config::{OnExhausted, SupervisorConfig};

@@ -1,0 +1,392 @@
+//! Supervision groups (OTP's static supervisors): the children and nested
+//! groups of a `[[groups]]` entry, started in order and stopped in reverse
+//! order. A member that exits waits, held, for its group to decide; the
+//! group applies its strategy and counts restarts against its own intensity.
+//! A group that exceeds it stops its members and escalates to its parent; a
+//! top-level group's parent is the root, which never takes the host down: it
+//! restarts the group after a backoff, or leaves it `failed`
+//! (`[supervisor] on_exhausted`).
+
+use super::intensity::{Intensity, Verdict, backoff_delay};
+use crate::address::Cell;
+use crate::child::{Child, Origin};
+use crate::config::{GroupConfig, OnExhausted, StaticChild, Strategy};
+use crate::control::Control;
+use crate::events::Event;
+use crate::host::HostInner;
+use crate::types::{ChildSpec, Status};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a group hears from its members, its parent and the host.
+pub(crate) enum GroupMsg {
+    /// Member `index` exited in its incarnation `epoch` and waits, held.
+    Exited { index: usize, epoch: u64 },
+    /// Member `index` is gone for good (a temporary exit, an operator stop).
+    Removed { index: usize },
+    /// Stop every member, in reverse order, and stay down showing `status`.
+    Hold {
+        status: Status,
+        done: oneshot::Sender<()>,
+    },
+    /// Start every member, in order, with a fresh intensity.
+    Release { done: oneshot::Sender<()> },
+    /// The host stops: stop every member for good, in reverse order.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// How a member reaches its group.
+#[derive(Clone)]
+pub(crate) struct GroupLink {
+    tx: mpsc::UnboundedSender<GroupMsg>,
+    index: usize,
+    /// The group's id (shown by `ps`).
+    pub(crate) group: Arc<str>,
+}
+
+impl GroupLink {
+    /// This member exited (in incarnation `epoch`) and waits for an order.
+    pub(crate) fn exited(&self, epoch: u64) {
+        let _ = self.tx.send(GroupMsg::Exited {
+            index: self.index,
+            epoch,
+        });
+    }
+
+    /// This member is gone for good.
+    pub(crate) fn removed(&self) {
+        let _ = self.tx.send(GroupMsg::Removed { index: self.index });
+    }
+}
+
+/// A group as its parent (or the host) sees it.
+#[derive(Clone)]
+pub(crate) struct GroupHandle {
+    tx: mpsc::UnboundedSender<GroupMsg>,
+    /// Bumped at every release, so that an escalation from an earlier
+    /// incarnation of the group is recognised as stale.
+    epoch: Arc<AtomicU64>,
+}
+
+impl GroupHandle {
+    async fn ask(&self, msg: impl FnOnce(oneshot::Sender<()>) -> GroupMsg) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(msg(done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    /// Stops the group's members for good, in reverse order.
+    pub(crate) async fn shutdown(&self) {
+        self.ask(|done| GroupMsg::Shutdown { done }).await;
+    }
+}
+
+enum Member {
+    Child(Arc<Cell>),
+    Group(GroupHandle),
+    Gone,
+}
+
+impl Member {
+    fn epoch(&self) -> Option<u64> {
+        match self {
+            Member::Child(cell) => Some(cell.generation()),
+            Member::Group(g) => Some(g.epoch.load(Ordering::Acquire)),
+            Member::Gone => None,
+        }
+    }
+
+    async fn hold(&self, status: Status) {
+        match self {
+            Member::Child(cell) => {
+                let (done, held) = oneshot::channel();
+                cell.control.push(Control::Hold { status, done });
+                let _ = held.await;
+            }
+            Member::Group(g) => g.ask(|done| GroupMsg::Hold { status, done }).await,
+            Member::Gone => {}
+        }
+    }
+
+    async fn release(&self) {
+        match self {
+            Member::Child(cell) => {
+                let (done, tried) = oneshot::channel();
+                cell.control.push(Control::Release { done });
+                let _ = tried.await;
+            }
+            Member::Group(g) => g.ask(|done| GroupMsg::Release { done }).await,
+            Member::Gone => {}
+        }
+    }
+
+    async fn stop(&self) {
+        match self {
+            Member::Child(cell) => {
+                let (done, stopped) = oneshot::channel();
+                cell.control.push(Control::Stop { done });
+                let _ = stopped.await;
+            }
+            Member::Group(g) => g.shutdown().await,
+            Member::Gone => {}
+        }
+    }
+}
+
+/// Where a group escalates to.
+enum Parent {
+    Group(GroupLink),
+    Root,
+}
+
+struct Group {
+    host: Arc<HostInner>,
+    id: Arc<str>,
+    strategy: Strategy,
+    intensity: Intensity,
+    members: Vec<Member>,
+    parent: Parent,
+    epoch: Arc<AtomicU64>,
+    /// This group's own sender, for the root's delayed restart.
+    tx: mpsc::UnboundedSender<GroupMsg>,
+    rx: mpsc::UnboundedReceiver<GroupMsg>,
+    /// Down after exceeding its intensity (its members are held).
+    down: bool,
+    /// Consecutive escalations to the root, for its backoff.
+    escalations: u32,
+    released_at: Instant,
+}
+
+/// Starts a top-level group and its members, in order; returns once every
+/// member's first start was tried.
+pub(crate) async fn start_top(host: &Arc<HostInner>, config: &GroupConfig) -> GroupHandle {
+    start(host.clone(), config.clone(), Parent::Root).await
+}
+
+fn start(
+    host: Arc<HostInner>,
+    config: GroupConfig,
+    parent: Parent,
+) -> std::pin::Pin<Box<dyn Future<Output = GroupHandle> + Send>> {
+    Box::pin(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id: Arc<str> = config.id.as_str().into();
+        let s = host.config.supervisor;
+        let mut members = Vec::new();
+        tracing::info!(group = %id, "starting group ({:?})", config.strategy);
+        for child in &config.children {
+            let link = GroupLink {
+                tx: tx.clone(),
+                index: members.len(),
+                group: id.clone(),
+            };
+            members.push(match start_static(&host, child, Some(link)).await {
+                Some(cell) => Member::Child(cell),
+                None => Member::Gone,
+            });
+        }
+        for nested in config.groups {
+            let link = GroupLink {
+                tx: tx.clone(),
+                index: members.len(),
+                group: id.clone(),
+            };
+            members.push(Member::Group(
+                start(host.clone(), nested, Parent::Group(link)).await,
+            ));
+        }
+        let epoch = Arc::new(AtomicU64::new(0));
+        let handle = GroupHandle {
+            tx: tx.clone(),
+            epoch: epoch.clone(),
+        };
+        let group = Group {
+            host: host.clone(),
+            id,
+            strategy: config.strategy,
+            intensity: Intensity::new(
+                config.max_restarts.unwrap_or(s.max_restarts),
+                config.max_seconds.unwrap_or(s.max_seconds),
+            ),
+            members,
+            parent,
+            epoch,
+            tx,
+            rx,
+            down: false,
+            escalations: 0,
+            released_at: Instant::now(),
+        };
+        let running = host.children.enter();
+        tokio::spawn(async move {
+            group.run().await;
+            drop(running);
+        });
+        handle
+    })
+}
+
+/// Registers and starts a static child (top-level when `link` is `None`)
+/// and waits until its first start was tried. A failed first start is an
+/// exit like any other: its supervisor decides.
+pub(crate) async fn start_static(
+    host: &Arc<HostInner>,
+    child: &StaticChild,
+    link: Option<GroupLink>,
+) -> Option<Arc<Cell>> {
+    let mut spec = ChildSpec::new(&child.id, &child.plugin, &child.args);
+    spec.restart = child.restart;
+    let mailbox = host.config.plugin(&child.plugin).mailbox as usize;
+    let (tx, rx) = mpsc::channel(mailbox);
+    let cell = Arc::new(Cell::new(spec, tx));
+    cell.state().group = link.as_ref().map(|l| l.group.clone());
+    if host.registry.insert_new(cell.clone()).is_err() {
+        tracing::error!("static child {} is already running; skipped", cell.id);
+        return None;
+    }
+    let (attempted, tried) = oneshot::channel();
+    let origin = Origin::Restored {
+        failed: None,
+        attempted,
+    };
+    Child::spawn(host.clone(), cell.clone(), rx, origin, link);
+    let _ = tried.await;
+    Some(cell)
+}
+
+impl Group {
+    async fn run(mut self) {
+        while let Some(msg) = self.rx.recv().await {
+            match msg {
+                GroupMsg::Exited { index, epoch } => self.exited(index, epoch).await,
+                GroupMsg::Removed { index } => {
+                    if let Some(m) = self.members.get_mut(index) {
+                        *m = Member::Gone;
+                    }
+                }
+                GroupMsg::Hold { status, done } => {
+                    self.hold_from(0, status).await;
+                    self.down = true;
+                    let _ = done.send(());
+                }
+                GroupMsg::Release { done } => {
+                    self.release_all().await;
+                    let _ = done.send(());
+                }
+                GroupMsg::Shutdown { done } => {
+                    for m in self.members.iter().rev() {
+                        m.stop().await;
+                    }
+                    tracing::info!(group = %self.id, "group stopped");
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Member `index` exited: apply the strategy within intensity, or stop
+    /// and escalate.
+    async fn exited(&mut self, index: usize, epoch: u64) {
+        // A member restarted since (by a sibling's restart, say) already
+        // got what this exit would ask for.
+        if self.down || self.members.get(index).and_then(Member::epoch) != Some(epoch) {
+            return;
+        }
+        match self.intensity.record(Instant::now(), Duration::ZERO) {
+            Verdict::Within => {}
+            Verdict::Exceeded(_) => return self.escalate().await,
+        }
+        let member = &self.members[index];
+        match self.strategy {
+            Strategy::OneForOne => member.release().await,
+            Strategy::OneForAll => {
+                self.hold_from(0, Status::Restarting).await;
+                self.release_from(0).await;
+            }
+            Strategy::RestForOne => {
+                self.hold_from(index + 1, Status::Restarting).await;
+                self.release_from(index).await;
+            }
+        }
+    }
+
+    /// Stops members `from..` in reverse order (the one that exited is down
+    /// already, and a held member just acknowledges).
+    async fn hold_from(&self, from: usize, status: Status) {
+        for m in self.members[from.min(self.members.len())..].iter().rev() {
+            m.hold(status).await;
+        }
+    }
+
+    /// Starts members `from..` in order, each after the previous one's start
+    /// was tried.
+    async fn release_from(&self, from: usize) {
+        for m in &self.members[from.min(self.members.len())..] {
+            m.release().await;
+        }
+    }
+
+    async fn release_all(&mut self) {
+        self.intensity.reset();
+        self.down = false;
+        self.released_at = Instant::now();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.release_from(0).await;
+    }
+
+    /// Too many restarts: stop every member (reverse order) and let the
+    /// parent decide.
+    async fn escalate(&mut self) {
+        self.down = true;
+        let window = Duration::from_secs(self.host.config.supervisor.max_seconds.into());
+        if self.released_at.elapsed() > window.saturating_mul(2) {
+            self.escalations = 0;
+        }
+        self.escalations = self.escalations.saturating_add(1);
+        let to = match &self.parent {
+            Parent::Group(link) => Some(link.group.to_string()),
+            Parent::Root => None,
+        };
+        tracing::warn!(
+            group = %self.id,
+            "restart intensity exceeded; stopping the group and escalating to {}",
+            to.as_deref().unwrap_or("the root")
+        );
+        let status = match (&self.parent, self.host.config.supervisor.on_exhausted) {
+            (Parent::Group(_), _) => Status::Restarting,
+            (Parent::Root, OnExhausted::Backoff) => Status::Backoff,
+            (Parent::Root, OnExhausted::Fail) => Status::Failed,
+        };
+        self.hold_from(0, status).await;
+        let delay_ms = match status {
+            Status::Backoff => Some(backoff_delay(self.escalations).as_millis() as u64),
+            _ => None,
+        };
+        self.host.events.emit(Event::GroupEscalated {
+            id: self.id.to_string(),
+            to: to.clone(),
+            delay_ms,
+        });
+        match &self.parent {
+            Parent::Group(link) => link.exited(self.epoch.load(Ordering::Acquire)),
+            Parent::Root => {
+                if let Some(ms) = delay_ms {
+                    // The root restarts the group later; meanwhile the group
+                    // still answers its members and the host.
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        let (done, _) = oneshot::channel();
+                        let _ = tx.send(GroupMsg::Release { done });
+                    });
+                } else {
+                    tracing::error!(group = %self.id, "group failed; restart one of its children to revive it");
+                }
+            }
+        }
+    }
+}
