@@ -74,7 +74,11 @@ async fn every_client_command() {
     let (ok, out, _) = h.cli(&["plugins"]).await;
     assert!(ok);
     assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
-    assert_eq!(out.lines().count(), 4, "{out}");
+    assert_eq!(
+        out.lines().count(),
+        wasmvisor_tests::ALL_PLUGINS.len() + 1,
+        "{out}"
+    );
     assert!(
         h.cli(&["start", "c", "chaos", "--restart", "transient"])
             .await

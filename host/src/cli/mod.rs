@@ -4,6 +4,7 @@
 pub mod client;
 mod commands;
 mod run;
+pub mod scaffold;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +34,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the host: load the plugins folder and serve the HTTP API.
     Run(RunArgs),
+    /// Create a plugin crate NAME/ in the current folder: a documented
+    /// `Plugin` that answers "ping" with "pong", ready to build for
+    /// wasm32-wasip2.
+    New {
+        /// The plugin name (letters, digits and _): the crate builds NAME.wasm.
+        name: String,
+        /// The guest-sdk folder to depend on [default: the checkout's, when
+        /// run inside one].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// List the children.
     Ps {
         /// Print JSON instead of a table.
@@ -183,6 +195,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let client = || client::Client::new(&cli.addr, cli.token.clone());
     match cli.command {
         Command::Run(args) => run::run(args, cli.token).await,
+        Command::New { name, sdk } => {
+            let dir = scaffold::create(&std::env::current_dir()?, &name, sdk.as_deref())?;
+            println!("created {}", dir.display());
+            println!(
+                "build it: (cd {name} && cargo build --release --target wasm32-wasip2), then copy {name}/target/wasm32-wasip2/release/{name}.wasm into the plugins folder"
+            );
+            Ok(())
+        }
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
         Command::Start {

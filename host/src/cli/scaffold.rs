@@ -1,0 +1,284 @@
+//! `wasmvisor new NAME [--sdk PATH]`: a plugin crate that builds for
+//! `wasm32-wasip2` with no edits and answers `"ping"` with `"pong"`.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Component, Path, PathBuf};
+
+/// Creates the crate in `parent/NAME` and returns its folder.
+pub fn create(parent: &Path, name: &str, sdk: Option<&Path>) -> Result<PathBuf> {
+    crate::names::validate_plugin(name).map_err(|e| anyhow::anyhow!("invalid plugin name: {e}"))?;
+    if name.contains('-') || name.starts_with(|c: char| c.is_ascii_digit()) {
+        bail!(
+            "invalid plugin name {name:?}: use letters, digits and _ (not starting with a digit), \
+             so that the crate builds {name}.wasm under that same name"
+        );
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        bail!("{} already exists; nothing was written", dir.display());
+    }
+    let sdk = match sdk {
+        Some(path) => {
+            let path = std::path::absolute(path)?;
+            if !path.join("Cargo.toml").is_file() {
+                bail!(
+                    "--sdk {}: no Cargo.toml there; pass the guest-sdk folder of a wasmvisor checkout",
+                    path.display()
+                );
+            }
+            path
+        }
+        None => find_sdk(parent)?,
+    };
+    let sdk = relative_to(&std::path::absolute(&dir)?, &sdk);
+    let files = [
+        ("Cargo.toml", cargo_toml(name, &sdk)),
+        (".cargo/config.toml", CARGO_CONFIG.to_string()),
+        ("src/lib.rs", lib_rs(name)),
+        ("README.md", readme(name)),
+        (".gitignore", "/target\n".to_string()),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+/// The checkout's `guest-sdk`: found above `from` (a crate made inside a
+/// checkout), else the checkout this binary was built from, if it is still
+/// there.
+fn find_sdk(from: &Path) -> Result<PathBuf> {
+    let from = std::path::absolute(from)?;
+    let is_sdk = |p: &Path| {
+        std::fs::read_to_string(p.join("Cargo.toml"))
+            .is_ok_and(|t| t.contains("name = \"wasmvisor-sdk\""))
+    };
+    for dir in from.ancestors() {
+        let candidate = dir.join("guest-sdk");
+        if is_sdk(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    if is_sdk(&built_from) {
+        return Ok(std::path::absolute(built_from)?);
+    }
+    bail!(
+        "cannot find wasmvisor-sdk: run this inside a wasmvisor checkout, or pass --sdk PATH (the checkout's guest-sdk folder)"
+    )
+}
+
+/// `to` as seen from `from` (both absolute), or `to` itself when they share
+/// no root.
+fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    fn clean(p: &Path) -> Vec<Component<'_>> {
+        let mut out = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let (from, to) = (clean(from), clean(to));
+    if from.first() != to.first() {
+        return to.iter().collect();
+    }
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+fn cargo_toml(name: &str, sdk: &Path) -> String {
+    let sdk = sdk.display().to_string().replace('\\', "/");
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# A wasm component: build with `cargo build --release --target wasm32-wasip2`.
+crate-type = ["cdylib"]
+
+[dependencies]
+wasmvisor-sdk = {{ path = "{sdk}" }}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+
+[profile.release]
+# Small, fast guests: the host compiles each version once.
+opt-level = 3
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = "debuginfo"
+
+# A crate of its own, even when created inside another workspace.
+[workspace]
+"#
+    )
+}
+
+const CARGO_CONFIG: &str = r#"# A 64 KiB shadow stack and spare initial memory: init then allocates from
+# the initial heap, and a (re)start costs a few page faults, not a memory.grow.
+[target.wasm32-wasip2]
+rustflags = [
+  "-C", "link-arg=-zstack-size=65536",
+  "-C", "link-arg=--initial-memory=1048576",
+]
+"#;
+
+fn camel(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<String>()
+}
+
+fn lib_rs(name: &str) -> String {
+    let ty = match camel(name) {
+        t if t.is_empty() => "MyPlugin".to_string(),
+        t => t,
+    };
+    format!(
+        r#"//! `{name}`: a wasmvisor plugin.
+//!
+//! | message (call) | reply             |
+//! |----------------|-------------------|
+//! | `"ping"`       | `"pong"`          |
+//! | `"count"`      | pings so far      |
+//!
+//! Messages are JSON: a unit variant is a string (`"ping"`), a variant with
+//! data an object (`{{"add": 1}}`). See the plugin guide (docs/plugin-guide.md
+//! in the wasmvisor checkout) for every runtime call.
+
+use serde::Deserialize;
+use wasmvisor_sdk::{{Message, Plugin, json}};
+
+/// The plugin's state: one value per instance, created by `Default` and
+/// set up by `init`.
+#[derive(Default)]
+struct {ty} {{
+    pings: u64,
+}}
+
+/// What callers may send.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Call {{
+    Ping,
+    Count,
+}}
+
+impl Plugin for {ty} {{
+    /// Init args: any JSON (`null` when none are given).
+    type Args = serde_json::Value;
+    type Call = Call;
+    type Reply = serde_json::Value;
+    /// Casts take the same messages as calls.
+    type Cast = Call;
+
+    fn handle_call(&mut self, msg: Call) -> serde_json::Value {{
+        match msg {{
+            Call::Ping => {{
+                self.pings += 1;
+                json!("pong")
+            }}
+            Call::Count => json!(self.pings),
+        }}
+    }}
+
+    fn handle_cast(&mut self, msg: Call) {{
+        self.handle_call(msg);
+    }}
+
+    /// Carried across a hot reload into the new version's `restore`.
+    fn snapshot(&self) -> Option<Message> {{
+        Some(Message::encode(&self.pings))
+    }}
+
+    fn restore(&mut self, state: Message) -> Result<(), String> {{
+        self.pings = state.decode().map_err(|e| e.to_string())?;
+        Ok(())
+    }}
+}}
+
+wasmvisor_sdk::export!({ty});
+"#
+    )
+}
+
+fn readme(name: &str) -> String {
+    format!(
+        r#"# {name}
+
+A wasmvisor plugin.
+
+Build it (once: `rustup target add wasm32-wasip2`):
+
+    cargo build --release --target wasm32-wasip2
+
+and drop `target/wasm32-wasip2/release/{name}.wasm` into the host's plugins
+folder; a running host loads it, and reloads it whenever the file changes.
+Then:
+
+    wasmvisor start p1 {name}
+    wasmvisor call p1 '"ping"'     # "pong"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_made_relative() {
+        let rel = relative_to(Path::new("/a/b/c/new"), Path::new("/a/b/guest-sdk"));
+        assert_eq!(rel, PathBuf::from("../../guest-sdk"));
+        let rel = relative_to(Path::new("/a/x/../b/p"), Path::new("/a/b/guest-sdk"));
+        assert_eq!(rel, PathBuf::from("../guest-sdk"));
+    }
+
+    #[test]
+    fn type_names_come_from_the_plugin_name() {
+        assert_eq!(camel("my_plugin"), "MyPlugin");
+        assert_eq!(camel("x"), "X");
+    }
+
+    #[test]
+    fn bad_names_and_existing_folders_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+        for bad in ["", "a/b", "..", "with-dash", "9lives"] {
+            assert!(create(dir.path(), bad, Some(&sdk)).is_err(), "{bad}");
+        }
+        create(dir.path(), "twice", Some(&sdk)).unwrap();
+        let err = create(dir.path(), "twice", Some(&sdk)).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        let err = create(dir.path(), "nosdk", Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("no Cargo.toml"), "{err}");
+    }
+}
