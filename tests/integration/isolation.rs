@@ -116,14 +116,9 @@ async fn grants_in_the_plugin_config_open_exactly_what_they_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_over_its_memory_cap_is_killed_alone() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                memory_mb: 16,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        memory_mb: 16,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("sibling", "chaos", json!(null)))
@@ -159,14 +154,9 @@ async fn a_guest_over_its_memory_cap_is_killed_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spinning_guests_do_not_starve_the_others() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                cpu_ms: 600_000,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 600_000,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("quick", "chaos", json!(null)))

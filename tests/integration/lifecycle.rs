@@ -305,14 +305,9 @@ async fn a_restart_storm_fails_when_configured_and_restart_revives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_times_out_and_the_late_reply_is_dropped() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                cpu_ms: 60_000,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 60_000,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("slow", "chaos", json!(null)))
@@ -331,15 +326,10 @@ async fn a_call_times_out_and_the_late_reply_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_answers_mailbox_full() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                mailbox: 2,
-                cpu_ms: 60_000,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        mailbox: 2,
+        cpu_ms: 60_000,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("busy", "chaos", json!(null)))
@@ -367,14 +357,9 @@ async fn a_full_mailbox_answers_mailbox_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                cpu_ms: 50,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 50,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("spin", "chaos", json!({"a": 1})))
@@ -397,14 +382,9 @@ async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
-    let (host, _dir) = host_with(|c| {
-        c.plugins.insert(
-            "chaos".into(),
-            PluginConfig {
-                cpu_ms: 600_000,
-                ..Default::default()
-            },
-        );
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 600_000,
+        ..Default::default()
     })
     .await;
     host.start_child(spec("k", "chaos", json!(null)))

@@ -49,6 +49,14 @@ pub async fn host_with_extra(
     .await
 }
 
+/// A host whose `chaos` plugin has the limits `chaos`.
+pub async fn host_with_chaos(chaos: wasmvisor::config::PluginConfig) -> (Host, tempfile::TempDir) {
+    host_with(move |c| {
+        c.plugins.insert("chaos".into(), chaos);
+    })
+    .await
+}
+
 pub async fn host() -> (Host, tempfile::TempDir) {
     host_with(|_| {}).await
 }
