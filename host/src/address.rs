@@ -4,12 +4,13 @@
 
 use crate::catalog::Version;
 use crate::control::ControlSlot;
+use crate::mailbox::{Refused, Sender};
 use crate::types::{CallError, ChildSpec, ExitReason, Status};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// What a caller waits on.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Vec<u8>, CallError>>;
@@ -58,7 +59,7 @@ pub(crate) struct CellState {
 pub struct Cell {
     pub(crate) id: Arc<str>,
     pub(crate) spec: ChildSpec,
-    pub(crate) mailbox: mpsc::Sender<Envelope>,
+    pub(crate) mailbox: Sender,
     pub(crate) control: ControlSlot,
     generation: AtomicU64,
     timer_ids: AtomicU64,
@@ -66,7 +67,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub(crate) fn new(spec: ChildSpec, mailbox: mpsc::Sender<Envelope>) -> Cell {
+    pub(crate) fn new(spec: ChildSpec, mailbox: Sender) -> Cell {
         Cell {
             id: spec.id.as_str().into(),
             spec,
@@ -123,15 +124,30 @@ impl Cell {
 
     /// Sends a request and waits for the reply, at most `timeout`.
     pub async fn call(&self, msg: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        self.call_within(msg, Some(timeout)).await
+    }
+
+    /// A call that waits `timeout` at most, or (the benchmark's A/B of the
+    /// per-call timer) as long as it takes.
+    pub(crate) async fn call_within(
+        &self,
+        msg: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
         let (reply, rx) = oneshot::channel();
         self.post(Envelope::Call { msg, reply })?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::Failed(
+        let answer = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, rx).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(CallError::Timeout),
+            },
+            None => rx.await,
+        };
+        answer.unwrap_or_else(|_| {
+            Err(CallError::Failed(
                 "the child was stopped before it handled the message".into(),
-            )),
-            Err(_) => Err(CallError::Timeout),
-        }
+            ))
+        })
     }
 
     /// Queues a message that expects no reply.
@@ -141,23 +157,16 @@ impl Cell {
 
     fn post(&self, envelope: Envelope) -> Result<(), CallError> {
         self.mailbox.try_send(envelope).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => CallError::MailboxFull,
-            mpsc::error::TrySendError::Closed(_) => CallError::NotFound,
+            Refused::Full => CallError::MailboxFull,
+            Refused::Closed => CallError::NotFound,
         })
     }
 
     /// Queues a runtime notification. Notifications are never dropped for a
-    /// full mailbox: they wait for room on a task of their own.
+    /// full mailbox.
     pub(crate) fn post_info(&self, generation: u64, info: InfoMsg) {
-        match self.mailbox.try_send(Envelope::Info { generation, info }) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(envelope)) => {
-                let mailbox = self.mailbox.clone();
-                tokio::spawn(async move {
-                    let _ = mailbox.send(envelope).await;
-                });
-            }
-        }
+        self.mailbox
+            .send_notification(Envelope::Info { generation, info });
     }
 
     /// Adds a monitor, or answers at once with `noproc` when no instance is

@@ -8,6 +8,7 @@ use crate::control::{Control, ControlSlot};
 use crate::events::Event;
 use crate::host::HostInner;
 use crate::instance::{Instance, StartFailure};
+use crate::mailbox::Receiver;
 use crate::supervisor::group::GroupLink;
 use crate::supervisor::intensity::Intensity;
 use crate::supervisor::{self, Decision};
@@ -15,7 +16,7 @@ use crate::types::{CallError, ExitReason, StartError, Status};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How a running instance ended.
 enum Ended {
@@ -57,7 +58,7 @@ pub(crate) enum Origin {
 pub(crate) struct Child {
     host: Arc<HostInner>,
     cell: Arc<Cell>,
-    mailbox: mpsc::Receiver<Envelope>,
+    mailbox: Receiver,
     intensity: Intensity,
     /// Its supervision group, which decides its restarts instead of its own
     /// intensity.
@@ -105,7 +106,7 @@ impl Child {
     pub(crate) fn spawn(
         host: Arc<HostInner>,
         cell: Arc<Cell>,
-        mailbox: mpsc::Receiver<Envelope>,
+        mailbox: Receiver,
         origin: Origin,
         group: Option<GroupLink>,
     ) {

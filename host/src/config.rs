@@ -33,6 +33,37 @@ pub struct Config {
     /// children. Not a file key.
     #[serde(skip)]
     pub ephemeral: bool,
+    /// Parts the benchmark swaps or turns off to measure what they cost.
+    /// Not file keys: a host always runs with the defaults.
+    #[serde(skip)]
+    pub tuning: Tuning,
+}
+
+/// What `wasmvisor bench --ab` can change beyond `[engine]`: each switch
+/// turns off a limit or swaps an implementation, to measure its price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How mailboxes are built and bounded.
+    pub mailbox: crate::mailbox::MailboxImpl,
+    /// Enforce `memory_mb` with the store limiter.
+    pub memory_limit: bool,
+    /// Enforce `cpu_ms` with epoch interruption (and yield at each tick).
+    pub cpu_deadline: bool,
+    /// Decode and re-encode every message and reply as JSON in the host, as
+    /// a host with a typed message boundary would (the host passes bytes
+    /// through untouched otherwise).
+    pub decode_messages: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            mailbox: crate::mailbox::MailboxImpl::default(),
+            memory_limit: true,
+            cpu_deadline: true,
+            decode_messages: false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -48,6 +79,7 @@ impl Default for Config {
             children: Vec::new(),
             groups: Vec::new(),
             ephemeral: false,
+            tuning: Tuning::default(),
         }
     }
 }

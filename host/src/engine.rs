@@ -59,7 +59,7 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     } else {
         InstanceAllocationStrategy::OnDemand
     })
-    .epoch_interruption(true)
+    .epoch_interruption(config.tuning.cpu_deadline)
     .concurrency_support(tuning.concurrency_support)
     .memory_init_cow(tuning.memory_cow)
     .memory_reservation(memory_bytes)

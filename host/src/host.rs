@@ -11,6 +11,7 @@ use crate::control::Control;
 use crate::durable::{Durable, Record};
 use crate::events::{Event, EventBus};
 use crate::instance::InstanceState;
+use crate::mailbox::mailbox;
 use crate::metrics::{Gauge, Metrics};
 use crate::registry::Registry;
 use crate::supervisor::group::GroupHandle;
@@ -23,7 +24,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -133,7 +134,7 @@ impl HostInner {
             .catalog
             .current(&spec.plugin)
             .ok_or_else(|| StartError::UnknownPlugin(spec.plugin.clone()))?;
-        let (tx, rx) = mpsc::channel(version.limits.mailbox as usize);
+        let (tx, rx) = mailbox(self.config.tuning.mailbox, version.limits.mailbox as usize);
         let cell = Arc::new(Cell::new(spec, tx));
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
@@ -215,8 +216,8 @@ impl HostInner {
     /// awaited so that children come back in order; a failure is an exit
     /// like any other.
     async fn restore(self: &Arc<Self>, record: Record) {
-        let mailbox = self.config.plugin(&record.spec.plugin).mailbox as usize;
-        let (tx, rx) = mpsc::channel(mailbox);
+        let bound = self.config.plugin(&record.spec.plugin).mailbox as usize;
+        let (tx, rx) = mailbox(self.config.tuning.mailbox, bound);
         let cell = Arc::new(Cell::new(record.spec, tx));
         cell.state().restored = true;
         if self.registry.insert_new(cell.clone()).is_err() {
@@ -271,7 +272,7 @@ impl HostInner {
             args: serde_json::from_slice(&cell.spec.args).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
             }),
-            queued: cell.mailbox.max_capacity() - cell.mailbox.capacity(),
+            queued: cell.mailbox.queued(),
             restored: state.restored,
             group: state.group.as_deref().map(str::to_string),
             started_at_ms: unix_ms(state.started_at),
@@ -391,10 +392,30 @@ impl Host {
         msg: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        self.call_within(id, msg, Some(timeout)).await
+    }
+
+    /// [`Host::call`] without a deadline, for the benchmark's A/B of the
+    /// per-call timer.
+    pub(crate) async fn call_untimed(&self, id: &str, msg: Vec<u8>) -> Result<Vec<u8>, CallError> {
+        self.call_within(id, msg, None).await
+    }
+
+    async fn call_within(
+        &self,
+        id: &str,
+        msg: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
         let m = &self.inner.metrics;
         m.call();
+        let decode = self.inner.config.tuning.decode_messages;
         let result = match self.inner.registry.get(id) {
-            Some(cell) => cell.call(msg, timeout).await,
+            Some(cell) if decode => match cell.call_within(reencode(&msg)?, timeout).await {
+                Ok(reply) => reencode(&reply),
+                Err(e) => Err(e),
+            },
+            Some(cell) => cell.call_within(msg, timeout).await,
             None => Err(CallError::NotFound),
         };
         if let Err(e) = &result {
@@ -408,6 +429,7 @@ impl Host {
         let m = &self.inner.metrics;
         m.cast();
         let result = match self.inner.registry.get(id) {
+            Some(cell) if self.inner.config.tuning.decode_messages => cell.cast(reencode(&msg)?),
             Some(cell) => cell.cast(msg),
             None => Err(CallError::NotFound),
         };
@@ -612,4 +634,12 @@ impl Drop for TaskGuard {
             self.0.idle.notify_waiters();
         }
     }
+}
+
+/// The benchmark's typed-boundary alternative: a message decoded into a
+/// value and encoded again, as a host that understood messages would.
+fn reencode(bytes: &[u8]) -> Result<Vec<u8>, CallError> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| CallError::Failed(format!("not JSON: {e}")))
 }

@@ -173,7 +173,9 @@ impl Instance {
             },
         };
         let mut store = Store::new(&host.engine, state);
-        store.limiter(|s| s);
+        if host.config.tuning.memory_limit {
+            store.limiter(|s| s);
+        }
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
             s.cpu_ticks += 1;

@@ -36,6 +36,7 @@ pub mod events;
 pub mod host;
 pub(crate) mod instance;
 pub(crate) mod janitor;
+pub mod mailbox;
 pub(crate) mod metrics;
 pub mod names;
 pub(crate) mod outbound;

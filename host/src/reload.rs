@@ -212,6 +212,7 @@ impl Host {
         started: Instant,
     ) -> Result<PluginChange> {
         let inner = self.inner();
+        let rollout = Instant::now();
         let running = self.children_of(name, |s| s == Status::Running);
         let mut moved = 0;
         if let Some(canary) = running.first() {
@@ -259,8 +260,12 @@ impl Host {
         .await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
-            "plugin {name} reloaded to {} in {ms:.1} ms: {moved} children moved, {} kept the old version",
+            "plugin {name} reloaded to {} in {ms:.1} ms ({} in {:.1} ms, rollout {:.1} ms): \
+             {moved} children moved, {} kept the old version",
             version.hash,
+            if version.cached { "loaded" } else { "compiled" },
+            version.compile_ms,
+            rollout.elapsed().as_secs_f64() * 1e3,
             failed.len()
         );
         inner.events.emit(Event::PluginReloaded {

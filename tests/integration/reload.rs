@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 use wasmvisor::config::OnExhausted;
 use wasmvisor::{CallError, Event, Host, PluginChange, Status};
-use wasmvisor_tests::{CHAOS, CHAOS_BAD_RESTORE, CHAOS_V2, install};
+use wasmvisor_tests::{CHAOS, CHAOS_BAD_RESTORE, CHAOS_V2, TRACKER, install};
 
 fn plugins(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("plugins")
@@ -22,7 +22,7 @@ fn plugins(dir: &tempfile::TempDir) -> std::path::PathBuf {
 async fn next_event<T>(
     events: &mut broadcast::Receiver<Arc<Event>>,
     what: &str,
-    pick: impl Fn(&Event) -> Option<T>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
 ) -> T {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
@@ -295,6 +295,31 @@ async fn temp_files_and_other_names_are_ignored_until_renamed_into_place() {
     })
     .await;
     assert_eq!(first, "plugin_reloaded");
+    assert_eq!(call_ok(&host, "c0", json!("version")).await, json!("0.2.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_is_applied_once_although_the_debouncer_reports_it_again() {
+    let (host, dir) = host().await;
+    let _watch = host.watch(&plugins(&dir)).unwrap();
+    start_counters(&host, 1).await;
+    let mut events = host.events();
+    install(&plugins(&dir), "chaos", &read(CHAOS_V2));
+    // A file written in place (no rename) goes through the debouncer only,
+    // so it is reported after the settled report of the rename above.
+    std::fs::write(plugins(&dir).join("late.wasm"), read(TRACKER)).unwrap();
+    let mut seen = Vec::new();
+    next_event(&mut events, "late to load", |e| {
+        match e {
+            Event::PluginReloaded { plugin, .. } | Event::ReloadFailed { plugin, .. } => {
+                seen.push(format!("{} {plugin}", e.kind()));
+            }
+            _ => {}
+        }
+        matches!(e, Event::PluginLoaded { plugin, .. } if plugin == "late").then_some(())
+    })
+    .await;
+    assert_eq!(seen, ["plugin_reloaded chaos"]);
     assert_eq!(call_ok(&host, "c0", json!("version")).await, json!("0.2.0"));
 }
 

@@ -2,10 +2,12 @@
 //! through the same path a user's calls take (registry → mailbox → instance
 //! → wasm), each beside a plain tokio actor baseline where one applies.
 
+pub mod ab;
 mod native;
 mod report;
 mod system;
 
+pub use ab::{AbReport, Setting};
 pub use report::Report;
 
 use crate::config::{Config, PluginConfig};
@@ -28,6 +30,27 @@ pub struct Options {
     pub only: Vec<String>,
     /// Engine settings to compare against the defaults (A/B runs).
     pub engine: crate::config::EngineConfig,
+    /// Implementations and limits to compare against the defaults.
+    pub tuning: crate::config::Tuning,
+    /// Give each call a deadline, as the API does (on by default).
+    pub call_timeout: bool,
+    /// Run the native baseline beside each workload (on by default).
+    pub native: bool,
+}
+
+impl Default for Options {
+    /// The defaults, with the example plugins of this checkout.
+    fn default() -> Options {
+        Options {
+            plugins: default_plugins(),
+            quick: false,
+            only: Vec::new(),
+            engine: crate::config::EngineConfig::default(),
+            tuning: crate::config::Tuning::default(),
+            call_timeout: true,
+            native: true,
+        }
+    }
 }
 
 impl Options {
@@ -117,6 +140,7 @@ async fn host(opts: &Options, dir: &Path, max_instances: u32) -> Result<Host> {
     };
     config.pool.max_instances = max_instances;
     config.engine = opts.engine;
+    config.tuning = opts.tuning;
     // Crash cycles are the point here, not a reason to back off.
     config.supervisor.max_restarts = u32::MAX;
     let generous = PluginConfig {
@@ -149,6 +173,21 @@ async fn call(host: &Host, id: &str, msg: &[u8]) -> Result<Vec<u8>, CallError> {
     host.call(id, msg.to_vec(), TIMEOUT).await
 }
 
+/// A call as the workload's options say: with a deadline (as every API
+/// call has) or without one, to measure what the deadline costs.
+async fn timed_call(
+    opts: &Options,
+    host: &Host,
+    id: &str,
+    msg: &[u8],
+) -> Result<Vec<u8>, CallError> {
+    if opts.call_timeout {
+        host.call(id, msg.to_vec(), TIMEOUT).await
+    } else {
+        host.call_untimed(id, msg.to_vec()).await
+    }
+}
+
 /// Runs every workload and returns the report.
 pub async fn run(opts: Options) -> Result<Report> {
     let sizes = if opts.quick { QUICK } else { FULL };
@@ -167,9 +206,11 @@ pub async fn run(opts: Options) -> Result<Report> {
         r.rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
         r.maps_per_instance =
             (system::map_count().saturating_sub(maps_before)) as f64 / sizes.spawn as f64;
-        let rss_before = system::rss_bytes();
-        r.native_spawn_us = native_spawn(&native, sizes.spawn).await;
-        r.native_rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
+        if opts.native {
+            let rss_before = system::rss_bytes();
+            r.native_spawn_us = native_spawn(&native, sizes.spawn).await;
+            r.native_rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
+        }
         for i in 0..sizes.spawn {
             host.stop_child(&format!("s{i}")).await?;
         }
@@ -182,14 +223,18 @@ pub async fn run(opts: Options) -> Result<Report> {
     native.spawn("c0", b"null").await;
     let add = br#"{"add":1}"#;
     if opts.wants("calls") {
-        let (rate, p50, p99) = calls_1c(sizes.calls, || call(&host, "c0", add)).await?;
+        let (rate, p50, p99) =
+            calls_1c(sizes.calls, || timed_call(&opts, &host, "c0", add)).await?;
         (r.call_1c_per_s, r.call_p50_us, r.call_p99_us) = (rate, p50, p99);
-        let (rate, p50, p99) = calls_1c(sizes.calls, || native.call("c0", add.to_vec())).await?;
-        (
-            r.native_call_1c_per_s,
-            r.native_call_p50_us,
-            r.native_call_p99_us,
-        ) = (rate, p50, p99);
+        if opts.native {
+            let (rate, p50, p99) =
+                calls_1c(sizes.calls, || native.call("c0", add.to_vec())).await?;
+            (
+                r.native_call_1c_per_s,
+                r.native_call_p50_us,
+                r.native_call_p99_us,
+            ) = (rate, p50, p99);
+        }
     }
 
     for i in 1..4 {
@@ -205,10 +250,12 @@ pub async fn run(opts: Options) -> Result<Report> {
         progress("calls from 4 clients");
         r.call_4c_per_s = calls_4c(sizes.calls_4c, {
             let host = host.clone();
+            let opts = opts.clone();
             move |i| {
                 let host = host.clone();
+                let opts = opts.clone();
                 async move {
-                    call(&host, &format!("c{i}"), add)
+                    timed_call(&opts, &host, &format!("c{i}"), add)
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
@@ -216,6 +263,8 @@ pub async fn run(opts: Options) -> Result<Report> {
             }
         })
         .await?;
+    }
+    if opts.wants("calls4") && opts.native {
         r.native_call_4c_per_s = calls_4c(sizes.calls_4c, {
             let native = native.clone();
             move |i| {
@@ -234,13 +283,17 @@ pub async fn run(opts: Options) -> Result<Report> {
     if opts.wants("casts") {
         progress("casts");
         r.cast_per_s = casts(&host, sizes).await?;
-        r.native_cast_per_s = native_casts(&native, sizes).await?;
+        if opts.native {
+            r.native_cast_per_s = native_casts(&native, sizes).await?;
+        }
     }
     if opts.wants("crash") {
         progress("crash cycles");
         (r.restart_p50_us, r.restart_p99_us) = crash_cycles(&host, sizes.crashes).await?;
-        (r.native_restart_p50_us, r.native_restart_p99_us) =
-            native_crash_cycles(&native, sizes.crashes).await?;
+        if opts.native {
+            (r.native_restart_p50_us, r.native_restart_p99_us) =
+                native_crash_cycles(&native, sizes.crashes).await?;
+        }
     }
     if opts.wants("cpu") {
         progress("CPU-bound call");

@@ -128,7 +128,22 @@ pub enum Command {
         /// section: pooling=false, concurrency_support=true, memory_cow=true.
         #[arg(long, value_delimiter = ',')]
         engine: Vec<String>,
+        /// Measure one design choice against the defaults in the same run
+        /// (repeatable): pooling=false, concurrency_support=true,
+        /// memory_cow=true, mailbox=bounded|unbounded, encoding=json,
+        /// memory_limit=false, cpu_deadline=false, call_timeout=false. Runs
+        /// spawn, calls,
+        /// calls4, casts, crash and cpu unless --only says otherwise.
+        #[arg(long, value_parser = parse_ab)]
+        ab: Vec<crate::bench::Setting>,
+        /// Rounds per side of an --ab run [default: 3, 1 with --quick].
+        #[arg(long)]
+        rounds: Option<usize>,
     },
+}
+
+fn parse_ab(text: &str) -> Result<crate::bench::Setting, String> {
+    crate::bench::Setting::parse(text).map_err(|e| e.to_string())
 }
 
 /// `wasmvisor run`.
@@ -223,15 +238,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             quick,
             only,
             engine,
+            ab,
+            rounds,
         } => {
             let options = crate::bench::Options {
                 plugins: plugins.unwrap_or_else(crate::bench::default_plugins),
                 quick,
                 only,
                 engine: crate::config::EngineConfig::parse_overrides(&engine)?,
+                ..crate::bench::Options::default()
             };
             // On a runtime worker, like every task of a real host: the
             // thread that `block_on` parks is not one.
+            if !ab.is_empty() {
+                let rounds = rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
+                let report =
+                    tokio::spawn(async move { crate::bench::ab::run(options, &ab, rounds).await })
+                        .await??;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+                return Ok(());
+            }
             let report = tokio::spawn(crate::bench::run(options)).await??;
             if json {
                 println!("{}", serde_json::to_string(&report)?);

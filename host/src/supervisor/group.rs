@@ -239,8 +239,8 @@ pub(crate) async fn start_static(
 ) -> Option<Arc<Cell>> {
     let mut spec = ChildSpec::new(&child.id, &child.plugin, &child.args);
     spec.restart = child.restart;
-    let mailbox = host.config.plugin(&child.plugin).mailbox as usize;
-    let (tx, rx) = mpsc::channel(mailbox);
+    let bound = host.config.plugin(&child.plugin).mailbox as usize;
+    let (tx, rx) = crate::mailbox::mailbox(host.config.tuning.mailbox, bound);
     let cell = Arc::new(Cell::new(spec, tx));
     cell.state().group = link.as_ref().map(|l| l.group.clone());
     if host.registry.insert_new(cell.clone()).is_err() {
