@@ -55,11 +55,12 @@ impl System {
         if fits >= want {
             (want, format!("reached the {want} asked for"))
         } else {
+            let needed = ((want as f64 * per_slot) as usize + used).next_power_of_two();
             (
                 fits,
                 format!(
                     "vm.max_map_count = {} allows about {fits} instances at {per_slot:.1} mappings each; \
-                     `sysctl -w vm.max_map_count=262144` (as root) allows {want}",
+                     `sysctl -w vm.max_map_count={needed}` (as root) allows {want}",
                     self.max_map_count
                 ),
             )
