@@ -12,6 +12,17 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
+/// Woken at every epoch tick (see `engine::start_epoch_ticker`). A call
+/// waits on it before it registers a timer: a tokio timer per call costs a
+/// lock on the timer wheel that the parking workers contend for, and wakes
+/// the worker parked on the timer driver whenever the wheel was empty. The
+/// tick runs while any child task runs, since each holds the engine, so a
+/// call that is still waiting at a tick always gets its own timer. Sharded
+/// by callee, so that concurrent callers do not contend for one waiter list.
+pub(crate) static CALL_TICK: [tokio::sync::Notify; TICK_SHARDS] =
+    [const { tokio::sync::Notify::const_new() }; TICK_SHARDS];
+const TICK_SHARDS: usize = 16;
+
 /// What a caller waits on.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Vec<u8>, CallError>>;
 
@@ -134,13 +145,30 @@ impl Cell {
         msg: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, mut rx) = oneshot::channel();
         self.post(Envelope::Call { msg, reply })?;
         let answer = match timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, rx).await {
-                Ok(answer) => answer,
-                Err(_) => return Err(CallError::Timeout),
-            },
+            Some(timeout) => {
+                // Most calls are answered within microseconds. Until the next
+                // epoch tick a call waits on the tick, which every pending
+                // call shares, and only then on a timer of its own.
+                let started = std::time::Instant::now();
+                let first = tokio::select! {
+                    biased;
+                    answer = &mut rx => Some(answer),
+                    () = self.tick().notified() => None,
+                };
+                match first {
+                    Some(answer) => answer,
+                    None => {
+                        let left = timeout.saturating_sub(started.elapsed());
+                        match tokio::time::timeout(left, rx).await {
+                            Ok(answer) => answer,
+                            Err(_) => return Err(CallError::Timeout),
+                        }
+                    }
+                }
+            }
             None => rx.await,
         };
         answer.unwrap_or_else(|_| {
@@ -148,6 +176,12 @@ impl Cell {
                 "the child was stopped before it handled the message".into(),
             ))
         })
+    }
+
+    fn tick(&self) -> &'static tokio::sync::Notify {
+        // Cells are heap allocations of a few hundred bytes: the address
+        // above the low bits spreads them over the shards.
+        &CALL_TICK[(self as *const Cell as usize >> 8) % TICK_SHARDS]
     }
 
     /// Queues a message that expects no reply.

@@ -105,7 +105,8 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     Ok(linker)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own.
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
+/// and wakes the calls waiting for their first tick (`address::CALL_TICK`).
 /// It holds only a weak reference, so it ends with the engine.
 pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
     let weak = engine.weak();
@@ -115,6 +116,9 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
+                for tick in &crate::address::CALL_TICK {
+                    tick.notify_waiters();
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })
