@@ -43,9 +43,10 @@ impl Host {
         let renamed = tx.clone();
         let mut renames =
             notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+                // inotify reports a rename as `From`, `To` and then `Both`;
+                // `To` alone names each destination once.
                 if let Ok(event) = result
-                    && let EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) =
-                        event.kind
+                    && let EventKind::Modify(ModifyKind::Name(RenameMode::To)) = event.kind
                     && let Some(path) = event.paths.last()
                     && path.extension().is_some_and(|e| e == "wasm")
                 {
