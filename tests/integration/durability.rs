@@ -34,9 +34,7 @@ async fn children_come_back_after_a_host_restart_and_stopped_ones_do_not() {
     plugins_in(&dir);
     let host = Host::new(config(&dir)).await.unwrap();
     assert!(host.is_durable());
-    host.start_child(spec("first", "tracker", json!({"n": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "first", "tracker", json!({"n": 1})).await;
     host.start_child(spec_with(
         "second",
         "chaos",
@@ -45,9 +43,7 @@ async fn children_come_back_after_a_host_restart_and_stopped_ones_do_not() {
     ))
     .await
     .unwrap();
-    host.start_child(spec("gone", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "gone", "chaos", json!(null)).await;
     host.stop_child("gone").await.unwrap();
     // A temporary child that exits is removed, and forgotten too.
     host.start_child(spec_with("brief", "chaos", json!(null), Restart::Temporary))
@@ -77,9 +73,7 @@ async fn children_come_back_after_a_host_restart_and_stopped_ones_do_not() {
         json!({"n": 2})
     );
     // Children started now are not marked restored.
-    host.start_child(spec("third", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "third", "chaos", json!(null)).await;
     assert!(!host.child("third").unwrap().restored);
     host.shutdown().await;
 }
@@ -95,9 +89,7 @@ async fn a_failed_child_comes_back_failed() {
         c
     };
     let host = Host::new(failing(&dir)).await.unwrap();
-    host.start_child(spec("f", "chaos", json!({"k": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "f", "chaos", json!({"k": 1})).await;
     let _ = call(&host, "f", json!("crash")).await;
     wait_child(&host, "f", "failed", |c| c.status == Status::Failed).await;
     host.shutdown().await;
@@ -129,9 +121,7 @@ async fn ephemeral_keeps_nothing() {
     };
     let host = Host::new(ephemeral(&dir)).await.unwrap();
     assert!(!host.is_durable());
-    host.start_child(spec("e", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "e", "chaos", json!(null)).await;
     host.shutdown().await;
     drop(host);
     assert!(!dir.path().join("data").exists(), "nothing is written");

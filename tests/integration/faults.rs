@@ -29,9 +29,7 @@ async fn a_trap_storm_loses_no_acknowledged_cast() {
     })
     .await;
     for i in 0..N {
-        host.start_child(spec(&format!("s{i}"), "chaos", json!({"i": i})))
-            .await
-            .unwrap();
+        start_ok(&host, &format!("s{i}"), "chaos", json!({"i": i})).await;
     }
     let (crash, bump) = (json!("crash"), json!("bump"));
     // Every child gets: crash, 2 bumps, crash, 3 bumps, all queued at once.

@@ -17,9 +17,7 @@ fn is_io_error(v: &Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_a_guest_has_no_files_environment_arguments_or_network() {
     let (host, dir) = host_with_extra(&[("prober", PROBER)], |_| {}).await;
-    host.start_child(spec("p", "prober", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "p", "prober", json!(null)).await;
     let secret = dir.path().join("secret.txt");
     std::fs::write(&secret, "do not read").unwrap();
     for path in [secret.to_str().unwrap(), "/etc/passwd", "secret.txt", "."] {
@@ -73,9 +71,7 @@ async fn grants_in_the_plugin_config_open_exactly_what_they_name() {
         c.plugins.insert("prober".into(), p);
     })
     .await;
-    host.start_child(spec("p", "prober", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "p", "prober", json!(null)).await;
     assert_eq!(
         call_ok(&host, "p", json!("env")).await,
         json!({"MODE": "test"})
@@ -121,13 +117,9 @@ async fn a_guest_over_its_memory_cap_is_killed_alone() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("sibling", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "sibling", "chaos", json!(null)).await;
     call_ok(&host, "sibling", json!({"add": 5})).await;
-    host.start_child(spec("hog", "chaos", json!({"h": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "hog", "chaos", json!({"h": 1})).await;
     assert_eq!(
         call_ok(&host, "hog", json!({"alloc_mb": 4})).await,
         json!(4)
@@ -159,15 +151,11 @@ async fn two_spinning_guests_do_not_starve_the_others() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("quick", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "quick", "chaos", json!(null)).await;
     let mut spinners = Vec::new();
     for i in 0..2 {
         let id = format!("spin{i}");
-        host.start_child(spec(&id, "chaos", json!(null)))
-            .await
-            .unwrap();
+        start_ok(&host, &id, "chaos", json!(null)).await;
         let msg = serde_json::to_vec(&json!({"spin": 1_000_000_000_000u64})).unwrap();
         let caller = host.clone();
         spinners.push(tokio::spawn(async move {
@@ -224,8 +212,6 @@ async fn an_init_that_never_returns_is_cut_off_at_the_deadline() {
         "{err:?}"
     );
     assert!(t.elapsed() < Duration::from_secs(10));
-    host.start_child(spec("fine", "prober", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "fine", "prober", json!(null)).await;
     assert_eq!(call_ok(&host, "fine", json!("ping")).await, json!("pong"));
 }

@@ -34,9 +34,7 @@ async fn start_lookup_call_cast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn already_started_and_not_found() {
     let (host, _dir) = host().await;
-    host.start_child(spec("x", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "x", "chaos", json!(null)).await;
     let err = host
         .start_child(spec("x", "tracker", json!({})))
         .await
@@ -79,9 +77,7 @@ async fn init_failure_fails_the_start_and_frees_the_id() {
         "{err:?}"
     );
     assert_eq!(host.count_children(), 0);
-    host.start_child(spec("t", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "t", "tracker", json!({})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +107,7 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_queued_behind_a_crash_reach_the_new_instance() {
     let (host, _dir) = host().await;
-    host.start_child(spec("c", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "c", "chaos", json!(null)).await;
     cast(&host, "c", json!("crash")).unwrap();
     for _ in 0..50 {
         cast(&host, "c", json!("bump")).unwrap();
@@ -195,12 +189,8 @@ async fn every_policy_and_exit_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_stop_removes_any_policy_and_runs_terminate() {
     let (host, _dir) = host().await;
-    host.start_child(spec("w", "chaos", json!(null)))
-        .await
-        .unwrap();
-    host.start_child(spec("p", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "w", "chaos", json!(null)).await;
+    start_ok(&host, "p", "chaos", json!(null)).await;
     call_ok(&host, "w", json!({"monitor": "p"})).await;
     host.stop_child("p").await.unwrap();
     assert!(host.child("p").is_none());
@@ -210,17 +200,13 @@ async fn operator_stop_removes_any_policy_and_runs_terminate() {
     .await;
     assert!(host.stop_child("p").await.is_err());
     // The id is free again.
-    host.start_child(spec("p", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "p", "tracker", json!({})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_gives_a_fresh_instance_with_the_same_args() {
     let (host, _dir) = host().await;
-    host.start_child(spec("c", "chaos", json!({"a": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "c", "chaos", json!({"a": 1})).await;
     call_ok(&host, "c", json!({"add": 3})).await;
     host.restart_child("c").await.unwrap();
     assert_eq!(
@@ -241,13 +227,9 @@ fn storm_config(on_exhausted: OnExhausted) -> impl FnOnce(&mut wasmvisor::Config
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_storm_backs_off_while_siblings_keep_state() {
     let (host, _dir) = host_with(storm_config(OnExhausted::Backoff)).await;
-    host.start_child(spec("sibling", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "sibling", "chaos", json!(null)).await;
     call_ok(&host, "sibling", json!({"add": 7})).await;
-    host.start_child(spec("storm", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "storm", "chaos", json!(null)).await;
     for _ in 0..4 {
         // A crash is answered at once; the restart follows before the next
         // message is taken, so each call here meets a fresh instance.
@@ -272,13 +254,9 @@ async fn a_restart_storm_backs_off_while_siblings_keep_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_storm_fails_when_configured_and_restart_revives() {
     let (host, _dir) = host_with(storm_config(OnExhausted::Fail)).await;
-    host.start_child(spec("sibling", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "sibling", "chaos", json!(null)).await;
     call_ok(&host, "sibling", json!({"add": 7})).await;
-    host.start_child(spec("storm", "chaos", json!({"x": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "storm", "chaos", json!({"x": 1})).await;
     for _ in 0..4 {
         let _ = call(&host, "storm", json!("crash")).await;
     }
@@ -310,9 +288,7 @@ async fn a_call_times_out_and_the_late_reply_is_dropped() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("slow", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "slow", "chaos", json!(null)).await;
     let msg = serde_json::to_vec(&json!({"spin": 200_000_000u64})).unwrap();
     let err = host
         .call("slow", msg, Duration::from_millis(20))
@@ -332,9 +308,7 @@ async fn a_full_mailbox_answers_mailbox_full() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("busy", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "busy", "chaos", json!(null)).await;
     let busy = host.clone();
     let spin = tokio::spawn(async move {
         let msg = serde_json::to_vec(&json!({"spin": 2_000_000_000u64})).unwrap();
@@ -362,9 +336,7 @@ async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("spin", "chaos", json!({"a": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "spin", "chaos", json!({"a": 1})).await;
     let err = call(&host, "spin", json!({"spin": 100_000_000_000u64}))
         .await
         .unwrap_err();
@@ -387,9 +359,7 @@ async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
         ..Default::default()
     })
     .await;
-    host.start_child(spec("k", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "k", "chaos", json!(null)).await;
     let msg = serde_json::to_vec(&json!({"spin": 100_000_000_000u64})).unwrap();
     let mut spin = Box::pin(host.call("k", msg, Duration::from_secs(60)));
     // Poll the call once: that queues it. It is the only message, so once
@@ -415,9 +385,7 @@ async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
 async fn crash_to_serving_cycle() {
     // Restart intensity would (rightly) back this child off after 3 crashes.
     let (host, _dir) = host_with(|c| c.supervisor.max_restarts = u32::MAX).await;
-    host.start_child(spec("cycle", "chaos", json!({"id": 42})))
-        .await
-        .unwrap();
+    start_ok(&host, "cycle", "chaos", json!({"id": 42})).await;
     let crash = serde_json::to_vec(&json!("crash")).unwrap();
     let state = serde_json::to_vec(&json!("state")).unwrap();
     let limit = Duration::from_secs(10);
@@ -475,20 +443,14 @@ async fn a_bad_plugin_file_at_start_is_reported_and_the_others_load() {
         plugins.iter().filter(|p| p.version.is_some()).count(),
         wasmvisor_tests::ALL_PLUGINS.len()
     );
-    host.start_child(spec("c", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "c", "chaos", json!(null)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_instance_pool_fails_the_start_cleanly() {
     let (host, _dir) = host_with(|c| c.pool.max_instances = 2).await;
-    host.start_child(spec("a", "chaos", json!(null)))
-        .await
-        .unwrap();
-    host.start_child(spec("b", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "a", "chaos", json!(null)).await;
+    start_ok(&host, "b", "chaos", json!(null)).await;
     let err = host
         .start_child(spec("c", "chaos", json!(null)))
         .await
@@ -499,8 +461,6 @@ async fn an_exhausted_instance_pool_fails_the_start_cleanly() {
     );
     assert!(host.child("c").is_none());
     host.stop_child("a").await.unwrap();
-    host.start_child(spec("c", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "c", "chaos", json!(null)).await;
     assert_eq!(call_ok(&host, "b", json!({"add": 1})).await, json!(1));
 }

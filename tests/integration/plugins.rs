@@ -47,9 +47,13 @@ mod tracker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn observes_and_reports() {
         let (host, _dir) = host().await;
-        host.start_child(spec("txn_1", "tracker", json!({"transaction_id": "txn_1"})))
-            .await
-            .unwrap();
+        start_ok(
+            &host,
+            "txn_1",
+            "tracker",
+            json!({"transaction_id": "txn_1"}),
+        )
+        .await;
         assert_eq!(
             call_ok(&host, "txn_1", json!({"observe": {"amount": 5}})).await,
             json!(1)
@@ -72,9 +76,7 @@ mod tracker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_message_that_does_not_decode_is_answered_not_crashed() {
         let (host, _dir) = host().await;
-        host.start_child(spec("t", "tracker", json!({})))
-            .await
-            .unwrap();
+        start_ok(&host, "t", "tracker", json!({})).await;
         let reply = call_ok(&host, "t", json!({"launch": "rockets"})).await;
         assert_eq!(reply["error"], "bad_message");
         assert!(
@@ -94,9 +96,7 @@ mod board_monitor {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keeps_a_sorted_set_of_users() {
         let (host, _dir) = host().await;
-        host.start_child(spec("board:1", "board_monitor", json!({"board_id": "b1"})))
-            .await
-            .unwrap();
+        start_ok(&host, "board:1", "board_monitor", json!({"board_id": "b1"})).await;
         let id = "board:1";
         assert_eq!(
             call_ok(&host, id, json!({"user_joined": "zoe"})).await,
@@ -143,9 +143,7 @@ mod chaos {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_spins_and_allocates() {
         let (host, _dir) = host().await;
-        host.start_child(spec("c", "chaos", json!([1, 2])))
-            .await
-            .unwrap();
+        start_ok(&host, "c", "chaos", json!([1, 2])).await;
         assert_eq!(call_ok(&host, "c", json!({"add": 2})).await, json!(2));
         cast(&host, "c", json!("bump")).unwrap();
         cast(&host, "c", json!({"add": 10})).unwrap();
@@ -193,9 +191,7 @@ async fn no_plugin_grows_memory_on_the_init_path() {
     ];
     for round in 0..20 {
         for (plugin, args) in &args {
-            host.start_child(spec(&format!("{plugin}-{round}"), plugin, args.clone()))
-                .await
-                .unwrap();
+            start_ok(&host, &format!("{plugin}-{round}"), plugin, args.clone()).await;
         }
     }
     assert_eq!(metric(&host, "wasmvisor_memory_grows_total"), 0.0);

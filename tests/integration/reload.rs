@@ -65,9 +65,7 @@ async fn reload_failed(events: &mut broadcast::Receiver<Arc<Event>>) -> String {
 
 async fn start_counters(host: &Host, n: usize) {
     for i in 0..n {
-        host.start_child(spec(&format!("c{i}"), "chaos", json!({"i": i})))
-            .await
-            .unwrap();
+        start_ok(host, &format!("c{i}"), "chaos", json!({"i": i})).await;
         call_ok(host, &format!("c{i}"), json!({"add": i})).await;
     }
 }
@@ -119,9 +117,7 @@ async fn every_instance_moves_to_the_new_version_with_its_count() {
 async fn continuous_casts_through_a_reload_lose_nothing_acknowledged() {
     let (host, dir) = host().await;
     let _watch = host.watch(&plugins(&dir)).unwrap();
-    host.start_child(spec("target", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "target", "chaos", json!(null)).await;
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let caster = tokio::spawn({
@@ -251,9 +247,7 @@ async fn bad_files_change_nothing_and_report_why() {
         assert!(plugin.last_error.unwrap().contains(expect), "{what}");
     }
     // New children still get the last good version.
-    host.start_child(spec("fresh", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "fresh", "chaos", json!(null)).await;
     assert_eq!(
         call_ok(&host, "fresh", json!("version")).await,
         json!("0.1.0")
@@ -328,9 +322,7 @@ async fn a_removed_plugin_waits_and_comes_back_with_its_args() {
     let (host, dir) = host().await;
     let _watch = host.watch(&plugins(&dir)).unwrap();
     start_counters(&host, 3).await;
-    host.start_child(spec("watcher", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "watcher", "tracker", json!({})).await;
     let mut events = host.events();
     std::fs::remove_file(plugins(&dir).join("chaos.wasm")).unwrap();
     let waiting = next_event(&mut events, "plugin_removed", |e| match e {
@@ -389,9 +381,7 @@ async fn a_reload_revives_failed_children_on_the_new_version() {
     })
     .await;
     let _watch = host.watch(&plugins(&dir)).unwrap();
-    host.start_child(spec("broken", "chaos", json!({"k": 1})))
-        .await
-        .unwrap();
+    start_ok(&host, "broken", "chaos", json!({"k": 1})).await;
     let _ = call(&host, "broken", json!("crash")).await;
     wait_child(&host, "broken", "failed", |c| c.status == Status::Failed).await;
     let mut events = host.events();
@@ -412,9 +402,7 @@ async fn a_reload_revives_failed_children_on_the_new_version() {
 async fn subscriptions_and_timers_survive_a_reload() {
     let (host, dir) = host().await;
     let _watch = host.watch(&plugins(&dir)).unwrap();
-    host.start_child(spec("s", "chaos", json!({"subscribe": ["news"]})))
-        .await
-        .unwrap();
+    start_ok(&host, "s", "chaos", json!({"subscribe": ["news"]})).await;
     call_ok(&host, "s", json!({"subscribe": "extra"})).await;
     call_ok(
         &host,
@@ -505,9 +493,7 @@ async fn reload_of_a_thousand_children() {
     let (host, dir) = host_with(|c| c.pool.max_instances = 1_200).await;
     let _watch = host.watch(&plugins(&dir)).unwrap();
     for i in 0..1_000 {
-        host.start_child(spec(&format!("r{i}"), "chaos", json!(null)))
-            .await
-            .unwrap();
+        start_ok(&host, &format!("r{i}"), "chaos", json!(null)).await;
     }
     let mut events = host.events();
     let t = Instant::now();

@@ -10,9 +10,7 @@ use wasmvisor::{Event, Restart, Status};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_and_cancelled_timers_do_not() {
     let (host, _dir) = host().await;
-    host.start_child(spec("t", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "t", "chaos", json!(null)).await;
     let early = call_ok(
         &host,
         "t",
@@ -59,9 +57,7 @@ async fn timers_fire_and_cancelled_timers_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_die_with_the_instance_that_set_them() {
     let (host, _dir) = host().await;
-    host.start_child(spec("t", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "t", "chaos", json!(null)).await;
     call_ok(
         &host,
         "t",
@@ -85,12 +81,8 @@ async fn timers_die_with_the_instance_that_set_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
     let (host, _dir) = host().await;
-    host.start_child(spec("watcher", "chaos", json!(null)))
-        .await
-        .unwrap();
-    host.start_child(spec("target", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "watcher", "chaos", json!(null)).await;
+    start_ok(&host, "target", "chaos", json!(null)).await;
     call_ok(&host, "watcher", json!({"monitor": "target"})).await;
     call_ok(&host, "watcher", json!({"monitor": "ghost"})).await;
     wait_for_info(&host, "watcher", "down(ghost, noproc)", |i| {
@@ -128,9 +120,7 @@ async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_reports_normal_exits_too() {
     let (host, _dir) = host().await;
-    host.start_child(spec("watcher", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "watcher", "chaos", json!(null)).await;
     host.start_child(spec_with(
         "worker",
         "chaos",
@@ -151,16 +141,10 @@ async fn down_reports_normal_exits_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reaches_subscribers_and_a_trapped_subscriber_subscribes_again() {
     let (host, _dir) = host().await;
-    host.start_child(spec("sub", "chaos", json!({"subscribe": ["news"]})))
-        .await
-        .unwrap();
-    host.start_child(spec("dynamic", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "sub", "chaos", json!({"subscribe": ["news"]})).await;
+    start_ok(&host, "dynamic", "chaos", json!(null)).await;
     call_ok(&host, "dynamic", json!({"subscribe": "news"})).await;
-    host.start_child(spec("pub", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "pub", "chaos", json!(null)).await;
     call_ok(
         &host,
         "pub",
@@ -227,12 +211,8 @@ async fn published_messages_reach_the_event_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_to_guest_calls() {
     let (host, _dir) = host().await;
-    host.start_child(spec("a", "chaos", json!(null)))
-        .await
-        .unwrap();
-    host.start_child(spec("b", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "a", "chaos", json!(null)).await;
+    start_ok(&host, "b", "chaos", json!(null)).await;
     assert_eq!(
         call_ok(&host, "a", json!({"call": {"to": "b", "msg": {"add": 2}}})).await,
         json!(2)
@@ -263,9 +243,7 @@ async fn guest_calls_do_not_block_threads() {
     // waiting guest held a thread, the chain below could never complete.
     let (host, _dir) = host().await;
     for i in 0..6 {
-        host.start_child(spec(&format!("n{i}"), "chaos", json!(null)))
-            .await
-            .unwrap();
+        start_ok(&host, &format!("n{i}"), "chaos", json!(null)).await;
     }
     let mut msg = json!({"add": 1});
     for i in (1..6).rev() {
@@ -281,9 +259,7 @@ async fn guest_calls_do_not_block_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_id_is_the_registry_id() {
     let (host, _dir) = host().await;
-    host.start_child(spec("me:1", "chaos", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "me:1", "chaos", json!(null)).await;
     assert_eq!(call_ok(&host, "me:1", json!("self")).await, json!("me:1"));
     let _ = call(&host, "me:1", json!("crash")).await;
     assert_eq!(call_ok(&host, "me:1", json!("self")).await, json!("me:1"));

@@ -49,9 +49,7 @@ async fn a_new_plugin_builds_with_no_edits_and_runs_in_the_host() {
     );
 
     let (host, _dir) = host_with_extra(&[("hello_plugin", wasm)], |_| {}).await;
-    host.start_child(spec("h", "hello_plugin", json!(null)))
-        .await
-        .unwrap();
+    start_ok(&host, "h", "hello_plugin", json!(null)).await;
     assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
     assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
 

@@ -65,6 +65,13 @@ pub fn spec(id: &str, plugin: &str, args: Value) -> ChildSpec {
     ChildSpec::new(id, plugin, &args)
 }
 
+/// Starts a child that must start (its first `init` succeeds).
+pub async fn start_ok(host: &Host, id: &str, plugin: &str, args: Value) {
+    host.start_child(spec(id, plugin, args))
+        .await
+        .unwrap_or_else(|e| panic!("start {id} ({plugin}): {e}"));
+}
+
 pub fn spec_with(id: &str, plugin: &str, args: Value, restart: Restart) -> ChildSpec {
     ChildSpec::new(id, plugin, &args).restart(restart)
 }

@@ -8,9 +8,7 @@ async fn a_worker_scores_messages_and_reports_decayed_scores() {
     let (host, _dir) = host().await;
     let mut args = worker_args(60_000, 0.5);
     args["group"] = json!("g1");
-    host.start_child(spec("w", "group_worker", args))
-        .await
-        .unwrap();
+    start_ok(&host, "w", "group_worker", args).await;
     for author in ["ann", "ann", "bob", "bob", "bob"] {
         cast(&host, "w", json!({"message": {"author": author}})).unwrap();
     }

@@ -36,9 +36,7 @@ async fn the_manager_keeps_one_worker_per_active_group() {
     // Workers report every 20 ms and never cool down, so that their reports
     // show time passing.
     let args = json!({"interval_ms": 20, "groups": ["a", "b"], "worker": worker_args(20, 1.0)});
-    host.start_child(spec("manager", "group_manager", args))
-        .await
-        .unwrap();
+    start_ok(&host, "manager", "group_manager", args).await;
     let workers = || async { call_ok(&host, "manager", json!("workers")).await };
     tokio::time::timeout(LIMIT, async {
         while workers().await != json!(["group:a", "group:b"]) {

@@ -33,9 +33,7 @@ async fn publishes_each_new_mention_once_and_stops_with_its_owner() {
             .allowed_hosts = vec![addr.to_string()];
     })
     .await;
-    host.start_child(spec("ann", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "ann", "tracker", json!({})).await;
     let mut rx = host.events();
     let args = json!({"url": format!("http://{addr}/mentions"), "interval_ms": 20, "owner": "ann"});
     host.start_child(spec_with(
@@ -87,14 +85,10 @@ async fn a_destination_outside_allowed_hosts_is_denied_and_everything_keeps_runn
             .allowed_hosts = vec![format!("127.0.0.1:{}", addr.port().wrapping_add(1))];
     })
     .await;
-    host.start_child(spec("owner", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "owner", "tracker", json!({})).await;
     let args =
         json!({"url": format!("http://{addr}/mentions"), "interval_ms": 60_000, "owner": "owner"});
-    host.start_child(spec("sync", "mentions_sync", args))
-        .await
-        .unwrap();
+    start_ok(&host, "sync", "mentions_sync", args).await;
     let reply = call_ok(&host, "sync", json!("poll")).await;
     let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
     assert!(
@@ -113,13 +107,9 @@ async fn a_destination_outside_allowed_hosts_is_denied_and_everything_keeps_runn
     );
     // With no grant at all, the same.
     let (host, _dir) = common::host().await;
-    host.start_child(spec("owner", "tracker", json!({})))
-        .await
-        .unwrap();
+    start_ok(&host, "owner", "tracker", json!({})).await;
     let args = json!({"url": "http://example.com/", "interval_ms": 60_000, "owner": "owner"});
-    host.start_child(spec("sync", "mentions_sync", args))
-        .await
-        .unwrap();
+    start_ok(&host, "sync", "mentions_sync", args).await;
     let reply = call_ok(&host, "sync", json!("poll")).await;
     assert!(
         reply["error"].as_str().unwrap().contains("denied"),
