@@ -130,6 +130,12 @@ codegen-units = 1
 panic = "abort"
 strip = "debuginfo"
 
+# serde_json formats floats with zmij, whose lookup tables would put 17 KiB
+# into the data segment every instance copies at start; at opt-level "s"
+# zmij computes them instead.
+[profile.release.package.zmij]
+opt-level = "s"
+
 # A crate of its own, even when created inside another workspace.
 [workspace]
 "#
