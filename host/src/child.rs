@@ -14,6 +14,7 @@ use crate::supervisor::intensity::Intensity;
 use crate::supervisor::{self, Decision};
 use crate::types::{CallError, ExitReason, StartError, Status};
 use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
@@ -68,9 +69,14 @@ pub(crate) struct Child {
 /// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
 /// drops the guest call in flight, which unwinds the guest; the instance is
 /// then discarded.
+///
+/// The caller pins `work`: a future passed by value is stored again in
+/// every async fn it passes through, and the child's task is as large as
+/// its largest await (a guest call through `guarded` took 4.4 KiB instead
+/// of 1.4 KiB in every child's task).
 async fn unless_killed<T>(
     control: &ControlSlot,
-    work: impl Future<Output = T>,
+    work: Pin<&mut impl Future<Output = T>>,
 ) -> Result<T, String> {
     tokio::select! {
         biased;
@@ -82,7 +88,7 @@ async fn unless_killed<T>(
 /// [`unless_killed`] for guest calls: a kill is one more way to exit.
 async fn guarded<T>(
     control: &ControlSlot,
-    work: impl Future<Output = Result<T, ExitReason>>,
+    work: Pin<&mut impl Future<Output = Result<T, ExitReason>>>,
 ) -> Result<T, ExitReason> {
     unless_killed(control, work)
         .await
@@ -169,10 +175,11 @@ impl Child {
                 }
             };
             let generation = self.cell.next_generation();
-            let started = Box::pin(guarded(&self.cell.control, async {
+            let mut start = Box::pin(async {
                 Ok(Instance::start(&self.host, &self.cell, version, generation).await)
-            }))
-            .await;
+            });
+            let started = guarded(&self.cell.control, start.as_mut()).await;
+            drop(start);
             let (ended, uptime) = match started {
                 Ok(Ok(instance)) => {
                     self.running(&instance, ready.take(), first);
@@ -436,12 +443,12 @@ impl Child {
             return Upgrade::Unchanged;
         }
         let control = &self.cell.control;
-        let state = match guarded(control, old.snapshot()).await {
+        let state = match guarded(control, pin!(old.snapshot())).await {
             Ok(state) => state,
             Err(reason) => return Upgrade::Died(reason),
         };
         let start = Instance::start(&self.host, &self.cell, version.clone(), old.generation());
-        let mut new = match unless_killed(control, start).await {
+        let mut new = match unless_killed(control, pin!(start)).await {
             Ok(Ok(new)) => new,
             Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
                 return Upgrade::Kept(format!("the new version did not start: {m}"));
@@ -449,7 +456,8 @@ impl Child {
             Err(kill) => return Upgrade::Died(ExitReason::Killed(kill)),
         };
         if let Some(state) = state {
-            let why = match unless_killed(control, new.restore(&state)).await {
+            let restored = unless_killed(control, pin!(new.restore(&state))).await;
+            let why = match restored {
                 Ok(Ok(Ok(()))) => None,
                 Ok(Ok(Err(refused))) => {
                     Some(format!("the new version refused the state: {refused}"))
@@ -478,7 +486,7 @@ impl Child {
         let control = &self.cell.control;
         match envelope {
             Envelope::Call { msg, reply } => {
-                match guarded(control, instance.handle_call(&msg)).await {
+                match guarded(control, pin!(instance.handle_call(&msg))).await {
                     Ok(out) => {
                         let _ = reply.send(Ok(out));
                         Ok(())
@@ -489,9 +497,9 @@ impl Child {
                     }
                 }
             }
-            Envelope::Cast { msg } => guarded(control, instance.handle_cast(&msg)).await,
+            Envelope::Cast { msg } => guarded(control, pin!(instance.handle_cast(&msg))).await,
             Envelope::Info { generation, info } => {
-                guarded(control, instance.handle_info(generation, info)).await
+                guarded(control, pin!(instance.handle_info(generation, info))).await
             }
         }
     }
@@ -504,7 +512,7 @@ impl Child {
             instance.terminate(reason).await;
             Ok(())
         };
-        if tokio::time::timeout(limit, guarded(&self.cell.control, work))
+        if tokio::time::timeout(limit, guarded(&self.cell.control, pin!(work)))
             .await
             .is_err()
         {
