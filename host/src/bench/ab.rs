@@ -93,10 +93,11 @@ impl Setting {
             }
             "mailbox" => {
                 opts.tuning.mailbox = match self.value.as_str() {
+                    "deque" => MailboxImpl::Deque,
                     "counted" => MailboxImpl::Counted,
                     "bounded" => MailboxImpl::Bounded,
                     "unbounded" => MailboxImpl::Unbounded,
-                    v => bail!("mailbox={v}: expected counted, bounded or unbounded"),
+                    v => bail!("mailbox={v}: expected deque, counted, bounded or unbounded"),
                 }
             }
             key => {

@@ -130,10 +130,10 @@ pub enum Command {
         engine: Vec<String>,
         /// Measure one design choice against the defaults in the same run
         /// (repeatable): pooling=false, concurrency_support=true,
-        /// memory_cow=true, mailbox=bounded|unbounded, encoding=json,
-        /// memory_limit=false, cpu_deadline=false, call_timeout=false. Runs
-        /// spawn, calls,
-        /// calls4, casts, crash and cpu unless --only says otherwise.
+        /// memory_cow=true, mailbox=counted|bounded|unbounded,
+        /// encoding=json, memory_limit=false, cpu_deadline=false,
+        /// call_timeout=false. Runs spawn, calls, calls4, casts, crash and
+        /// cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]
         ab: Vec<crate::bench::Setting>,
         /// Rounds per side of an --ab run [default: 3, 1 with --quick].
