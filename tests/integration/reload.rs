@@ -404,10 +404,14 @@ async fn subscriptions_and_timers_survive_a_reload() {
     let _watch = host.watch(&plugins(&dir)).unwrap();
     start_ok(&host, "s", "chaos", json!({"subscribe": ["news"]})).await;
     call_ok(&host, "s", json!({"subscribe": "extra"})).await;
+    // Long enough to fire after the reload even on a loaded machine: a
+    // timer that fired before it would reach the old version, whose infos
+    // the new one does not inherit (300 ms was too short when the whole
+    // suite ran on two busy cores).
     call_ok(
         &host,
         "s",
-        json!({"send_after": {"ms": 300, "msg": "tick"}}),
+        json!({"send_after": {"ms": 2000, "msg": "tick"}}),
     )
     .await;
     let mut events = host.events();
