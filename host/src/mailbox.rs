@@ -280,6 +280,13 @@ impl Drop for Receiver {
 mod tests {
     use super::*;
 
+    /// Every implementation that enforces the bound.
+    const BOUNDED: [MailboxImpl; 3] = [
+        MailboxImpl::Deque,
+        MailboxImpl::Counted,
+        MailboxImpl::Bounded,
+    ];
+
     fn cast(n: u8) -> Envelope {
         Envelope::Cast { msg: vec![n] }
     }
@@ -293,11 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_implementation_refuses_past_the_bound_and_keeps_order() {
-        for kind in [
-            MailboxImpl::Deque,
-            MailboxImpl::Counted,
-            MailboxImpl::Bounded,
-        ] {
+        for kind in BOUNDED {
             let (tx, mut rx) = mailbox(kind, 2);
             assert!(tx.try_send(cast(1)).is_ok());
             assert!(tx.try_send(cast(2)).is_ok());
@@ -313,11 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn notifications_are_never_refused() {
-        for kind in [
-            MailboxImpl::Deque,
-            MailboxImpl::Counted,
-            MailboxImpl::Bounded,
-        ] {
+        for kind in BOUNDED {
             let (tx, mut rx) = mailbox(kind, 1);
             assert!(tx.try_send(cast(1)).is_ok());
             tx.send_notification(cast(2));
@@ -339,11 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_comes_after_what_is_queued() {
-        for kind in [
-            MailboxImpl::Deque,
-            MailboxImpl::Counted,
-            MailboxImpl::Bounded,
-        ] {
+        for kind in BOUNDED {
             let (tx, mut rx) = mailbox(kind, 4);
             assert!(tx.try_send(cast(1)).is_ok());
             drop(tx);
@@ -354,11 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_receiver_refuses_and_drops_what_was_queued() {
-        for kind in [
-            MailboxImpl::Deque,
-            MailboxImpl::Counted,
-            MailboxImpl::Bounded,
-        ] {
+        for kind in BOUNDED {
             let (tx, rx) = mailbox(kind, 4);
             let (reply, answer) = tokio::sync::oneshot::channel();
             assert!(tx.try_send(Envelope::Call { msg: vec![], reply }).is_ok());
@@ -373,11 +364,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_receiver_wakes_for_every_message() {
-        for kind in [
-            MailboxImpl::Deque,
-            MailboxImpl::Counted,
-            MailboxImpl::Bounded,
-        ] {
+        for kind in BOUNDED {
             let (tx, mut rx) = mailbox(kind, 1_000);
             let reader = tokio::spawn(async move {
                 let mut got = Vec::new();
