@@ -179,6 +179,7 @@ impl Child {
                 Ok(Instance::start(&self.host, &self.cell, version, generation).await)
             });
             let started = guarded(&self.cell.control, start.as_mut()).await;
+            // The boxed start borrows `self`; serving needs it mutably.
             drop(start);
             let (ended, uptime) = match started {
                 Ok(Ok(instance)) => {

@@ -44,13 +44,14 @@ pub(crate) enum Refused {
 enum Tx {
     Deque(Arc<Queue>),
     Bounded(mpsc::Sender<Envelope>),
-    Counted(mpsc::UnboundedSender<Envelope>),
+    /// `len`: messages queued and not yet taken.
+    Counted(mpsc::UnboundedSender<Envelope>, Arc<AtomicUsize>),
 }
 
 enum Rx {
     Deque(Arc<Queue>),
     Bounded(mpsc::Receiver<Envelope>),
-    Counted(mpsc::UnboundedReceiver<Envelope>),
+    Counted(mpsc::UnboundedReceiver<Envelope>, Arc<AtomicUsize>),
 }
 
 /// The deque mailbox, shared by its one sender and its one receiver.
@@ -101,8 +102,6 @@ impl Queue {
 /// The sending side, held by the child's address.
 pub(crate) struct Sender {
     tx: Tx,
-    /// Messages queued and not yet taken (counted mailboxes only).
-    len: Arc<AtomicUsize>,
     /// The most callers may queue; `usize::MAX` when unbounded.
     bound: usize,
 }
@@ -110,12 +109,10 @@ pub(crate) struct Sender {
 /// The receiving side, held by the child's task.
 pub(crate) struct Receiver {
     rx: Rx,
-    len: Arc<AtomicUsize>,
 }
 
 /// A mailbox for at most `bound` messages from callers.
 pub(crate) fn mailbox(kind: MailboxImpl, bound: usize) -> (Sender, Receiver) {
-    let len = Arc::new(AtomicUsize::new(0));
     let (tx, rx, bound) = match kind {
         MailboxImpl::Deque => {
             let queue = Arc::new(Queue::default());
@@ -127,22 +124,16 @@ pub(crate) fn mailbox(kind: MailboxImpl, bound: usize) -> (Sender, Receiver) {
         }
         MailboxImpl::Counted | MailboxImpl::Unbounded => {
             let (tx, rx) = mpsc::unbounded_channel();
+            let len = Arc::new(AtomicUsize::new(0));
             let bound = if kind == MailboxImpl::Counted {
                 bound
             } else {
                 usize::MAX
             };
-            (Tx::Counted(tx), Rx::Counted(rx), bound)
+            (Tx::Counted(tx, len.clone()), Rx::Counted(rx, len), bound)
         }
     };
-    (
-        Sender {
-            tx,
-            len: len.clone(),
-            bound,
-        },
-        Receiver { rx, len },
-    )
+    (Sender { tx, bound }, Receiver { rx })
 }
 
 impl Sender {
@@ -154,15 +145,15 @@ impl Sender {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
                 mpsc::error::TrySendError::Closed(_) => Refused::Closed,
             }),
-            Tx::Counted(tx) => {
+            Tx::Counted(tx, len) => {
                 // Reserve a place first, so that concurrent senders can never
                 // overshoot the bound together.
-                if self.len.fetch_add(1, Ordering::AcqRel) >= self.bound {
-                    self.len.fetch_sub(1, Ordering::AcqRel);
+                if len.fetch_add(1, Ordering::AcqRel) >= self.bound {
+                    len.fetch_sub(1, Ordering::AcqRel);
                     return Err(Refused::Full);
                 }
                 tx.send(envelope).map_err(|_| {
-                    self.len.fetch_sub(1, Ordering::AcqRel);
+                    len.fetch_sub(1, Ordering::AcqRel);
                     Refused::Closed
                 })
             }
@@ -187,10 +178,10 @@ impl Sender {
                     });
                 }
             },
-            Tx::Counted(tx) => {
-                self.len.fetch_add(1, Ordering::AcqRel);
+            Tx::Counted(tx, len) => {
+                len.fetch_add(1, Ordering::AcqRel);
                 if tx.send(envelope).is_err() {
-                    self.len.fetch_sub(1, Ordering::AcqRel);
+                    len.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
@@ -201,7 +192,7 @@ impl Sender {
         match &self.tx {
             Tx::Deque(queue) => queue.lock().items.len(),
             Tx::Bounded(tx) => tx.max_capacity() - tx.capacity(),
-            Tx::Counted(_) => self.len.load(Ordering::Acquire),
+            Tx::Counted(_, len) => len.load(Ordering::Acquire),
         }
     }
 }
@@ -231,10 +222,10 @@ impl Receiver {
                 .await
             }
             Rx::Bounded(rx) => rx.recv().await,
-            Rx::Counted(rx) => {
+            Rx::Counted(rx, len) => {
                 let envelope = rx.recv().await;
                 if envelope.is_some() {
-                    self.len.fetch_sub(1, Ordering::AcqRel);
+                    len.fetch_sub(1, Ordering::AcqRel);
                 }
                 envelope
             }
@@ -244,15 +235,17 @@ impl Receiver {
     /// The next message if one is waiting.
     #[cfg(test)]
     pub(crate) fn try_recv(&mut self) -> Option<Envelope> {
-        let envelope = match &mut self.rx {
+        match &mut self.rx {
             Rx::Deque(queue) => queue.lock().items.pop_front(),
             Rx::Bounded(rx) => rx.try_recv().ok(),
-            Rx::Counted(rx) => rx.try_recv().ok(),
-        };
-        if envelope.is_some() && matches!(self.rx, Rx::Counted(_)) {
-            self.len.fetch_sub(1, Ordering::AcqRel);
+            Rx::Counted(rx, len) => {
+                let envelope = rx.try_recv().ok();
+                if envelope.is_some() {
+                    len.fetch_sub(1, Ordering::AcqRel);
+                }
+                envelope
+            }
         }
-        envelope
     }
 }
 
