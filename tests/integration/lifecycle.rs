@@ -464,3 +464,26 @@ async fn an_exhausted_instance_pool_fails_the_start_cleanly() {
     start_ok(&host, "c", "chaos", json!(null)).await;
     assert_eq!(call_ok(&host, "b", json!({"add": 1})).await, json!(1));
 }
+
+/// Freed slots wait in the decommit batch until it fills; a pool with no
+/// free slot left must take them back first instead of failing the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
+    let (host, _dir) = host_with(|c| {
+        c.pool.max_instances = 2;
+        c.pool.decommit_batch = wasmvisor::config::MAX_DECOMMIT_BATCH;
+    })
+    .await;
+    start_ok(&host, "a", "chaos", json!({"k": "a"})).await;
+    start_ok(&host, "b", "chaos", json!({"k": "b"})).await;
+    for round in 1..=20 {
+        let err = call(&host, "a", json!("crash")).await.unwrap_err();
+        assert!(matches!(err, CallError::Trapped(_)), "{err:?}");
+        let state = call_ok(&host, "a", json!("state")).await;
+        assert_eq!(state["args"], json!({"k": "a"}), "round {round}");
+        assert_eq!(host.child("a").unwrap().restarts, round);
+        host.stop_child("b").await.unwrap();
+        start_ok(&host, "b", "chaos", json!({"k": "b"})).await;
+    }
+    assert_eq!(call_ok(&host, "b", json!({"add": 2})).await, json!(2));
+}

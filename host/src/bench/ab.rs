@@ -43,6 +43,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "call_timeout",
         "true|false: a timer per call (the API's timeout_ms)",
     ),
+    (
+        "decommit_batch",
+        "N: freed pool regions given back to the kernel per process_madvise call",
+    ),
+    (
+        "keep_resident_kib",
+        "N: KiB a freed pool slot keeps resident for the next instance",
+    ),
 ];
 
 /// The workloads an A/B run measures unless `--only` names others.
@@ -84,6 +92,19 @@ impl Setting {
             "memory_limit" => opts.tuning.memory_limit = flag()?,
             "cpu_deadline" => opts.tuning.cpu_deadline = flag()?,
             "call_timeout" => opts.call_timeout = flag()?,
+            "decommit_batch" => {
+                let max = crate::config::MAX_DECOMMIT_BATCH;
+                opts.pool.decommit_batch = match self.value.parse() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => bail!("decommit_batch={}: expected 1 to {max}", self.value),
+                }
+            }
+            "keep_resident_kib" => {
+                opts.pool.keep_resident_kib = match self.value.parse() {
+                    Ok(n) if n <= 1024 => n,
+                    _ => bail!("keep_resident_kib={}: expected 0 to 1024", self.value),
+                }
+            }
             "encoding" => {
                 opts.tuning.decode_messages = match self.value.as_str() {
                     "opaque" => false,
@@ -251,6 +272,14 @@ mod tests {
         let err = Setting::parse("turbo=true").unwrap_err().to_string();
         assert!(err.contains("known: pooling"), "{err}");
         assert!(Setting::parse("pooling").is_err());
+        let mut opts = Options::default();
+        Setting::parse("decommit_batch=1")
+            .unwrap()
+            .apply(&mut opts)
+            .unwrap();
+        assert_eq!(opts.pool.decommit_batch, 1);
+        assert!(Setting::parse("decommit_batch=0").is_err());
+        assert!(Setting::parse("keep_resident_kib=lots").is_err());
     }
 
     #[test]

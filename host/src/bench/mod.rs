@@ -32,6 +32,9 @@ pub struct Options {
     pub engine: crate::config::EngineConfig,
     /// Implementations and limits to compare against the defaults.
     pub tuning: crate::config::Tuning,
+    /// Pool settings to compare against the defaults (`max_instances` is
+    /// the bench's own: each host is sized for its workload).
+    pub pool: crate::config::PoolConfig,
     /// Give each call a deadline, as the API does (on by default).
     pub call_timeout: bool,
     /// Run the native baseline beside each workload (on by default).
@@ -47,6 +50,7 @@ impl Default for Options {
             only: Vec::new(),
             engine: crate::config::EngineConfig::default(),
             tuning: crate::config::Tuning::default(),
+            pool: crate::config::PoolConfig::default(),
             call_timeout: true,
             native: true,
         }
@@ -138,7 +142,10 @@ async fn host(opts: &Options, dir: &Path, max_instances: u32) -> Result<Host> {
         ephemeral: true,
         ..Config::default()
     };
-    config.pool.max_instances = max_instances;
+    config.pool = crate::config::PoolConfig {
+        max_instances,
+        ..opts.pool
+    };
     config.engine = opts.engine;
     config.tuning = opts.tuning;
     // Crash cycles are the point here, not a reason to back off.
