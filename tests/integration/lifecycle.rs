@@ -472,6 +472,8 @@ async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     let (host, _dir) = host_with(|c| {
         c.pool.max_instances = 2;
         c.pool.decommit_batch = wasmvisor::config::MAX_DECOMMIT_BATCH;
+        // Twenty crashes in a row are the point here, not a reason to back off.
+        c.supervisor.max_restarts = 100;
     })
     .await;
     start_ok(&host, "a", "chaos", json!({"k": "a"})).await;

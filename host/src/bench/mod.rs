@@ -209,7 +209,9 @@ pub async fn run(opts: Options) -> Result<Report> {
         progress("spawn");
         let maps_before = system::map_count();
         let rss_before = system::rss_bytes();
+        let cpu_before = system::cpu_time();
         r.spawn_us = spawn(&host, sizes.spawn).await?;
+        r.spawn_cpu_us = system::cpu_per_op_us(cpu_before, sizes.spawn);
         r.rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
         r.maps_per_instance =
             (system::map_count().saturating_sub(maps_before)) as f64 / sizes.spawn as f64;
@@ -296,7 +298,9 @@ pub async fn run(opts: Options) -> Result<Report> {
     }
     if opts.wants("crash") {
         progress("crash cycles");
+        let cpu_before = system::cpu_time();
         (r.restart_p50_us, r.restart_p99_us) = crash_cycles(&host, sizes.crashes).await?;
+        r.restart_cpu_us = system::cpu_per_op_us(cpu_before, sizes.crashes);
         if opts.native {
             (r.native_restart_p50_us, r.native_restart_p99_us) =
                 native_crash_cycles(&native, sizes.crashes).await?;

@@ -57,6 +57,11 @@ pub struct Report {
     pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
     /// Memory mappings per live instance (measured in the spawn run).
     pub maps_per_instance: f64,
+    /// CPU time per spawn, µs, all threads: (user, system). Wall time per
+    /// spawn cannot fall below their sum divided by the cores.
+    pub spawn_cpu_us: (f64, f64),
+    /// CPU time per crash → serving cycle, µs, all threads: (user, system).
+    pub restart_cpu_us: (f64, f64),
     /// What ended the density run.
     pub density_limit: String,
     /// Iterations of the CPU loop (1e7, or fewer with --quick).
@@ -250,6 +255,15 @@ impl Report {
             self.maps_per_instance
         );
         let _ = writeln!(out, "density run: {}", self.density_limit);
+        for (what, (user, sys)) in [
+            ("spawn", self.spawn_cpu_us),
+            ("crash → serving cycle", self.restart_cpu_us),
+        ] {
+            let _ = writeln!(
+                out,
+                "CPU per {what}: {user:.1} µs user + {sys:.1} µs system (all threads)"
+            );
+        }
         let _ = writeln!(
             out,
             "CPU loop: {} iterations; hot reload: {} instances",

@@ -83,3 +83,33 @@ pub(crate) fn rss_bytes() -> u64 {
 pub(crate) fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
 }
+
+/// CPU time this process has used, all threads: (user, system).
+pub(crate) fn cpu_time() -> (std::time::Duration, std::time::Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return Default::default();
+        }
+        usage.assume_init()
+    };
+    let d = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    (d(usage.ru_utime), d(usage.ru_stime))
+}
+
+/// CPU time per operation, µs, since `before` (from [`cpu_time`]):
+/// (user, system), both cores together.
+pub(crate) fn cpu_per_op_us(
+    before: (std::time::Duration, std::time::Duration),
+    n: usize,
+) -> (f64, f64) {
+    let (user, sys) = cpu_time();
+    let per = |now: std::time::Duration, then: std::time::Duration| {
+        now.saturating_sub(then).as_secs_f64() * 1e6 / n.max(1) as f64
+    };
+    (per(user, before.0), per(sys, before.1))
+}
