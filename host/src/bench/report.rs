@@ -215,7 +215,9 @@ impl Report {
             "{:<26} {:>14} {:>14} {:>8}  target",
             "workload", "wasmvisor", "native tokio", "ratio"
         );
-        for t in self.targets() {
+        let (targets, skipped): (Vec<_>, Vec<_>) =
+            self.targets().into_iter().partition(|t| t.value > 0.0);
+        for t in targets {
             let native = t.native.map_or("-".to_string(), |n| fmt(n, t.unit));
             let ratio = t
                 .native
@@ -245,30 +247,42 @@ impl Report {
                 goal
             );
         }
+        if !skipped.is_empty() {
+            let names: Vec<_> = skipped.iter().map(|t| t.name).collect();
+            let _ = writeln!(out, "not run (--only): {}", names.join(", "));
+        }
         let _ = writeln!(out);
         for (n, kib) in &self.rss_per_idle_instance_kib {
             let _ = writeln!(out, "RSS per idle instance at {n} instances: {kib:.1} KiB");
         }
-        let _ = writeln!(
-            out,
-            "memory mappings per live instance: {:.1}",
-            self.maps_per_instance
-        );
-        let _ = writeln!(out, "density run: {}", self.density_limit);
+        if self.maps_per_instance > 0.0 {
+            let _ = writeln!(
+                out,
+                "memory mappings per live instance: {:.1}",
+                self.maps_per_instance
+            );
+        }
+        if !self.density_limit.is_empty() {
+            let _ = writeln!(out, "density run: {}", self.density_limit);
+        }
         for (what, (user, sys)) in [
             ("spawn", self.spawn_cpu_us),
             ("crash → serving cycle", self.restart_cpu_us),
         ] {
+            if user + sys == 0.0 {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "CPU per {what}: {user:.1} µs user + {sys:.1} µs system (all threads)"
             );
         }
-        let _ = writeln!(
-            out,
-            "CPU loop: {} iterations; hot reload: {} instances",
-            self.cpu_iterations, self.reload_instances
-        );
+        if self.cpu_iterations > 0 {
+            let _ = writeln!(out, "CPU loop: {} iterations", self.cpu_iterations);
+        }
+        if self.reload_instances > 0 {
+            let _ = writeln!(out, "hot reload: {} instances", self.reload_instances);
+        }
         out
     }
 }
@@ -279,5 +293,33 @@ fn fmt(v: f64, unit: &str) -> String {
         "" => format!("{v:.0}"),
         u if v >= 100.0 => format!("{v:.0} {u}"),
         u => format!("{v:.1} {u}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_left_out_by_only_are_named_not_marked_missed() {
+        let report = Report {
+            spawn_us: 50.0,
+            native_spawn_us: 3.0,
+            spawn_cpu_us: (40.0, 70.0),
+            ..Report::default()
+        };
+        let table = report.table();
+        let spawn = table.lines().find(|l| l.starts_with("spawn")).unwrap();
+        assert!(spawn.contains("MISSED"), "{table}");
+        assert_eq!(table.matches("MISSED").count(), 1, "{table}");
+        assert!(
+            table.contains("not run (--only): calls, 1 client"),
+            "{table}"
+        );
+        assert!(
+            table.contains("CPU per spawn: 40.0 µs user + 70.0 µs system"),
+            "{table}"
+        );
+        assert!(!table.contains("CPU per crash"), "{table}");
     }
 }
