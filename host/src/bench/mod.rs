@@ -334,6 +334,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         r.density_limit = density.limit;
     }
     r.system = system;
+    r.fresh_page_us = system::fresh_page_us();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(r)
 }

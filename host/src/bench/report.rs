@@ -62,6 +62,9 @@ pub struct Report {
     pub spawn_cpu_us: (f64, f64),
     /// CPU time per crash → serving cycle, µs, all threads: (user, system).
     pub restart_cpu_us: (f64, f64),
+    /// The kernel's price of one fresh anonymous page (fault, allocation,
+    /// zeroing), µs: every page a new instance touches costs this.
+    pub fresh_page_us: f64,
     /// What ended the density run.
     pub density_limit: String,
     /// Iterations of the CPU loop (1e7, or fewer with --quick).
@@ -275,6 +278,13 @@ impl Report {
             let _ = writeln!(
                 out,
                 "CPU per {what}: {user:.1} µs user + {sys:.1} µs system (all threads)"
+            );
+        }
+        if self.fresh_page_us > 0.0 {
+            let _ = writeln!(
+                out,
+                "a fresh page of memory costs {:.2} µs here (first write after madvise)",
+                self.fresh_page_us
             );
         }
         if self.cpu_iterations > 0 {

@@ -113,3 +113,41 @@ pub(crate) fn cpu_per_op_us(
     };
     (per(user, before.0), per(sys, before.1))
 }
+
+/// What the kernel charges for one fresh page of anonymous memory, µs: the
+/// first write to a page (fault, allocation, zeroing), after a
+/// `madvise(MADV_DONTNEED)` like the pool's when a slot is freed. Every page
+/// a new instance touches costs this; on a VM it is many times the
+/// bare-metal figure, and it sets the floor for spawn and restart.
+pub(crate) fn fresh_page_us() -> f64 {
+    const PAGES: usize = 4096;
+    let len = PAGES * 4096;
+    // SAFETY: a private anonymous mapping of our own, written only within
+    // its bounds and unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return 0.0;
+        }
+        let base = p.cast::<u8>();
+        let touch = || {
+            for i in 0..PAGES {
+                base.add(i * 4096).write_volatile(1);
+            }
+        };
+        touch();
+        libc::madvise(p, len, libc::MADV_DONTNEED);
+        let t = std::time::Instant::now();
+        touch();
+        let us = t.elapsed().as_secs_f64() * 1e6 / PAGES as f64;
+        libc::munmap(p, len);
+        us
+    }
+}
