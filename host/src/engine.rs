@@ -51,7 +51,7 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .async_stack_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
         // One `process_madvise` (and one TLB shootdown to the other cores)
         // for a batch of freed slots instead of a `madvise` for each of
-        // their regions: crash → serving 120 → 94 µs p50 (BENCHMARKS.md).
+        // their regions: crash → serving p50 16–53% faster in A/Bs (BENCHMARKS.md).
         .decommit_batch_size(pool.decommit_batch as usize)
         // Reset only the pages an instance really touched (Linux 6.7+).
         .pagemap_scan(wasmtime::Enabled::Auto);
