@@ -249,6 +249,25 @@ pub struct PoolConfig {
     pub decommit_batch: u32,
 }
 
+impl PoolConfig {
+    /// Checks the ranges (the config file's and the bench's `--ab`).
+    pub(crate) fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.max_instances > 0,
+            "pool.max_instances must be at least 1"
+        );
+        anyhow::ensure!(
+            (64..=8192).contains(&self.stack_kib),
+            "pool.stack_kib must be between 64 and 8192"
+        );
+        anyhow::ensure!(
+            (1..=MAX_DECOMMIT_BATCH).contains(&self.decommit_batch),
+            "pool.decommit_batch must be between 1 and {MAX_DECOMMIT_BATCH}"
+        );
+        Ok(())
+    }
+}
+
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
@@ -351,19 +370,7 @@ impl Config {
         for group in &self.groups {
             validate_group(group, "groups", &mut names)?;
         }
-        anyhow::ensure!(
-            self.pool.max_instances > 0,
-            "pool.max_instances must be at least 1"
-        );
-        anyhow::ensure!(
-            (64..=8192).contains(&self.pool.stack_kib),
-            "pool.stack_kib must be between 64 and 8192"
-        );
-        anyhow::ensure!(
-            (1..=MAX_DECOMMIT_BATCH).contains(&self.pool.decommit_batch),
-            "pool.decommit_batch must be between 1 and {MAX_DECOMMIT_BATCH}"
-        );
-        Ok(())
+        self.pool.validate()
     }
 
     /// The largest memory cap of any plugin: the size of a pool memory slot.

@@ -85,6 +85,10 @@ impl Setting {
             "false" | "off" => Ok(false),
             v => bail!("{}={v}: expected true or false", self.key),
         };
+        let number = || match self.value.parse::<u32>() {
+            Ok(n) => Ok(n),
+            Err(_) => bail!("{}={}: expected a number", self.key, self.value),
+        };
         match self.key.as_str() {
             "pooling" => opts.engine.pooling = flag()?,
             "concurrency_support" => opts.engine.concurrency_support = flag()?,
@@ -92,19 +96,8 @@ impl Setting {
             "memory_limit" => opts.tuning.memory_limit = flag()?,
             "cpu_deadline" => opts.tuning.cpu_deadline = flag()?,
             "call_timeout" => opts.call_timeout = flag()?,
-            "decommit_batch" => {
-                let max = crate::config::MAX_DECOMMIT_BATCH;
-                opts.pool.decommit_batch = match self.value.parse() {
-                    Ok(n) if (1..=max).contains(&n) => n,
-                    _ => bail!("decommit_batch={}: expected 1 to {max}", self.value),
-                }
-            }
-            "keep_resident_kib" => {
-                opts.pool.keep_resident_kib = match self.value.parse() {
-                    Ok(n) if n <= 1024 => n,
-                    _ => bail!("keep_resident_kib={}: expected 0 to 1024", self.value),
-                }
-            }
+            "decommit_batch" => opts.pool.decommit_batch = number()?,
+            "keep_resident_kib" => opts.pool.keep_resident_kib = number()?,
             "encoding" => {
                 opts.tuning.decode_messages = match self.value.as_str() {
                     "opaque" => false,
@@ -126,7 +119,8 @@ impl Setting {
                 bail!("unknown --ab setting {key:?}; known: {}", known.join(", "))
             }
         }
-        Ok(())
+        // The same ranges as the config file's.
+        opts.pool.validate()
     }
 }
 
