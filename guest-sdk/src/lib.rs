@@ -115,9 +115,25 @@
 //! trap, answers the call being handled with `trapped`, and restarts the
 //! child with its init args according to its restart policy. Messages queued
 //! behind the crashing one are delivered to the new instance.
+//!
+//! # Memory
+//!
+//! With the default `allocator` feature the SDK is the plugin's allocator,
+//! for Rust and for the C library (it defines `malloc`, `free` and the rest,
+//! so wasi-libc's dlmalloc is not linked): talc over the heap above the
+//! static data, grown one 4 KiB page at a time, into the initial memory and
+//! then with `memory.grow`. An idle instance holds only the pages it used.
+//! To bring your own `#[global_allocator]`, turn the feature off
+//! (`default-features = false`); wasi-libc's allocator then serves both.
 
 extern crate self as wasmvisor_sdk;
 
+#[cfg(all(
+    feature = "allocator",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 mod export;

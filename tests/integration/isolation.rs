@@ -144,6 +144,27 @@ async fn a_guest_over_its_memory_cap_is_killed_alone() {
     assert_eq!(host.child("sibling").unwrap().restarts, 0);
 }
 
+/// The SDK's allocator (talc, grown page by page) serves Rust and C alike:
+/// wasi-libc's own allocations and the C functions go to the same heap, and
+/// the heap grows past the initial memory when it must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_heap_serves_rust_and_c_and_grows_past_the_initial_memory() {
+    let (host, _dir) = host_with_extra(&[("prober", PROBER)], |_| {}).await;
+    start_ok(&host, "p", "prober", json!(null)).await;
+    for round in 0..3 {
+        assert_eq!(
+            call_ok(&host, "p", json!({"heap": 3})).await,
+            json!({"big": true, "churn": true, "kept": 2500, "c": true}),
+            "round {round}"
+        );
+    }
+    // wasi-libc allocates for its descriptor table and environment.
+    let got = call_ok(&host, "p", json!({"read_file": "/etc/passwd"})).await;
+    assert!(is_io_error(&got), "{got}");
+    assert_eq!(call_ok(&host, "p", json!("env")).await, json!({}));
+    assert_eq!(host.child("p").unwrap().restarts, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spinning_guests_do_not_starve_the_others() {
     let (host, _dir) = host_with_chaos(PluginConfig {
