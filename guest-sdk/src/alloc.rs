@@ -89,7 +89,8 @@ unsafe impl Source for PageSteps {
             .checked_add(need)
             .and_then(|n| n.checked_next_multiple_of(STEP))
             .ok_or(())?;
-        let memory_end = core::arch::wasm32::memory_size::<0>() * WASM_PAGE;
+        // A full 4 GiB memory ends past what a wasm32 `usize` can name.
+        let memory_end = core::arch::wasm32::memory_size::<0>().saturating_mul(WASM_PAGE);
         if wanted > memory_end {
             let pages = (wanted - memory_end).div_ceil(WASM_PAGE);
             if core::arch::wasm32::memory_grow::<0>(pages) == usize::MAX {
@@ -229,13 +230,13 @@ unsafe fn c_realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let align = layout.align();
     let Some(total) = size
         .checked_add(align)
-        .filter(|&t| t <= isize::MAX as usize)
+        .filter(|&total| Layout::from_size_align(total, align).is_ok())
     else {
         set_errno(ENOMEM);
         return null_mut();
     };
-    // SAFETY: `block` is live with `layout`; `total` is non-zero and, rounded
-    // to `align`, does not overflow isize.
+    // SAFETY: `block` is live with `layout`; `total` is non-zero and makes
+    // a valid layout with `align`.
     let moved = unsafe { TALC.realloc(block, layout, total) };
     if moved.is_null() {
         set_errno(ENOMEM);
