@@ -127,9 +127,10 @@ fn set_errno(value: i32) {
     unsafe { *__errno_location() = value };
 }
 
-/// C callers free without a size, so each block carries its layout in the
-/// two words in front of the pointer handed out: the total size and the
-/// alignment, which is also the offset from the start of the block.
+/// Allocates a block for Rust or C. C callers free without a size, so each
+/// block carries its layout in the two words in front of the pointer handed
+/// out: the total size and the alignment, which is also the offset from the
+/// start of the block.
 unsafe fn c_alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let align = align.max(HEADER);
     let Some(layout) = size
@@ -160,7 +161,7 @@ unsafe fn c_alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// The block and layout of a C allocation.
+/// The block and layout behind a pointer that [`c_alloc`] handed out.
 ///
 /// # Safety
 /// `ptr` came from [`c_alloc`] and was not freed.

@@ -76,7 +76,16 @@ pub(crate) fn rss_bytes() -> u64 {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    pages * 4096
+    pages * page_size() as u64
+}
+
+/// The kernel's page size, bytes.
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
 }
 
 /// Memory mappings of this process.
@@ -121,7 +130,8 @@ pub(crate) fn cpu_per_op_us(
 /// bare-metal figure, and it sets the floor for spawn and restart.
 pub(crate) fn fresh_page_us() -> f64 {
     const PAGES: usize = 4096;
-    let len = PAGES * 4096;
+    let page = page_size();
+    let len = PAGES * page;
     // SAFETY: a private anonymous mapping of our own, written only within
     // its bounds and unmapped before returning.
     unsafe {
@@ -139,7 +149,7 @@ pub(crate) fn fresh_page_us() -> f64 {
         let base = p.cast::<u8>();
         let touch = || {
             for i in 0..PAGES {
-                base.add(i * 4096).write_volatile(1);
+                base.add(i * page).write_volatile(1);
             }
         };
         touch();
