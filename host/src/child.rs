@@ -85,6 +85,18 @@ async fn unless_killed<T>(
     }
 }
 
+/// Polls `future` once: its output if it is ready, `None` if it would wait
+/// (its wakers are then registered for this task).
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// [`unless_killed`] for guest calls: a kill is one more way to exit.
 async fn guarded<T>(
     control: &ControlSlot,
@@ -372,10 +384,28 @@ impl Child {
     /// Serves the mailbox with `instance` until it ends.
     async fn serve(&mut self, mut instance: Instance) -> Ended {
         loop {
-            let next = tokio::select! {
-                biased;
-                control = self.cell.control.next() => Err(control),
-                envelope = self.mailbox.recv() => Ok(envelope),
+            let next = {
+                let (control, mailbox) = (&self.cell.control, &mut self.mailbox);
+                let mut wait = pin!(async move {
+                    tokio::select! {
+                        biased;
+                        control = control.next() => Err(control),
+                        envelope = mailbox.recv() => Ok(envelope),
+                    }
+                });
+                if !instance.holds_stack() {
+                    wait.await
+                } else {
+                    // About to wait with nothing to do: the native stack goes
+                    // back to the pool (stacks.rs) until the next message.
+                    match poll_once(wait.as_mut()).await {
+                        Some(next) => next,
+                        None => {
+                            instance.release_stack();
+                            wait.await
+                        }
+                    }
+                }
             };
             match next {
                 Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),

@@ -40,7 +40,7 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
-        .total_stacks(n)
+        .total_stacks(pool_stacks(config))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
@@ -70,9 +70,12 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     .memory_guard_size(64 * 1024)
     .memory_reservation_for_growth(0)
     .async_stack_size(stack_bytes)
-    // Without it a freed slot's stack keeps the pages its instance touched:
-    // 4 KiB per slot ever used stays resident for good.
-    .async_stack_zeroing(true)
+    // A stack handed back after every callback goes to the next one as it
+    // is: zeroing it would cost a `madvise` per callback, and only the
+    // `max_running` stacks ever used keep pages. A stack kept for an
+    // instance's life would, unzeroed, keep its pages resident for every
+    // slot ever used.
+    .async_stack_zeroing(!tuning.stack_per_callback)
     .max_wasm_stack(stack_bytes - 64 * 1024)
     .wasm_backtrace_max_frames(None)
     .cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -130,13 +133,31 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
     Ok(())
 }
 
-/// Memory mappings the pool needs per instance slot: its fiber stack and
-/// that stack's guard page (mapped at start), and a live instance's linear
-/// memory (its accessible part and the reserved rest). Measured by the
-/// benchmark (`maps_per_instance`).
-const MAPPINGS_PER_INSTANCE: u64 = 4;
+/// Memory mappings a live instance's linear memory takes: its accessible
+/// part and the reserved rest. Measured by the benchmark (`maps_per_instance`).
+const MAPPINGS_PER_INSTANCE: u64 = 2;
+/// Memory mappings per fiber stack in the pool: the stack and its guard
+/// page, all mapped at start.
+const MAPPINGS_PER_STACK: u64 = 2;
 /// Mappings the process has besides the pool (code, heap, threads).
 const MAPPINGS_BASE: u64 = 2_000;
+
+/// The fiber stacks the pool holds: one per running instance when stacks are
+/// handed back after every callback, else one per instance.
+pub(crate) fn pool_stacks(config: &Config) -> u32 {
+    let pool = &config.pool;
+    if config.engine.stack_per_callback {
+        pool.max_running.min(pool.max_instances)
+    } else {
+        pool.max_instances
+    }
+}
+
+/// Memory mappings a pool of `instances` live instances and `stacks` fiber
+/// stacks needs, the rest of the process included.
+pub(crate) fn mappings_needed(instances: u64, stacks: u64) -> u64 {
+    instances * MAPPINGS_PER_INSTANCE + stacks * MAPPINGS_PER_STACK + MAPPINGS_BASE
+}
 
 /// What the kernel allows this process.
 #[derive(Debug, Clone, Copy)]
@@ -170,15 +191,26 @@ impl Limits {
 /// serving.
 pub(crate) fn check_capacity(config: &Config, limits: &Limits) -> Result<()> {
     let n = u64::from(config.pool.max_instances);
+    let stacks = u64::from(pool_stacks(config));
     if let Some(max) = limits.max_map_count {
-        let needed = n * MAPPINGS_PER_INSTANCE + MAPPINGS_BASE;
+        let needed = mappings_needed(n, stacks);
         if needed > max {
-            let fits = max.saturating_sub(MAPPINGS_BASE) / MAPPINGS_PER_INSTANCE;
+            let fits = if config.engine.stack_per_callback {
+                max.saturating_sub(mappings_needed(0, stacks)) / MAPPINGS_PER_INSTANCE
+            } else {
+                max.saturating_sub(MAPPINGS_BASE) / (MAPPINGS_PER_INSTANCE + MAPPINGS_PER_STACK)
+            };
             anyhow::bail!(
                 "[pool] max_instances = {n} needs about {needed} memory mappings, but \
                  vm.max_map_count is {max}: lower max_instances to {fits} or less, or raise the \
-                 limit (as root: sysctl -w vm.max_map_count={})",
-                needed.next_power_of_two()
+                 limit (as root: sysctl -w vm.max_map_count={}){}",
+                needed.next_power_of_two(),
+                if config.engine.stack_per_callback {
+                    ""
+                } else {
+                    ", or set [engine] stack_per_callback = true (a stack per running \
+                     instance, not per instance: about half the mappings)"
+                }
             );
         }
     }
@@ -186,7 +218,7 @@ pub(crate) fn check_capacity(config: &Config, limits: &Limits) -> Result<()> {
         let memory = u64::from(config.max_memory_mb()) * 1024 * 1024 + 64 * 1024;
         let stack = u64::from(config.pool.stack_kib) * 1024 + 4096;
         let tables = TABLE_ELEMENTS as u64 * 8 * u64::from(TABLES_PER_COMPONENT);
-        let needed = n * (memory + stack + tables);
+        let needed = n * (memory + tables) + stacks * stack;
         if needed > limit {
             anyhow::bail!(
                 "[pool] max_instances = {n} reserves {} GiB of address space ({} MiB memory \
@@ -213,12 +245,37 @@ mod tests {
             max_map_count: Some(65_530),
             address_space: None,
         };
+        config.engine.stack_per_callback = true;
         let err = check_capacity(&config, &limits).unwrap_err().to_string();
         assert!(err.contains("vm.max_map_count is 65530"), "{err}");
-        assert!(err.contains("lower max_instances to 15882"), "{err}");
-        assert!(err.contains("sysctl -w vm.max_map_count=524288"), "{err}");
-        config.pool.max_instances = 10_000;
+        // 2 mappings per instance, 2 per stack for 1,000 stacks, 2,000 more.
+        assert!(err.contains("lower max_instances to 30765"), "{err}");
+        assert!(err.contains("sysctl -w vm.max_map_count=262144"), "{err}");
+        config.pool.max_instances = 30_000;
         assert!(check_capacity(&config, &limits).is_ok());
+    }
+
+    #[test]
+    fn stacks_kept_for_life_cost_mappings_per_instance() {
+        let mut config = Config::default();
+        config.pool.max_instances = 30_000;
+        let limits = Limits {
+            max_map_count: Some(65_530),
+            address_space: None,
+        };
+        let err = check_capacity(&config, &limits).unwrap_err().to_string();
+        assert!(err.contains("lower max_instances to 15882"), "{err}");
+        assert!(err.contains("sysctl -w vm.max_map_count=131072"), "{err}");
+        assert!(err.contains("stack_per_callback = true"), "{err}");
+        assert_eq!(pool_stacks(&config), 30_000);
+        config.engine.stack_per_callback = true;
+        assert_eq!(pool_stacks(&config), 1_000);
+        config.pool.max_running = 50_000;
+        assert_eq!(
+            pool_stacks(&config),
+            30_000,
+            "never more stacks than instances"
+        );
     }
 
     #[test]

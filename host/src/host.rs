@@ -48,6 +48,8 @@ pub struct HostInner {
     pub(crate) children: Arc<Tasks>,
     /// Plugin loads, reloads and removals happen one at a time.
     pub(crate) plugin_changes: tokio::sync::Mutex<()>,
+    /// The pool's native stacks, counted per running instance.
+    pub(crate) stacks: crate::stacks::Stacks,
     /// The config's top-level supervision groups, in start order.
     groups: std::sync::Mutex<Vec<GroupHandle>>,
     this: Weak<HostInner>,
@@ -346,8 +348,13 @@ impl Host {
                 (Some(d), stored)
             }
         };
+        let stacks = crate::stacks::Stacks::new(
+            config.engine.stack_per_callback,
+            engine::pool_stacks(&config),
+        );
         let inner = Arc::new_cyclic(|this| HostInner {
             this: this.clone(),
+            stacks,
             engine,
             linker,
             catalog: Catalog::default(),

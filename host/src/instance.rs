@@ -7,6 +7,7 @@ use crate::bindings;
 use crate::bindings::wasmvisor::plugin::types as wit;
 use crate::catalog::Version;
 use crate::host::HostInner;
+use crate::stacks::StackPermit;
 use crate::stdio::GuestOutput;
 use crate::types::ExitReason;
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub struct InstanceState {
     pub(crate) subscriptions: Vec<Arc<str>>,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: crate::outbound::HttpPolicy,
+    /// Held while the store may hold a native stack (`stacks.rs`).
+    stack: Option<StackPermit>,
 }
 
 impl Drop for InstanceState {
@@ -171,6 +174,7 @@ impl Instance {
                 child: cell.id.clone(),
                 version: version.clone(),
             },
+            stack: None,
         };
         let mut store = Store::new(&host.engine, state);
         if host.config.tuning.memory_limit {
@@ -195,6 +199,9 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
 
+        if host.stacks.per_callback() {
+            store.data_mut().stack = Some(host.stacks.acquire().await);
+        }
         let exports = match version.pre.instantiate_async(&mut store).await {
             Ok(exports) => exports,
             Err(e) => {
@@ -214,8 +221,12 @@ impl Instance {
             version,
         };
         let args = cell.spec.args.to_vec();
-        instance.begin();
-        match instance.exports.call_init(&mut instance.store, &args).await {
+        instance.begin().await;
+        let result = instance.exports.call_init(&mut instance.store, &args).await;
+        // What comes after `init` (a group's other starts, a reload's
+        // `restore`) may wait; an instance holds no stack meanwhile.
+        instance.release_stack();
+        match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(StartFailure::Init(message)),
             Err(e) => {
@@ -225,12 +236,33 @@ impl Instance {
         }
     }
 
-    /// Resets the per-callback budget and context.
-    fn begin(&mut self) {
+    /// Takes a native stack (if the store has none) and resets the
+    /// per-callback budget and context.
+    async fn begin(&mut self) {
+        if self.store.data().stack.is_none() && self.store.data().host.stacks.per_callback() {
+            let permit = self.store.data().host.stacks.acquire().await;
+            self.store.data_mut().stack = Some(permit);
+        }
         let s = self.store.data_mut();
         s.cpu_ticks = 0;
         s.last_error_log = None;
         self.store.set_epoch_deadline(1);
+    }
+
+    /// Gives the store's native stack back to the pool, then the permit for
+    /// it. The child calls this when its mailbox runs dry, so a burst of
+    /// messages keeps one stack throughout.
+    pub(crate) fn release_stack(&mut self) {
+        if self.holds_stack() {
+            self.store.release_fiber_stack();
+            self.store.data_mut().stack = None;
+        }
+    }
+
+    /// Whether the store holds a stack it should hand back before waiting
+    /// (only with `[engine] stack_per_callback`).
+    pub(crate) fn holds_stack(&self) -> bool {
+        self.store.data().stack.is_some()
     }
 
     fn fail(&mut self, error: wasmtime::Error) -> ExitReason {
@@ -242,19 +274,15 @@ impl Instance {
     }
 
     pub(crate) async fn handle_call(&mut self, msg: &Vec<u8>) -> Result<Vec<u8>, ExitReason> {
-        self.begin();
-        match self.exports.call_handle_call(&mut self.store, msg).await {
-            Ok(reply) => Ok(reply),
-            Err(e) => Err(self.fail(e)),
-        }
+        self.begin().await;
+        let result = self.exports.call_handle_call(&mut self.store, msg).await;
+        result.map_err(|e| self.fail(e))
     }
 
     pub(crate) async fn handle_cast(&mut self, msg: &Vec<u8>) -> Result<(), ExitReason> {
-        self.begin();
-        self.exports
-            .call_handle_cast(&mut self.store, msg)
-            .await
-            .map_err(|e| self.fail(e))
+        self.begin().await;
+        let result = self.exports.call_handle_cast(&mut self.store, msg).await;
+        result.map_err(|e| self.fail(e))
     }
 
     /// Delivers a notification, unless it belongs to an earlier instance or
@@ -283,22 +311,20 @@ impl Instance {
                 msg: msg.to_vec(),
             }),
         };
-        self.begin();
-        self.exports
-            .call_handle_info(&mut self.store, &info)
-            .await
-            .map_err(|e| self.fail(e))
+        self.begin().await;
+        let result = self.exports.call_handle_info(&mut self.store, &info).await;
+        result.map_err(|e| self.fail(e))
     }
 
     /// `terminate(reason)`; its failure only matters for the log, since the
     /// instance is going away anyway.
     pub(crate) async fn terminate(&mut self, reason: &ExitReason) {
-        self.begin();
-        if let Err(e) = self
+        self.begin().await;
+        let result = self
             .exports
             .call_terminate(&mut self.store, &to_wit_reason(reason))
-            .await
-        {
+            .await;
+        if let Err(e) = result {
             let why = self.fail(e);
             tracing::warn!(child = %self.store.data().cell.id, "terminate failed: {why}");
         }
@@ -306,11 +332,11 @@ impl Instance {
 
     /// `snapshot()`: the state to carry into a new version.
     pub(crate) async fn snapshot(&mut self) -> Result<Option<Vec<u8>>, ExitReason> {
-        self.begin();
-        self.exports
-            .call_snapshot(&mut self.store)
-            .await
-            .map_err(|e| self.fail(e))
+        self.begin().await;
+        let result = self.exports.call_snapshot(&mut self.store).await;
+        // The new version's instance starts next and needs a stack too.
+        self.release_stack();
+        result.map_err(|e| self.fail(e))
     }
 
     /// `restore(state)` on a freshly started instance.
@@ -318,11 +344,10 @@ impl Instance {
         &mut self,
         state: &Vec<u8>,
     ) -> Result<Result<(), String>, ExitReason> {
-        self.begin();
-        self.exports
-            .call_restore(&mut self.store, state)
-            .await
-            .map_err(|e| self.fail(e))
+        self.begin().await;
+        let result = self.exports.call_restore(&mut self.store, state).await;
+        self.release_stack();
+        result.map_err(|e| self.fail(e))
     }
 
     /// Hot reload succeeded: this new instance continues `old`'s incarnation

@@ -43,6 +43,7 @@ pub(crate) mod outbound;
 pub(crate) mod registry;
 pub mod reload;
 pub(crate) mod runtime;
+pub(crate) mod stacks;
 pub(crate) mod stdio;
 pub(crate) mod supervisor;
 pub(crate) mod timers;

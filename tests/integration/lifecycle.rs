@@ -489,3 +489,61 @@ async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     }
     assert_eq!(call_ok(&host, "b", json!({"add": 2})).await, json!(2));
 }
+
+/// With stacks handed back per callback, a pool of two stacks serves twenty
+/// instances: calls to all of them at once, a crash and its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_per_callback_serve_more_instances_than_stacks() {
+    let (host, _dir) = host_with(|c| {
+        c.engine.stack_per_callback = true;
+        c.pool.max_running = 2;
+        c.pool.max_instances = 40;
+    })
+    .await;
+    for i in 0..20 {
+        start_ok(&host, &format!("c{i}"), "chaos", json!({"k": i})).await;
+    }
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move { call(&host, &format!("c{i}"), json!({"add": i})).await })
+        })
+        .collect();
+    for (i, task) in calls.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), json!(i), "c{i}");
+    }
+    let err = call(&host, "c3", json!("crash")).await.unwrap_err();
+    assert!(matches!(err, CallError::Trapped(_)), "{err:?}");
+    let state = call_ok(&host, "c3", json!("state")).await;
+    assert_eq!(state["args"], json!({"k": 3}));
+    assert_eq!(call_ok(&host, "c4", json!({"add": 1})).await, json!(5));
+}
+
+/// A callback that finds the only stack taken (by a guest busy for many
+/// epoch ticks) waits for it instead of failing or restarting its child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
+    let (host, _dir) = host_with(|c| {
+        c.engine.stack_per_callback = true;
+        c.pool.max_running = 1;
+    })
+    .await;
+    start_ok(&host, "busy", "chaos", json!(null)).await;
+    start_ok(&host, "other", "chaos", json!(null)).await;
+    let busy = tokio::spawn({
+        let host = host.clone();
+        async move { call(&host, "busy", json!({"spin": 30_000_000})).await }
+    });
+    // The spin (about 100 ms) holds the only stack from when its child
+    // takes it out of the mailbox until it ends.
+    tokio::task::yield_now().await;
+    wait_for(
+        "the busy guest to take its call",
+        Duration::from_secs(10),
+        || (host.child("busy")?.queued == 0).then_some(()),
+    )
+    .await;
+    assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
+    assert!(busy.await.unwrap().is_ok());
+    assert_eq!(host.child("other").unwrap().restarts, 0);
+}

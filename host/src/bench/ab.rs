@@ -51,6 +51,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "keep_resident_kib",
         "N: KiB a freed pool slot keeps resident for the next instance",
     ),
+    (
+        "stack_per_callback",
+        "true|false: instances hand their native stack back after each callback vs keep one for life",
+    ),
+    (
+        "max_running",
+        "N: native stacks in the pool when they are handed back after each callback",
+    ),
 ];
 
 /// The workloads an A/B run measures unless `--only` names others.
@@ -98,6 +106,8 @@ impl Setting {
             "call_timeout" => opts.call_timeout = flag()?,
             "decommit_batch" => opts.pool.decommit_batch = number()?,
             "keep_resident_kib" => opts.pool.keep_resident_kib = number()?,
+            "stack_per_callback" => opts.engine.stack_per_callback = flag()?,
+            "max_running" => opts.pool.max_running = number()?,
             "encoding" => {
                 opts.tuning.decode_messages = match self.value.as_str() {
                     "opaque" => false,

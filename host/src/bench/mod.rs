@@ -692,7 +692,11 @@ async fn density(
     system: &system::System,
     maps_per_instance: f64,
 ) -> Result<Density> {
-    let (pool, limit) = system.pool_for(sizes[1], maps_per_instance);
+    let stacks = opts
+        .engine
+        .stack_per_callback
+        .then(|| (opts.pool.max_running as usize).min(sizes[1]));
+    let (pool, limit) = system.pool_for(sizes[1], maps_per_instance, stacks);
     let host = host(opts, &dir.join("density"), pool as u32).await?;
     let rss_before = system::rss_bytes();
     let mut rss = Vec::new();

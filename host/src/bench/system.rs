@@ -45,12 +45,18 @@ impl System {
     }
 
     /// The largest pool (at most `want` instances) whose memory mappings fit
-    /// under `vm.max_map_count`, and what limits it. Each pool slot costs two
-    /// mappings up front (its fiber stack and that stack's guard page), and
-    /// each live instance `per_live` more.
-    pub(crate) fn pool_for(&self, want: usize, per_live: f64) -> (usize, String) {
-        let used = map_count() + 2_000;
-        let per_slot = 2.0 + per_live.max(1.0);
+    /// under `vm.max_map_count`, and what limits it. Each fiber stack costs
+    /// two mappings up front (the stack and its guard page): `stacks` of them
+    /// in all, or one per slot when `stacks` is `None`. Each live instance
+    /// costs `per_live` more.
+    pub(crate) fn pool_for(
+        &self,
+        want: usize,
+        per_live: f64,
+        stacks: Option<usize>,
+    ) -> (usize, String) {
+        let used = map_count() + 2_000 + 2 * stacks.unwrap_or(0);
+        let per_slot = per_live.max(1.0) + if stacks.is_some() { 0.0 } else { 2.0 };
         let fits = (self.max_map_count.saturating_sub(used) as f64 / per_slot) as usize;
         if fits >= want {
             (want, format!("reached the {want} asked for"))

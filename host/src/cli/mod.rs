@@ -125,14 +125,16 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::bench::WORKLOADS))]
         only: Vec<String>,
         /// Engine settings for an A/B run, as in the config's [engine]
-        /// section: pooling=false, concurrency_support=true, memory_cow=true.
+        /// section: pooling=false, concurrency_support=true, memory_cow=true,
+        /// stack_per_callback=false.
         #[arg(long, value_delimiter = ',')]
         engine: Vec<String>,
         /// Measure one design choice against the defaults in the same run
         /// (repeatable): pooling=false, concurrency_support=true,
         /// memory_cow=true, mailbox=counted|bounded|unbounded,
         /// encoding=json, memory_limit=false, cpu_deadline=false,
-        /// call_timeout=false. Runs spawn, calls, calls4, casts, crash and
+        /// call_timeout=false, stack_per_callback=false, decommit_batch=N,
+        /// keep_resident_kib=N, max_running=N. Runs spawn, calls, calls4, casts, crash and
         /// cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]
         ab: Vec<crate::bench::Setting>,
