@@ -137,6 +137,15 @@ mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 mod export;
+#[cfg(any(
+    test,
+    all(
+        feature = "allocator",
+        target_family = "wasm",
+        not(target_feature = "atomics")
+    )
+))]
+mod heap;
 pub mod http;
 mod message;
 mod plugin;
