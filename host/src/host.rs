@@ -565,7 +565,7 @@ impl Host {
             .iter()
             .filter(|(_, e)| e.current.is_some())
             .count();
-        self.inner.metrics.render(&[
+        let mut gauges = vec![
             Gauge {
                 name: "wasmvisor_children",
                 help: "Children by status.",
@@ -579,7 +579,16 @@ impl Host {
                 help: "Plugins with a loaded version.",
                 samples: vec![(String::new(), plugins as u64)],
             },
-        ])
+        ];
+        if let Some(in_use) = self.inner.stacks.in_use() {
+            gauges.push(Gauge {
+                name: "wasmvisor_stacks_in_use",
+                help: "Native stacks held by instances, of [pool] max_running \
+                       ([engine] stack_per_callback).",
+                samples: vec![(String::new(), in_use)],
+            });
+        }
+        self.inner.metrics.render(&gauges)
     }
 
     /// Stops every child (`terminate(shutdown)`), as the host does when it

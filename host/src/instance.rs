@@ -200,7 +200,7 @@ impl Instance {
         store.set_epoch_deadline(1);
 
         if host.stacks.per_callback() {
-            store.data_mut().stack = Some(host.stacks.acquire().await);
+            store.data_mut().stack = Some(host.stacks.acquire(&host.metrics).await);
         }
         let exports = match version.pre.instantiate_async(&mut store).await {
             Ok(exports) => exports,
@@ -240,7 +240,8 @@ impl Instance {
     /// per-callback budget and context.
     async fn begin(&mut self) {
         if self.store.data().stack.is_none() && self.store.data().host.stacks.per_callback() {
-            let permit = self.store.data().host.stacks.acquire().await;
+            let host = self.store.data().host.clone();
+            let permit = host.stacks.acquire(&host.metrics).await;
             self.store.data_mut().stack = Some(permit);
         }
         let s = self.store.data_mut();

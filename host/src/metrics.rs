@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     exits: [AtomicU64; 5],
     plugin_loads: AtomicU64,
     memory_grows: AtomicU64,
+    stack_waits: AtomicU64,
     instances_dropped: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
@@ -76,6 +77,10 @@ impl Metrics {
 
     pub(crate) fn memory_grow(&self) {
         inc(&self.memory_grows);
+    }
+
+    pub(crate) fn stack_wait(&self) {
+        inc(&self.stack_waits);
     }
 
     pub(crate) fn plugin_load(&self, ok: bool) {
@@ -143,6 +148,12 @@ impl Metrics {
             "counter",
             "memory.grow calls by guests (none are needed on the init path).",
             &[(String::new(), load(&self.memory_grows))],
+        );
+        family(
+            "wasmvisor_stack_waits_total",
+            "counter",
+            "Callbacks that waited for a free native stack ([engine] stack_per_callback).",
+            &[(String::new(), load(&self.stack_waits))],
         );
         family(
             "wasmvisor_plugin_loads_total",

@@ -10,6 +10,7 @@
 //! A permit is held for as long as the store may hold a stack, so the pool
 //! never runs out under a callback: one that finds all permits taken waits.
 
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -17,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// its stack for life (`[engine] stack_per_callback = false`).
 pub(crate) struct Stacks {
     permits: Option<Arc<Semaphore>>,
+    total: u32,
 }
 
 /// The right to hold one of the pool's stacks. Kept in the instance's store
@@ -31,7 +33,14 @@ impl Stacks {
     pub(crate) fn new(per_callback: bool, stacks: u32) -> Stacks {
         Stacks {
             permits: per_callback.then(|| Arc::new(Semaphore::new(stacks as usize))),
+            total: stacks,
         }
+    }
+
+    /// Stacks held by instances now, when they are counted.
+    pub(crate) fn in_use(&self) -> Option<u64> {
+        let permits = self.permits.as_ref()?;
+        Some(u64::from(self.total).saturating_sub(permits.available_permits() as u64))
     }
 
     /// Whether stores hand their stack back after each callback.
@@ -39,14 +48,15 @@ impl Stacks {
         self.permits.is_some()
     }
 
-    /// Waits until a stack is free.
-    pub(crate) async fn acquire(&self) -> StackPermit {
+    /// Waits until a stack is free; a wait is counted in `metrics`.
+    pub(crate) async fn acquire(&self, metrics: &Metrics) -> StackPermit {
         let Some(permits) = &self.permits else {
             return StackPermit { _permit: None };
         };
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
+                metrics.stack_wait();
                 tracing::debug!("every native stack is in use; a callback waits for one");
                 // The semaphore lives as long as the host and is never closed.
                 match permits.clone().acquire_owned().await {
@@ -74,12 +84,14 @@ mod tests {
     #[tokio::test]
     async fn a_callback_waits_for_a_stack_and_gets_the_one_handed_back() {
         let stacks = Arc::new(Stacks::new(true, 1));
-        let first = stacks.acquire().await;
+        let metrics = Arc::new(Metrics::default());
+        let first = stacks.acquire(&metrics).await;
         assert_eq!(stacks.available(), 0);
+        assert_eq!(stacks.in_use(), Some(1));
         let waiting = tokio::spawn({
-            let stacks = stacks.clone();
+            let (stacks, metrics) = (stacks.clone(), metrics.clone());
             async move {
-                let _second = stacks.acquire().await;
+                let _second = stacks.acquire(&metrics).await;
             }
         });
         tokio::task::yield_now().await;
@@ -90,13 +102,20 @@ mod tests {
             .expect("the waiting callback got the stack")
             .expect("the waiting task did not panic");
         assert_eq!(stacks.available(), 1);
+        assert!(
+            metrics
+                .render(&[])
+                .contains("wasmvisor_stack_waits_total 1")
+        );
     }
 
     #[tokio::test]
     async fn stacks_kept_for_life_are_not_counted() {
         let stacks = Stacks::new(false, 1);
+        let metrics = Metrics::default();
         assert!(!stacks.per_callback());
-        let _a = stacks.acquire().await;
-        let _b = stacks.acquire().await;
+        assert_eq!(stacks.in_use(), None);
+        let _a = stacks.acquire(&metrics).await;
+        let _b = stacks.acquire(&metrics).await;
     }
 }

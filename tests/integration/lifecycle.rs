@@ -546,4 +546,15 @@ async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
     assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
     assert!(busy.await.unwrap().is_ok());
     assert_eq!(host.child("other").unwrap().restarts, 0);
+    // Both idle now: each hands its stack back once its mailbox is empty.
+    wait_for(
+        "the stacks to be handed back",
+        Duration::from_secs(10),
+        || {
+            host.metrics_text()
+                .contains("wasmvisor_stacks_in_use 0")
+                .then_some(())
+        },
+    )
+    .await;
 }
