@@ -85,6 +85,35 @@ async fn unless_killed<T>(
     }
 }
 
+/// The next control signal (first) or message.
+async fn next_message(
+    control: &ControlSlot,
+    mailbox: &mut Receiver,
+) -> Result<Option<Envelope>, Control> {
+    tokio::select! {
+        biased;
+        control = control.next() => Err(control),
+        envelope = mailbox.recv() => Ok(envelope),
+    }
+}
+
+/// [`next_message`], handing the instance's native stack back to the pool
+/// (stacks.rs) if it would have to wait for it.
+async fn next_releasing_stack(
+    control: &ControlSlot,
+    mailbox: &mut Receiver,
+    instance: &mut Instance,
+) -> Result<Option<Envelope>, Control> {
+    let mut next = pin!(next_message(control, mailbox));
+    match poll_once(next.as_mut()).await {
+        Some(next) => next,
+        None => {
+            instance.release_stack();
+            next.await
+        }
+    }
+}
+
 /// Polls `future` once: its output if it is ready, `None` if it would wait
 /// (its wakers are then registered for this task).
 async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
@@ -384,28 +413,17 @@ impl Child {
     /// Serves the mailbox with `instance` until it ends.
     async fn serve(&mut self, mut instance: Instance) -> Ended {
         loop {
-            let next = {
-                let (control, mailbox) = (&self.cell.control, &mut self.mailbox);
-                let mut wait = pin!(async move {
-                    tokio::select! {
-                        biased;
-                        control = control.next() => Err(control),
-                        envelope = mailbox.recv() => Ok(envelope),
-                    }
-                });
-                if !instance.holds_stack() {
-                    wait.await
-                } else {
-                    // About to wait with nothing to do: the native stack goes
-                    // back to the pool (stacks.rs) until the next message.
-                    match poll_once(wait.as_mut()).await {
-                        Some(next) => next,
-                        None => {
-                            instance.release_stack();
-                            wait.await
-                        }
-                    }
-                }
+            let next = if instance.holds_stack() {
+                // Boxed so that the child's task, kept for its whole life,
+                // is no larger for this mode.
+                Box::pin(next_releasing_stack(
+                    &self.cell.control,
+                    &mut self.mailbox,
+                    &mut instance,
+                ))
+                .await
+            } else {
+                next_message(&self.cell.control, &mut self.mailbox).await
             };
             match next {
                 Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),

@@ -58,8 +58,10 @@ impl Stacks {
             Err(_) => {
                 metrics.stack_wait();
                 tracing::debug!("every native stack is in use; a callback waits for one");
+                // Boxed: every callback's future has room for this wait,
+                // and each child keeps one for its life; a box is a word.
                 // The semaphore lives as long as the host and is never closed.
-                match permits.clone().acquire_owned().await {
+                match Box::pin(permits.clone().acquire_owned()).await {
                     Ok(permit) => permit,
                     Err(_) => unreachable!("the stack semaphore is never closed"),
                 }
