@@ -303,8 +303,9 @@ pub struct EngineConfig {
     /// mailbox runs dry, so the pool needs `[pool] max_running` stacks
     /// instead of one per instance: half the memory mappings per idle
     /// instance (about 30,700 instead of 15,800 at the default
-    /// `vm.max_map_count`) and 4 KiB less RSS each, for about a fifth of the
-    /// call and cast rate (BENCHMARKS.md). Off by default.
+    /// `vm.max_map_count`) and 4 KiB less RSS each, for a trip through the
+    /// pool's allocator per burst of messages: 5–8% of the 1-client call
+    /// rate in two A/Bs (BENCHMARKS.md). Off by default.
     pub stack_per_callback: bool,
 }
 

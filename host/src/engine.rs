@@ -1,7 +1,7 @@
 //! The one `Engine` and `Linker` of the process, and the epoch ticker that
 //! drives CPU deadlines.
 
-use crate::config::Config;
+use crate::config::{Config, EngineConfig, PoolConfig};
 use crate::instance::InstanceState;
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
-        .total_stacks(pool_stacks(config))
+        .total_stacks(pool_stacks(&config.engine, &config.pool))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
@@ -70,8 +70,8 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     .memory_guard_size(64 * 1024)
     .memory_reservation_for_growth(0)
     .async_stack_size(stack_bytes)
-    // A stack handed back after every callback goes to the next one as it
-    // is: zeroing it would cost a `madvise` per callback, and only the
+    // A stack handed back at every idle moment goes to the next user as it
+    // is: zeroing it would cost a `madvise` per burst, and only the
     // `max_running` stacks ever used keep pages. A stack kept for an
     // instance's life would, unzeroed, keep its pages resident for every
     // slot ever used.
@@ -138,15 +138,14 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
 const MAPPINGS_PER_INSTANCE: u64 = 2;
 /// Memory mappings per fiber stack in the pool: the stack and its guard
 /// page, all mapped at start.
-const MAPPINGS_PER_STACK: u64 = 2;
+pub(crate) const MAPPINGS_PER_STACK: u64 = 2;
 /// Mappings the process has besides the pool (code, heap, threads).
 const MAPPINGS_BASE: u64 = 2_000;
 
-/// The fiber stacks the pool holds: one per running instance when stacks are
-/// handed back after every callback, else one per instance.
-pub(crate) fn pool_stacks(config: &Config) -> u32 {
-    let pool = &config.pool;
-    if config.engine.stack_per_callback {
+/// The fiber stacks the pool holds: one per running instance when idle
+/// instances hand theirs back, else one per instance.
+pub(crate) fn pool_stacks(engine: &EngineConfig, pool: &PoolConfig) -> u32 {
+    if engine.stack_per_callback {
         pool.max_running.min(pool.max_instances)
     } else {
         pool.max_instances
@@ -191,7 +190,7 @@ impl Limits {
 /// serving.
 pub(crate) fn check_capacity(config: &Config, limits: &Limits) -> Result<()> {
     let n = u64::from(config.pool.max_instances);
-    let stacks = u64::from(pool_stacks(config));
+    let stacks = u64::from(pool_stacks(&config.engine, &config.pool));
     if let Some(max) = limits.max_map_count {
         let needed = mappings_needed(n, stacks);
         if needed > max {
@@ -267,12 +266,12 @@ mod tests {
         assert!(err.contains("lower max_instances to 15882"), "{err}");
         assert!(err.contains("sysctl -w vm.max_map_count=131072"), "{err}");
         assert!(err.contains("stack_per_callback = true"), "{err}");
-        assert_eq!(pool_stacks(&config), 30_000);
+        assert_eq!(pool_stacks(&config.engine, &config.pool), 30_000);
         config.engine.stack_per_callback = true;
-        assert_eq!(pool_stacks(&config), 1_000);
+        assert_eq!(pool_stacks(&config.engine, &config.pool), 1_000);
         config.pool.max_running = 50_000;
         assert_eq!(
-            pool_stacks(&config),
+            pool_stacks(&config.engine, &config.pool),
             30_000,
             "never more stacks than instances"
         );

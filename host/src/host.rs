@@ -350,7 +350,7 @@ impl Host {
         };
         let stacks = crate::stacks::Stacks::new(
             config.engine.stack_per_callback,
-            engine::pool_stacks(&config),
+            engine::pool_stacks(&config.engine, &config.pool),
         );
         let inner = Arc::new_cyclic(|this| HostInner {
             this: this.clone(),

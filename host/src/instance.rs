@@ -276,14 +276,18 @@ impl Instance {
 
     pub(crate) async fn handle_call(&mut self, msg: &Vec<u8>) -> Result<Vec<u8>, ExitReason> {
         self.begin().await;
-        let result = self.exports.call_handle_call(&mut self.store, msg).await;
-        result.map_err(|e| self.fail(e))
+        self.exports
+            .call_handle_call(&mut self.store, msg)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     pub(crate) async fn handle_cast(&mut self, msg: &Vec<u8>) -> Result<(), ExitReason> {
         self.begin().await;
-        let result = self.exports.call_handle_cast(&mut self.store, msg).await;
-        result.map_err(|e| self.fail(e))
+        self.exports
+            .call_handle_cast(&mut self.store, msg)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Delivers a notification, unless it belongs to an earlier instance or
@@ -313,19 +317,21 @@ impl Instance {
             }),
         };
         self.begin().await;
-        let result = self.exports.call_handle_info(&mut self.store, &info).await;
-        result.map_err(|e| self.fail(e))
+        self.exports
+            .call_handle_info(&mut self.store, &info)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// `terminate(reason)`; its failure only matters for the log, since the
     /// instance is going away anyway.
     pub(crate) async fn terminate(&mut self, reason: &ExitReason) {
         self.begin().await;
-        let result = self
+        if let Err(e) = self
             .exports
             .call_terminate(&mut self.store, &to_wit_reason(reason))
-            .await;
-        if let Err(e) = result {
+            .await
+        {
             let why = self.fail(e);
             tracing::warn!(child = %self.store.data().cell.id, "terminate failed: {why}");
         }

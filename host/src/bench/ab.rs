@@ -53,11 +53,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "stack_per_callback",
-        "true|false: instances hand their native stack back after each callback vs keep one for life",
+        "true|false: instances hand their native stack back when their mailbox runs dry vs keep one for life",
     ),
     (
         "max_running",
-        "N: native stacks in the pool when they are handed back after each callback",
+        "N: native stacks in the pool when instances hand them back (stack_per_callback=true)",
     ),
 ];
 

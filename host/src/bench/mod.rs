@@ -692,10 +692,14 @@ async fn density(
     system: &system::System,
     maps_per_instance: f64,
 ) -> Result<Density> {
+    let most = crate::config::PoolConfig {
+        max_instances: sizes[1] as u32,
+        ..opts.pool
+    };
     let stacks = opts
         .engine
         .stack_per_callback
-        .then(|| (opts.pool.max_running as usize).min(sizes[1]));
+        .then(|| crate::engine::pool_stacks(&opts.engine, &most) as usize);
     let (pool, limit) = system.pool_for(sizes[1], maps_per_instance, stacks);
     let host = host(opts, &dir.join("density"), pool as u32).await?;
     let rss_before = system::rss_bytes();

@@ -55,8 +55,13 @@ impl System {
         per_live: f64,
         stacks: Option<usize>,
     ) -> (usize, String) {
-        let used = map_count() + 2_000 + 2 * stacks.unwrap_or(0);
-        let per_slot = per_live.max(1.0) + if stacks.is_some() { 0.0 } else { 2.0 };
+        use crate::engine::{MAPPINGS_PER_STACK, mappings_needed};
+        let used = map_count() + mappings_needed(0, stacks.unwrap_or(0) as u64) as usize;
+        let per_slot = per_live.max(1.0)
+            + match stacks {
+                Some(_) => 0.0,
+                None => MAPPINGS_PER_STACK as f64,
+            };
         let fits = (self.max_map_count.saturating_sub(used) as f64 / per_slot) as usize;
         if fits >= want {
             (want, format!("reached the {want} asked for"))
