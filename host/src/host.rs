@@ -541,6 +541,15 @@ impl Host {
         self.inner.events.subscribe()
     }
 
+    /// Gives back the zeroed pages that freed pool slots keep for the next
+    /// instance (`[pool] keep_resident_kib`) and returns how many bytes that
+    /// was. The `wasmvisor` binary's janitor calls it once a second passes
+    /// with no instance stopped. It blocks for a `process_madvise` per 64
+    /// slots, so call it from a blocking thread.
+    pub fn release_unused_pool_memory(&self) -> usize {
+        self.inner.engine.release_unused_pool_memory()
+    }
+
     /// `/metrics` in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         let children = self.inner.registry.all();
@@ -580,6 +589,27 @@ impl Host {
                 samples: vec![(String::new(), plugins as u64)],
             },
         ];
+        if let Some(pool) = self.inner.engine.pooling_allocator_metrics() {
+            let mut samples = vec![
+                (
+                    "{kind=\"memory\"}".to_string(),
+                    pool.unused_memory_bytes_resident() as u64,
+                ),
+                (
+                    "{kind=\"table\"}".to_string(),
+                    pool.unused_table_bytes_resident() as u64,
+                ),
+            ];
+            if let Some(stack) = pool.unused_stack_bytes_resident() {
+                samples.push(("{kind=\"stack\"}".to_string(), stack as u64));
+            }
+            gauges.push(Gauge {
+                name: "wasmvisor_pool_unused_resident_bytes",
+                help: "Bytes freed pool slots keep resident for the next instance \
+                       ([pool] keep_resident_kib) until the janitor gives them back.",
+                samples,
+            });
+        }
         if let Some(in_use) = self.inner.stacks.in_use() {
             gauges.push(Gauge {
                 name: "wasmvisor_stacks_in_use",

@@ -1,25 +1,27 @@
-//! Gives the memory of stopped instances back to the system.
+//! Gives the memory of stopped instances back to the system once children
+//! stop coming and going.
 //!
-//! Each instance's host-side state (its `Store`, WASI context, mailbox and
-//! task) lives on the Rust heap. glibc's malloc keeps what thousands of
-//! stopped children freed in its per-thread arenas for reuse, so a host that
-//! started and stopped 10,000 children keeps their peak in RSS for good.
-//! `malloc_trim` returns the free pages; it walks every arena under its lock,
-//! so it runs only once churn has settled, never during a restart storm.
+//! Two kinds of memory outlive a stopped instance on purpose. Freed pool
+//! slots keep `[pool] keep_resident_kib` of zeroed pages so the next
+//! instance on the slot (a restart, a reload, a new child of the same
+//! plugin) takes no page faults. And each instance's host-side state (its
+//! `Store`, WASI context, mailbox and task) lives on the Rust heap, whose
+//! freed pages glibc's malloc keeps in its per-thread arenas. Both help
+//! while children churn and are waste after it, so the janitor returns them
+//! once a whole tick passes with no instance dropped, never during a
+//! restart storm.
 
 use crate::host::Host;
 use std::time::Duration;
 
 /// How often the janitor looks.
 const TICK: Duration = Duration::from_secs(1);
-/// Fewer dropped instances than this since the last trim are not worth one.
+/// Fewer dropped instances than this since the last `malloc_trim` are not
+/// worth one: it walks every arena under its lock.
 const MIN_EXITS: u64 = 256;
 
 /// Spawns the janitor; it ends when the host's last handle is dropped.
 pub fn spawn(host: &Host) {
-    if !trim_supported() {
-        return;
-    }
     let weak = std::sync::Arc::downgrade(host.inner());
     tokio::spawn(async move {
         let mut trimmed_at = 0u64;
@@ -30,15 +32,45 @@ pub fn spawn(host: &Host) {
             tick.tick().await;
             let Some(inner) = weak.upgrade() else { return };
             let exits = inner.metrics.instances_dropped();
-            drop(inner);
             let settled = exits == last_seen;
             last_seen = exits;
-            if settled && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
+            if !settled {
+                continue;
+            }
+            if pool_keeps_pages(&inner.engine) {
+                let engine = inner.engine.clone();
+                drop(inner);
+                let _ = tokio::task::spawn_blocking(move || release_pool_pages(&engine)).await;
+            } else {
+                drop(inner);
+            }
+            if trim_supported() && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
                 trimmed_at = exits;
                 let _ = tokio::task::spawn_blocking(trim).await;
             }
         }
     });
+}
+
+/// Whether freed pool slots hold pages for the next instance.
+fn pool_keeps_pages(engine: &wasmtime::Engine) -> bool {
+    engine.pooling_allocator_metrics().is_some_and(|pool| {
+        pool.unused_memory_bytes_resident() > 0
+            || pool.unused_table_bytes_resident() > 0
+            || pool.unused_stack_bytes_resident().unwrap_or(0) > 0
+    })
+}
+
+fn release_pool_pages(engine: &wasmtime::Engine) {
+    let started = std::time::Instant::now();
+    // What `Host::release_unused_pool_memory` does, without a `Host` handle
+    // that would keep the host alive.
+    let bytes = engine.release_unused_pool_memory();
+    tracing::debug!(
+        "gave back {} KiB kept by freed pool slots in {:?}",
+        bytes / 1024,
+        started.elapsed()
+    );
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

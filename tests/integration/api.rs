@@ -537,6 +537,10 @@ async fn metrics_parse_as_prometheus_text() {
         1.0
     );
     assert_eq!(samples["wasmvisor_exits_total{reason=\"trap\"}"], 1.0);
+    for kind in ["memory", "table", "stack"] {
+        let name = format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}}");
+        assert!(samples.contains_key(&name), "no {name}");
+    }
     assert_eq!(
         samples["wasmvisor_plugins"],
         wasmvisor_tests::ALL_PLUGINS.len() as f64

@@ -133,9 +133,9 @@ pub enum Command {
         /// (repeatable): pooling=false, concurrency_support=true,
         /// memory_cow=true, mailbox=counted|bounded|unbounded,
         /// encoding=json, memory_limit=false, cpu_deadline=false,
-        /// call_timeout=false, stack_per_callback=false, decommit_batch=N,
-        /// keep_resident_kib=N, max_running=N. Runs spawn, calls, calls4, casts, crash and
-        /// cpu unless --only says otherwise.
+        /// call_timeout=false, stack_per_callback=true, decommit_batch=N,
+        /// keep_resident_kib=N, max_running=N. Runs spawn,
+        /// calls, calls4, casts, crash and cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]
         ab: Vec<crate::bench::Setting>,
         /// Rounds per side of an --ab run [default: 3, 1 with --quick].

@@ -790,6 +790,25 @@ impl Engine {
         crate::runtime::vm::PoolingAllocatorMetrics::new(self)
     }
 
+    /// Gives back to the system the pages that unused slots of the pooling
+    /// allocator keep resident through
+    /// [`PoolingAllocationConfig::linear_memory_keep_resident`](crate::PoolingAllocationConfig::linear_memory_keep_resident)
+    /// and its table and stack counterparts, and returns how many bytes that
+    /// was (0 without the pooling allocator).
+    ///
+    /// Keeping a freed slot's pages saves the next instance on that slot its
+    /// page faults, but it does so for every slot ever used. An embedder that
+    /// calls this when instances stop coming and going keeps the fast reuse
+    /// during churn and returns the memory after it. Slots are visited a few
+    /// at a time under their allocator's lock; an allocation meanwhile takes
+    /// another slot or waits for that lock.
+    #[cfg(feature = "pooling-allocator")]
+    pub fn release_unused_pool_memory(&self) -> usize {
+        self.allocator()
+            .as_pooling()
+            .map_or(0, |pool| pool.release_unused_resident())
+    }
+
     pub(crate) fn allocator(&self) -> &dyn crate::runtime::vm::InstanceAllocator {
         let r: &(dyn crate::runtime::vm::InstanceAllocator + Send + Sync) =
             self.inner.allocator.as_ref();

@@ -498,6 +498,16 @@ impl PoolingInstanceAllocator {
     pub fn config(&self) -> &PoolingAllocationConfig {
         &self.config
     }
+
+    /// Gives back every page that unused slots keep resident through the
+    /// `*_keep_resident` options; returns the bytes released.
+    pub fn release_unused_resident(&self) -> usize {
+        let released =
+            self.memories.release_unused_resident() + self.tables.release_unused_resident();
+        #[cfg(feature = "async")]
+        let released = released + self.stacks.release_unused_resident();
+        released
+    }
 }
 
 unsafe impl InstanceAllocator for PoolingInstanceAllocator {

@@ -113,4 +113,8 @@ impl StackPool {
     pub fn unused_bytes_resident(&self) -> Option<usize> {
         None
     }
+
+    pub fn release_unused_resident(&self) -> usize {
+        0
+    }
 }

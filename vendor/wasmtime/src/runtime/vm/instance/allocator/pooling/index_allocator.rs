@@ -29,9 +29,13 @@ pub struct SimpleIndexAllocator(ModuleAffinityIndexAllocator);
 
 impl SimpleIndexAllocator {
     pub fn new(capacity: u32) -> Result<Self, OutOfMemory> {
-        Ok(SimpleIndexAllocator(ModuleAffinityIndexAllocator::new(
-            capacity, 0,
-        )?))
+        let allocator = ModuleAffinityIndexAllocator::new(capacity, 0)?;
+        // Without affinity the most recently freed slot is the one most
+        // likely to still hold resident pages (`max_resident_unused_slots`).
+        for shard in allocator.shards.iter() {
+            shard.0.lock().unwrap().recent_first = true;
+        }
+        Ok(SimpleIndexAllocator(allocator))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,6 +77,11 @@ impl SimpleIndexAllocator {
     /// read the internal counter information.
     pub fn unused_bytes_resident(&self) -> usize {
         self.0.unused_bytes_resident()
+    }
+
+    /// See [`ModuleAffinityIndexAllocator::release_unused_resident`].
+    pub(crate) fn release_unused_resident(&self, decommit: impl FnMut(&[SlotId]) -> bool) -> usize {
+        self.0.release_unused_resident(decommit)
     }
 
     #[cfg(test)]
@@ -147,6 +156,10 @@ struct Inner {
 
     /// Cache for the sum of the `bytes_resident` of all `UnusedWarm` slots.
     unused_bytes_resident: usize,
+
+    /// Whether `pick_warm` takes the most recently freed slot instead of the
+    /// least recently freed one.
+    recent_first: bool,
 }
 
 /// A helper "linked list" data structure which is based on indices.
@@ -299,6 +312,7 @@ impl ModuleAffinityIndexAllocator {
                     slot_state: (0..shard_capacity).map(|_| SlotState::UnusedCold).collect(),
                     warm: List::default(),
                     unused_bytes_resident: 0,
+                    recent_first: false,
                 }))
             })
             .try_collect()?;
@@ -522,6 +536,54 @@ impl ModuleAffinityIndexAllocator {
         });
     }
 
+    /// Hands the unused slots that keep bytes resident to `decommit`, a few
+    /// at a time and under their shard's lock (so none of them can be
+    /// allocated meanwhile), and counts those it decommitted (it returns
+    /// `true`) as keeping nothing. Slots keep their places in the lists.
+    /// Returns the bytes released.
+    pub(crate) fn release_unused_resident(
+        &self,
+        mut decommit: impl FnMut(&[SlotId]) -> bool,
+    ) -> usize {
+        // Bounds how long one lock is held: one `process_madvise` of this
+        // many regions.
+        const CHUNK: usize = 64;
+        let mut released = 0;
+        for shard in self.shard_ids() {
+            let mut next = 0;
+            loop {
+                let mut inner = self.shard(shard).lock().unwrap();
+                let used = inner.last_cold as usize;
+                let mut local = smallvec::SmallVec::<[SlotId; CHUNK]>::new();
+                while next < used && local.len() < CHUNK {
+                    if let SlotState::UnusedWarm(u) = &inner.slot_state[next] {
+                        if u.bytes_resident > 0 {
+                            local.push(SlotId(u32::try_from(next).unwrap()));
+                        }
+                    }
+                    next += 1;
+                }
+                if local.is_empty() {
+                    break;
+                }
+                let global: smallvec::SmallVec<[SlotId; CHUNK]> =
+                    local.iter().map(|&l| self.global_id(shard, l)).collect();
+                if decommit(&global) {
+                    for l in local {
+                        let u = inner.slot_state[l.index()].unwrap_unused();
+                        let bytes = mem::take(&mut u.bytes_resident);
+                        inner.unused_bytes_resident -= bytes;
+                        released += bytes;
+                    }
+                }
+                if next >= used {
+                    break;
+                }
+            }
+        }
+        released
+    }
+
     /// Return the number of empty slots available in this allocator.
     #[cfg(test)]
     pub fn num_empty_slots(&self) -> usize {
@@ -608,10 +670,15 @@ impl Inner {
         // Insertions into the `unused` list happen at the `tail`, so the
         // least-recently-used item will be at the head. That's our goal here,
         // pick the least-recently-used slot since something "warm" is being
-        // evicted anyway.
-        let head = self.warm.head?;
-        self.remove(head);
-        Some(head)
+        // evicted anyway. Without affinity nothing is evicted, and the tail
+        // is the slot most likely to still have resident pages.
+        let pick = if self.recent_first {
+            self.warm.tail?
+        } else {
+            self.warm.head?
+        };
+        self.remove(pick);
+        Some(pick)
     }
 
     fn remove(&mut self, slot: SlotId) {

@@ -57,6 +57,7 @@ use super::{
 use crate::config::InstanceLimits;
 use crate::config::PoolingAllocationConfig;
 use crate::prelude::*;
+use crate::runtime::vm::sys::vm::{decommit_pages, iovec};
 use crate::runtime::vm::{
     CompiledModuleId, InstanceAllocationRequest, Memory, MemoryBase, MemoryImageSlot, Mmap,
     MmapOffset, mmap::AlignedLength,
@@ -675,6 +676,35 @@ impl MemoryPool {
             .iter()
             .map(|i| i.allocator.unused_warm_slots())
             .sum()
+    }
+
+    /// Gives back the pages unused slots keep resident
+    /// (`linear_memory_keep_resident`); returns the bytes released.
+    pub fn release_unused_resident(&self) -> usize {
+        let stripes = self.stripes.len();
+        let len = self.layout.max_memory_bytes.byte_count();
+        let mut released = 0;
+        for (stripe_index, stripe) in self.stripes.iter().enumerate() {
+            released += stripe.allocator.release_unused_resident(|ids| {
+                let iov: Vec<iovec> = ids
+                    .iter()
+                    .map(|id| {
+                        let index = StripedAllocationIndex(id.0)
+                            .as_unstriped_slot_index(stripe_index, stripes);
+                        iovec {
+                            iov_base: self.get_base(index).as_mut_ptr().cast(),
+                            iov_len: len,
+                        }
+                    })
+                    .collect();
+                // SAFETY: the slots are unused and cannot be allocated while
+                // this runs; their memory was reset to zeros when they were
+                // freed, and decommitted pages read as zeros (or, with a
+                // copy-on-write image, as the image) again.
+                unsafe { decommit_pages(&iov).is_ok() }
+            });
+        }
+        released
     }
 
     pub fn unused_bytes_resident(&self) -> usize {

@@ -3,7 +3,9 @@ use super::{
     index_allocator::{SimpleIndexAllocator, SlotId},
 };
 use crate::config::PoolingAllocationConfig;
-use crate::runtime::vm::sys::vm::{PageMap, commit_pages, reset_with_pagemap};
+use crate::runtime::vm::sys::vm::{
+    PageMap, commit_pages, decommit_pages, iovec, reset_with_pagemap,
+};
 use crate::runtime::vm::{
     InstanceAllocationRequest, Mmap, SendSyncPtr, Table, mmap::AlignedLength,
 };
@@ -254,6 +256,24 @@ impl TablePool {
 
     pub fn unused_bytes_resident(&self) -> usize {
         self.index_allocator.unused_bytes_resident()
+    }
+
+    /// Gives back the pages unused slots keep resident
+    /// (`table_keep_resident`); returns the bytes released.
+    pub fn release_unused_resident(&self) -> usize {
+        self.index_allocator.release_unused_resident(|ids| {
+            let iov: Vec<iovec> = ids
+                .iter()
+                .map(|id| iovec {
+                    iov_base: self.get(TableAllocationIndex(id.0)).cast(),
+                    iov_len: self.table_size.byte_count(),
+                })
+                .collect();
+            // SAFETY: the slots are unused, cannot be allocated while this
+            // runs, and were zeroed when freed; decommitted pages read as
+            // zeros again.
+            unsafe { decommit_pages(&iov).is_ok() }
+        })
     }
 }
 

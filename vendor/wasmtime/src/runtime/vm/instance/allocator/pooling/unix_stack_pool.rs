@@ -257,6 +257,32 @@ impl StackPool {
         self.index_allocator.unused_warm_slots()
     }
 
+    /// Gives back the pages unused stacks keep resident
+    /// (`async_stack_keep_resident`); returns the bytes released.
+    pub fn release_unused_resident(&self) -> usize {
+        use crate::runtime::vm::sys::vm::{decommit_pages, iovec};
+        if !self.async_stack_zeroing {
+            return 0;
+        }
+        let base = self.mapping.as_ptr() as usize;
+        let page = self.page_size.byte_count();
+        let size = self.stack_size.byte_count();
+        self.index_allocator.release_unused_resident(|ids| {
+            let iov: Vec<iovec> = ids
+                .iter()
+                .map(|id| iovec {
+                    // Past the guard page at the bottom of each stack.
+                    iov_base: (base + id.index() * size + page) as *mut _,
+                    iov_len: size - page,
+                })
+                .collect();
+            // SAFETY: the stacks are unused, cannot be allocated while this
+            // runs, and were zeroed when freed; decommitted pages read as
+            // zeros again.
+            unsafe { decommit_pages(&iov).is_ok() }
+        })
+    }
+
     pub fn unused_bytes_resident(&self) -> Option<usize> {
         if self.async_stack_zeroing {
             Some(self.index_allocator.unused_bytes_resident())
