@@ -308,6 +308,13 @@ pub struct EngineConfig {
     /// pool's allocator per burst of messages: 5–8% of the 1-client call
     /// rate in two A/Bs (BENCHMARKS.md). Off by default.
     pub stack_per_callback: bool,
+    /// Guest traps and out-of-bounds accesses arrive as hardware faults
+    /// (signals). Off, the compiled code checks for them and calls into the
+    /// host instead: a trap costs no signal delivery, but division and
+    /// similar checks are explicit, and wasmtime then requires the Spectre
+    /// mitigations of heap and table accesses off, so only for trusted
+    /// plugins. On by default.
+    pub signals_based_traps: bool,
 }
 
 impl Default for EngineConfig {
@@ -317,6 +324,7 @@ impl Default for EngineConfig {
             concurrency_support: false,
             memory_cow: false,
             stack_per_callback: false,
+            signals_based_traps: true,
         }
     }
 }
@@ -557,6 +565,10 @@ children = [{ id = "x", plugin = "chaos" }]
             EngineConfig::parse_overrides(&["memory_cow=true".into(), "pooling = false".into()])
                 .unwrap();
         assert!(e.memory_cow && !e.pooling && !e.concurrency_support);
+        assert!(e.signals_based_traps, "signals stay on unless asked");
+        let e = EngineConfig::parse_overrides(&["signals_based_traps=false".into()]).unwrap();
+        assert!(!e.signals_based_traps);
+        assert_eq!(Config::default().pool.keep_resident_kib, 64);
         assert!(EngineConfig::parse_overrides(&["fast=true".into()]).is_err());
         assert!(EngineConfig::parse_overrides(&["pooling".into()]).is_err());
     }

@@ -69,6 +69,9 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     .epoch_interruption(config.tuning.cpu_deadline)
     .concurrency_support(tuning.concurrency_support)
     .memory_init_cow(tuning.memory_cow)
+    // Off, wasmtime also turns the Spectre mitigations of heap and table
+    // accesses off: they rely on a load from address 0 faulting.
+    .signals_based_traps(tuning.signals_based_traps)
     .memory_reservation(memory_bytes)
     .memory_guard_size(64 * 1024)
     .memory_reservation_for_growth(0)

@@ -104,6 +104,35 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
     assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
 }
 
+/// `[engine] signals_based_traps = false` compiles traps as calls into the
+/// host instead of faults: the same trap, the same restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_signals_a_trap_is_the_same_trap_and_restart() {
+    let (host, _dir) = host_with(|c| c.engine.signals_based_traps = false).await;
+    start_ok(&host, "sibling", "chaos", json!(null)).await;
+    start_ok(&host, "c1", "chaos", json!({"k": "v"})).await;
+    assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
+    for restarts in 1..=3 {
+        let err = call(&host, "c1", json!("crash")).await.unwrap_err();
+        assert!(
+            matches!(&err, CallError::Trapped(m) if m.contains("unreachable")),
+            "{err:?}"
+        );
+        assert_eq!(
+            call_ok(&host, "c1", json!("state")).await,
+            json!({"args": {"k": "v"}, "count": 0})
+        );
+        assert_eq!(host.child("c1").unwrap().restarts, restarts);
+    }
+    // Code compiled with explicit checks still computes right: the sum of
+    // the squares of 1..=1000.
+    assert_eq!(
+        call_ok(&host, "sibling", json!({"spin": 1000})).await,
+        json!(333_833_500)
+    );
+    assert_eq!(host.child("sibling").unwrap().restarts, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_queued_behind_a_crash_reach_the_new_instance() {
     let (host, _dir) = host().await;

@@ -24,6 +24,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "true|false: copy-on-write initial memory images vs copying",
     ),
     (
+        "signals_based_traps",
+        "true|false: traps as hardware faults vs explicit checks (and no heap Spectre mitigation)",
+    ),
+    (
         "mailbox",
         "counted|bounded|unbounded: the mailbox implementation and its bound",
     ),
@@ -101,6 +105,7 @@ impl Setting {
             "pooling" => opts.engine.pooling = flag()?,
             "concurrency_support" => opts.engine.concurrency_support = flag()?,
             "memory_cow" => opts.engine.memory_cow = flag()?,
+            "signals_based_traps" => opts.engine.signals_based_traps = flag()?,
             "memory_limit" => opts.tuning.memory_limit = flag()?,
             "cpu_deadline" => opts.tuning.cpu_deadline = flag()?,
             "call_timeout" => opts.call_timeout = flag()?,

@@ -126,12 +126,13 @@ pub enum Command {
         only: Vec<String>,
         /// Engine settings for an A/B run, as in the config's [engine]
         /// section: pooling=false, concurrency_support=true, memory_cow=true,
-        /// stack_per_callback=false.
+        /// stack_per_callback=true, signals_based_traps=false.
         #[arg(long, value_delimiter = ',')]
         engine: Vec<String>,
         /// Measure one design choice against the defaults in the same run
         /// (repeatable): pooling=false, concurrency_support=true,
-        /// memory_cow=true, mailbox=counted|bounded|unbounded,
+        /// memory_cow=true, signals_based_traps=false,
+        /// mailbox=counted|bounded|unbounded,
         /// encoding=json, memory_limit=false, cpu_deadline=false,
         /// call_timeout=false, stack_per_callback=true, decommit_batch=N,
         /// keep_resident_kib=N, max_running=N. Runs spawn,
