@@ -31,7 +31,8 @@ impl SimpleIndexAllocator {
     pub fn new(capacity: u32) -> Result<Self, OutOfMemory> {
         let allocator = ModuleAffinityIndexAllocator::new(capacity, 0)?;
         // Without affinity the most recently freed slot is the one most
-        // likely to still hold resident pages (`max_resident_unused_slots`).
+        // likely to still keep its `*_keep_resident` pages, which
+        // `Engine::release_unused_pool_memory` gives back after a while.
         for shard in allocator.shards.iter() {
             shard.0.lock().unwrap().recent_first = true;
         }
