@@ -238,8 +238,10 @@ pub struct PoolConfig {
     /// Memory a freed slot keeps resident (zeroed) for the next instance,
     /// KiB (its table and stack keep up to 16 KiB each): a restart or a new
     /// instance of the same plugin on that slot takes no page faults. The
-    /// janitor gives it all back once a second passes with no instance
-    /// stopped, so it stays only while children come and go.
+    /// `wasmvisor` binary's janitor gives it all back 1–2 s after the last
+    /// instance stopped, and every 10 s while they never stop stopping; an
+    /// embedder of the library calls `Host::release_unused_pool_memory`, or
+    /// the pages stay with the slots.
     pub keep_resident_kib: u32,
     /// Freed slots whose memory is given back to the kernel in one
     /// `process_madvise` call, counted in regions (a stopped instance frees

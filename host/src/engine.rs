@@ -243,6 +243,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_engine_takes_the_trap_setting() {
+        let mut config = Config::default();
+        config.engine.pooling = false;
+        assert!(engine(&config).unwrap().get_signals_based_traps());
+        config.engine.signals_based_traps = false;
+        assert!(!engine(&config).unwrap().get_signals_based_traps());
+    }
+
+    #[test]
     fn a_pool_the_map_count_cannot_hold_is_refused_with_what_to_change() {
         let mut config = Config::default();
         config.pool.max_instances = 100_000;

@@ -543,9 +543,10 @@ impl Host {
 
     /// Gives back the zeroed pages that freed pool slots keep for the next
     /// instance (`[pool] keep_resident_kib`) and returns how many bytes that
-    /// was. The `wasmvisor` binary's janitor calls it once a second passes
-    /// with no instance stopped. It blocks for a `process_madvise` per 64
-    /// slots, so call it from a blocking thread.
+    /// was. The `wasmvisor` binary's janitor calls it 1–2 s after the last
+    /// instance stopped (and every 10 s if they keep stopping). It makes a
+    /// `process_madvise` call per 64 slots (per 31 at a 64 MiB memory cap),
+    /// so call it from a blocking thread.
     pub fn release_unused_pool_memory(&self) -> usize {
         self.inner.engine.release_unused_pool_memory()
     }

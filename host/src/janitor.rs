@@ -8,8 +8,9 @@
 //! `Store`, WASI context, mailbox and task) lives on the Rust heap, whose
 //! freed pages glibc's malloc keeps in its per-thread arenas. Both help
 //! while children churn and are waste after it, so the janitor returns them
-//! once a whole tick passes with no instance dropped, never during a
-//! restart storm.
+//! once a whole tick passes with no instance dropped. Churn that never
+//! settles still gets the pool's pages back every `MAX_KEEP`; the heap trim,
+//! which takes malloc's locks, waits for a quiet tick.
 
 use crate::host::Host;
 use std::time::Duration;
@@ -19,6 +20,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// Fewer dropped instances than this since the last `malloc_trim` are not
 /// worth one: it walks every arena under its lock.
 const MIN_EXITS: u64 = 256;
+/// The longest freed pool slots keep their pages when churn never settles
+/// (a crash loop, a steady stream of short-lived children).
+const MAX_KEEP: Duration = Duration::from_secs(10);
 
 /// Spawns the janitor; it ends when the host's last handle is dropped.
 pub fn spawn(host: &Host) {
@@ -26,6 +30,7 @@ pub fn spawn(host: &Host) {
     tokio::spawn(async move {
         let mut trimmed_at = 0u64;
         let mut last_seen = 0u64;
+        let mut released_at = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -34,17 +39,15 @@ pub fn spawn(host: &Host) {
             let exits = inner.metrics.instances_dropped();
             let settled = exits == last_seen;
             last_seen = exits;
-            if !settled {
-                continue;
-            }
-            if pool_keeps_pages(&inner.engine) {
+            if (settled || released_at.elapsed() >= MAX_KEEP) && pool_keeps_pages(&inner.engine) {
+                released_at = tokio::time::Instant::now();
                 let engine = inner.engine.clone();
                 drop(inner);
                 let _ = tokio::task::spawn_blocking(move || release_pool_pages(&engine)).await;
             } else {
                 drop(inner);
             }
-            if trim_supported() && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
+            if settled && trim_supported() && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
                 trimmed_at = exits;
                 let _ = tokio::task::spawn_blocking(trim).await;
             }

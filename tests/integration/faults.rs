@@ -72,18 +72,19 @@ async fn starting_and_stopping_ten_thousand_children_leaks_nothing() {
     // One-time costs (the first instances, thread arenas, the API's
     // buffers) are not leaks: the baseline is taken after a small warm-up.
     cycle(100).await;
+    wait_until_pool_keeps_nothing(&h).await;
     let baseline = h.rss_kib();
     cycle(N).await;
     // Freed slots keep pages for the next instance ([pool] keep_resident_kib)
     // while children come and go; the janitor takes a whole quiet second to
     // give them back, so they are still there right after the last stop.
-    let kept = pool_kept_kib(&h).await;
-    assert!(kept > 0, "freed slots kept no pages after {N} stops");
+    let kept = pool_kept_kib(&h, "memory").await;
+    assert!(kept > 0, "freed slots kept no memory pages after {N} stops");
     // The host gives them and the freed heap back once churn settles
     // (janitor.rs): wait for it, bounded.
     let deadline = std::time::Instant::now() + LIMIT;
     let mut rss = h.rss_kib();
-    while (rss > baseline + baseline / 10 || pool_kept_kib(&h).await > 0)
+    while (rss > baseline + baseline / 10 || pool_kept_kib(&h, "").await > 0)
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -93,7 +94,11 @@ async fn starting_and_stopping_ten_thousand_children_leaks_nothing() {
         "host RSS: {baseline} KiB before {N} starts and stops, {rss} KiB after \
          ({kept} KiB kept by freed slots until the janitor gave it back)"
     );
-    assert_eq!(pool_kept_kib(&h).await, 0, "freed slots still keep pages");
+    assert_eq!(
+        pool_kept_kib(&h, "").await,
+        0,
+        "freed slots still keep pages"
+    );
     assert!(
         rss <= baseline + baseline / 10,
         "RSS grew from {baseline} KiB to {rss} KiB"
@@ -101,14 +106,31 @@ async fn starting_and_stopping_ten_thousand_children_leaks_nothing() {
     assert_eq!(h.get("/v1/children").await, json!([]));
 }
 
-/// KiB the host's freed pool slots keep resident, from `/metrics`.
-async fn pool_kept_kib(h: &RunningHost) -> u64 {
+/// Bounded: the janitor gives kept pages back 1–2 s after the last stop.
+async fn wait_until_pool_keeps_nothing(h: &RunningHost) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while pool_kept_kib(h, "").await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "freed slots kept pages for {LIMIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// KiB the host's freed pool slots keep resident, from `/metrics`: of one
+/// `kind` (memory, table, stack), or of all with "".
+async fn pool_kept_kib(h: &RunningHost, kind: &str) -> u64 {
+    let prefix = match kind {
+        "" => "wasmvisor_pool_unused_resident_bytes{".to_string(),
+        kind => format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}}"),
+    };
     let (status, body) = h.client.raw(Method::GET, "/metrics", None).await.unwrap();
     assert_eq!(status, hyper::StatusCode::OK);
     std::str::from_utf8(&body)
         .unwrap()
         .lines()
-        .filter(|l| l.starts_with("wasmvisor_pool_unused_resident_bytes{"))
+        .filter(|l| l.starts_with(&prefix))
         .map(|l| {
             l.rsplit(' ')
                 .next()

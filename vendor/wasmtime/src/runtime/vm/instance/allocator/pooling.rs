@@ -100,6 +100,33 @@ impl ShardId {
     }
 }
 
+/// Decommits the regions of unused slots for `release_unused_resident`, in
+/// as few calls as `process_madvise` allows: Linux caps one call at
+/// `MAX_RW_COUNT` bytes and would do the rest a `madvise` at a time.
+/// Returns whether every region was decommitted.
+///
+/// # Safety
+///
+/// The regions must belong to unused slots that cannot be allocated while
+/// this runs, and must read as their reset state once decommitted.
+unsafe fn decommit_unused(iov: &[crate::runtime::vm::sys::vm::iovec]) -> bool {
+    const MAX_RW_COUNT: usize = 0x7fff_f000;
+    let mut ok = true;
+    let mut start = 0;
+    while start < iov.len() {
+        let mut end = start + 1;
+        let mut bytes = iov[start].iov_len;
+        while end < iov.len() && bytes + iov[end].iov_len <= MAX_RW_COUNT {
+            bytes += iov[end].iov_len;
+            end += 1;
+        }
+        // SAFETY: per this function's contract.
+        ok &= unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov[start..end]).is_ok() };
+        start = end;
+    }
+    ok
+}
+
 /// The number of shards used for the pooling allocator's sharded data
 /// structures: one per available CPU, capped to 16.
 ///

@@ -57,7 +57,7 @@ use super::{
 use crate::config::InstanceLimits;
 use crate::config::PoolingAllocationConfig;
 use crate::prelude::*;
-use crate::runtime::vm::sys::vm::{decommit_pages, iovec};
+use crate::runtime::vm::sys::vm::iovec;
 use crate::runtime::vm::{
     CompiledModuleId, InstanceAllocationRequest, Memory, MemoryBase, MemoryImageSlot, Mmap,
     MmapOffset, mmap::AlignedLength,
@@ -701,7 +701,7 @@ impl MemoryPool {
                 // this runs; their memory was reset to zeros when they were
                 // freed, and decommitted pages read as zeros (or, with a
                 // copy-on-write image, as the image) again.
-                unsafe { decommit_pages(&iov).is_ok() }
+                unsafe { super::decommit_unused(&iov) }
             });
         }
         released

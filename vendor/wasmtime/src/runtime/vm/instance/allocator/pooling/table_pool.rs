@@ -3,9 +3,7 @@ use super::{
     index_allocator::{SimpleIndexAllocator, SlotId},
 };
 use crate::config::PoolingAllocationConfig;
-use crate::runtime::vm::sys::vm::{
-    PageMap, commit_pages, decommit_pages, iovec, reset_with_pagemap,
-};
+use crate::runtime::vm::sys::vm::{PageMap, commit_pages, iovec, reset_with_pagemap};
 use crate::runtime::vm::{
     InstanceAllocationRequest, Mmap, SendSyncPtr, Table, mmap::AlignedLength,
 };
@@ -272,7 +270,7 @@ impl TablePool {
             // SAFETY: the slots are unused, cannot be allocated while this
             // runs, and were zeroed when freed; decommitted pages read as
             // zeros again.
-            unsafe { decommit_pages(&iov).is_ok() }
+            unsafe { super::decommit_unused(&iov) }
         })
     }
 }

@@ -260,7 +260,7 @@ impl StackPool {
     /// Gives back the pages unused stacks keep resident
     /// (`async_stack_keep_resident`); returns the bytes released.
     pub fn release_unused_resident(&self) -> usize {
-        use crate::runtime::vm::sys::vm::{decommit_pages, iovec};
+        use crate::runtime::vm::sys::vm::iovec;
         if !self.async_stack_zeroing {
             return 0;
         }
@@ -279,7 +279,7 @@ impl StackPool {
             // SAFETY: the stacks are unused, cannot be allocated while this
             // runs, and were zeroed when freed; decommitted pages read as
             // zeros again.
-            unsafe { decommit_pages(&iov).is_ok() }
+            unsafe { super::decommit_unused(&iov) }
         })
     }
 
