@@ -88,20 +88,26 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
         .await
         .unwrap();
     assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
-    let err = call(&host, "c1", json!("crash")).await.unwrap_err();
-    assert!(
-        matches!(&err, CallError::Trapped(m) if m.contains("unreachable")),
-        "{err:?}"
-    );
-    assert_eq!(
-        call_ok(&host, "c1", json!("state")).await,
-        json!({"args": {"k": "v"}, "count": 0})
-    );
+    crash_and_find_args_kept(&host, "c1", json!({"k": "v"})).await;
     assert!(host.lookup("c1").unwrap().same(&addr));
     let info = host.child("c1").unwrap();
     assert_eq!(info.restarts, 1);
     assert_eq!(info.status, Status::Running);
     assert!(matches!(info.last_exit, Some(ExitReason::Trap(_))));
+}
+
+/// A `"crash"` call traps with `unreachable`; the restarted instance has
+/// the same init `args` and a fresh count.
+async fn crash_and_find_args_kept(host: &wasmvisor::Host, id: &str, args: serde_json::Value) {
+    let err = call(host, id, json!("crash")).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Trapped(m) if m.contains("unreachable")),
+        "{err:?}"
+    );
+    assert_eq!(
+        call_ok(host, id, json!("state")).await,
+        json!({"args": args, "count": 0})
+    );
 }
 
 /// `[engine] signals_based_traps = false` compiles traps as calls into the
@@ -113,15 +119,7 @@ async fn without_signals_a_trap_is_the_same_trap_and_restart() {
     start_ok(&host, "c1", "chaos", json!({"k": "v"})).await;
     assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
     for restarts in 1..=3 {
-        let err = call(&host, "c1", json!("crash")).await.unwrap_err();
-        assert!(
-            matches!(&err, CallError::Trapped(m) if m.contains("unreachable")),
-            "{err:?}"
-        );
-        assert_eq!(
-            call_ok(&host, "c1", json!("state")).await,
-            json!({"args": {"k": "v"}, "count": 0})
-        );
+        crash_and_find_args_kept(&host, "c1", json!({"k": "v"})).await;
         assert_eq!(host.child("c1").unwrap().restarts, restarts);
     }
     // Code compiled with explicit checks still computes right: the sum of
