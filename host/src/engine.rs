@@ -139,6 +139,23 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
     Ok(())
 }
 
+/// Bytes that freed pool slots keep resident for the next instance
+/// (`[pool] keep_resident_kib`), by kind; empty without the pooling
+/// allocator. Stacks are counted only when they are zeroed on release.
+pub(crate) fn pool_kept_bytes(engine: &Engine) -> Vec<(&'static str, u64)> {
+    let Some(pool) = engine.pooling_allocator_metrics() else {
+        return Vec::new();
+    };
+    let mut kept = vec![
+        ("memory", pool.unused_memory_bytes_resident() as u64),
+        ("table", pool.unused_table_bytes_resident() as u64),
+    ];
+    if let Some(stack) = pool.unused_stack_bytes_resident() {
+        kept.push(("stack", stack as u64));
+    }
+    kept
+}
+
 /// Memory mappings a live instance's linear memory takes: its accessible
 /// part and the reserved rest. Measured by the benchmark (`maps_per_instance`).
 const MAPPINGS_PER_INSTANCE: u64 = 2;

@@ -590,25 +590,16 @@ impl Host {
                 samples: vec![(String::new(), plugins as u64)],
             },
         ];
-        if let Some(pool) = self.inner.engine.pooling_allocator_metrics() {
-            let mut samples = vec![
-                (
-                    "{kind=\"memory\"}".to_string(),
-                    pool.unused_memory_bytes_resident() as u64,
-                ),
-                (
-                    "{kind=\"table\"}".to_string(),
-                    pool.unused_table_bytes_resident() as u64,
-                ),
-            ];
-            if let Some(stack) = pool.unused_stack_bytes_resident() {
-                samples.push(("{kind=\"stack\"}".to_string(), stack as u64));
-            }
+        let kept = engine::pool_kept_bytes(&self.inner.engine);
+        if !kept.is_empty() {
             gauges.push(Gauge {
                 name: "wasmvisor_pool_unused_resident_bytes",
                 help: "Bytes freed pool slots keep resident for the next instance \
                        ([pool] keep_resident_kib) until the janitor gives them back.",
-                samples,
+                samples: kept
+                    .into_iter()
+                    .map(|(kind, bytes)| (format!("{{kind=\"{kind}\"}}"), bytes))
+                    .collect(),
             });
         }
         if let Some(in_use) = self.inner.stacks.in_use() {

@@ -21,7 +21,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// worth one: it walks every arena under its lock.
 const MIN_EXITS: u64 = 256;
 /// The longest freed pool slots keep their pages when churn never settles
-/// (a crash loop, a steady stream of short-lived children).
+/// (a crash loop, a steady stream of short-lived children), counted from
+/// the first tick that found pages kept.
 const MAX_KEEP: Duration = Duration::from_secs(10);
 
 /// Spawns the janitor; it ends when the host's last handle is dropped.
@@ -30,7 +31,7 @@ pub fn spawn(host: &Host) {
     tokio::spawn(async move {
         let mut trimmed_at = 0u64;
         let mut last_seen = 0u64;
-        let mut released_at = tokio::time::Instant::now();
+        let mut kept_since: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -39,8 +40,16 @@ pub fn spawn(host: &Host) {
             let exits = inner.metrics.instances_dropped();
             let settled = exits == last_seen;
             last_seen = exits;
-            if (settled || released_at.elapsed() >= MAX_KEEP) && pool_keeps_pages(&inner.engine) {
-                released_at = tokio::time::Instant::now();
+            let keeps_pages = crate::engine::pool_kept_bytes(&inner.engine)
+                .iter()
+                .any(|&(_, bytes)| bytes > 0);
+            // The clock runs from when pages were first seen kept, not from
+            // the last release: a storm after a long quiet spell is not cut
+            // into at once.
+            kept_since = keeps_pages.then(|| kept_since.unwrap_or_else(tokio::time::Instant::now));
+            let overdue = kept_since.is_some_and(|t| t.elapsed() >= MAX_KEEP);
+            if keeps_pages && (settled || overdue) {
+                kept_since = None;
                 let engine = inner.engine.clone();
                 drop(inner);
                 let _ = tokio::task::spawn_blocking(move || release_pool_pages(&engine)).await;
@@ -53,15 +62,6 @@ pub fn spawn(host: &Host) {
             }
         }
     });
-}
-
-/// Whether freed pool slots hold pages for the next instance.
-fn pool_keeps_pages(engine: &wasmtime::Engine) -> bool {
-    engine.pooling_allocator_metrics().is_some_and(|pool| {
-        pool.unused_memory_bytes_resident() > 0
-            || pool.unused_table_bytes_resident() > 0
-            || pool.unused_stack_bytes_resident().unwrap_or(0) > 0
-    })
 }
 
 fn release_pool_pages(engine: &wasmtime::Engine) {
