@@ -9,6 +9,7 @@ use crate::events::Event;
 use crate::host::HostInner;
 use crate::instance::{Instance, StartFailure};
 use crate::mailbox::Receiver;
+use crate::stacks::{Lease, Stacks};
 use crate::supervisor::group::GroupLink;
 use crate::supervisor::intensity::Intensity;
 use crate::supervisor::{self, Decision};
@@ -64,6 +65,9 @@ pub(crate) struct Child {
     /// Its supervision group, which decides its restarts instead of its own
     /// intensity.
     group: Option<GroupLink>,
+    /// How other instances ask for the native stack its idle instance holds
+    /// (`[engine] stack_per_callback`).
+    lease: Option<Arc<Lease>>,
 }
 
 /// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
@@ -97,21 +101,30 @@ async fn next_message(
     }
 }
 
-/// [`next_message`], handing the instance's native stack back to the pool
-/// (stacks.rs) if it would have to wait for it.
-async fn next_releasing_stack(
+/// [`next_message`], lending the instance's native stack to the other
+/// instances (stacks.rs) if it has to wait for it: a burst of messages keeps
+/// the stack and pays nothing. A stack asked for meanwhile is handed back as
+/// the child wakes.
+async fn next_lending_stack(
     control: &ControlSlot,
     mailbox: &mut Receiver,
+    stacks: &Stacks,
     instance: &mut Instance,
+    lease: &Arc<Lease>,
 ) -> Result<Option<Envelope>, Control> {
     let mut next = pin!(next_message(control, mailbox));
-    match poll_once(next.as_mut()).await {
-        Some(next) => next,
-        None => {
-            instance.release_stack();
-            next.await
-        }
+    if let Some(next) = poll_once(next.as_mut()).await {
+        return next;
     }
+    if !stacks.lend(lease) {
+        instance.release_stack();
+        return next.await;
+    }
+    let next = next.await;
+    if lease.wake() {
+        instance.release_stack();
+    }
+    next
 }
 
 /// Polls `future` once: its output if it is ready, `None` if it would wait
@@ -159,12 +172,14 @@ impl Child {
     ) {
         let s = host.config.supervisor;
         let running = host.children.enter();
+        let lease = host.stacks.per_callback().then(|| Lease::new(&cell));
         let child = Child {
             host,
             cell,
             mailbox,
             intensity: Intensity::new(s.max_restarts, s.max_seconds),
             group,
+            lease,
         };
         tokio::spawn(async move {
             child.run(origin).await;
@@ -413,17 +428,13 @@ impl Child {
     /// Serves the mailbox with `instance` until it ends.
     async fn serve(&mut self, mut instance: Instance) -> Ended {
         loop {
-            let next = if instance.holds_stack() {
-                // Boxed so that the child's task, kept for its whole life,
-                // is no larger for this mode.
-                Box::pin(next_releasing_stack(
-                    &self.cell.control,
-                    &mut self.mailbox,
-                    &mut instance,
-                ))
-                .await
-            } else {
-                next_message(&self.cell.control, &mut self.mailbox).await
+            let next = match &self.lease {
+                Some(lease) if instance.holds_stack() => {
+                    let (control, stacks) = (&self.cell.control, &self.host.stacks);
+                    next_lending_stack(control, &mut self.mailbox, stacks, &mut instance, lease)
+                        .await
+                }
+                _ => next_message(&self.cell.control, &mut self.mailbox).await,
             };
             match next {
                 Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),
@@ -446,6 +457,8 @@ impl Child {
                 Err(Control::Release { done }) => {
                     let _ = done.send(());
                 }
+                // Handed back as the child woke (`next_lending_stack`).
+                Err(Control::ReturnStack) => {}
                 Err(Control::Reload { version, done }) => {
                     match Box::pin(self.upgrade(&mut instance, version)).await {
                         Upgrade::Unchanged => {
@@ -609,7 +622,7 @@ impl Child {
                     Control::Release { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } => {}
+                    Control::Kill { .. } | Control::ReturnStack => {}
                 },
                 () = &mut sleep => return Wake::Start,
                 envelope = self.mailbox.recv(), if until.is_none() => {
@@ -656,7 +669,7 @@ impl Child {
                     Control::Suspend { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } => {}
+                    Control::Kill { .. } | Control::ReturnStack => {}
                 },
                 envelope = self.mailbox.recv(), if failed => {
                     if let Some(Envelope::Call { reply, .. }) = envelope {
@@ -698,7 +711,7 @@ impl Child {
                 Control::Reload { done, .. } => {
                     let _ = done.send(Err("the child was removed".into()));
                 }
-                Control::Kill { .. } => {}
+                Control::Kill { .. } | Control::ReturnStack => {}
             }
         }
         tracing::info!(child = %self.cell.id, "removed");

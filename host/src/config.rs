@@ -251,11 +251,14 @@ pub struct PoolConfig {
     /// 1 gives each region back at once.
     pub decommit_batch: u32,
     /// With `[engine] stack_per_callback`: instances with work at once.
-    /// Each needs a native stack (`stack_kib`) while it has messages and none
-    /// while it is idle, so this, not `max_instances`, sizes the pool's
-    /// stacks and their memory mappings. A callback that finds every stack
-    /// taken waits for one; a guest that waits inside a `call`,
-    /// `start-child` or HTTP request keeps its stack meanwhile.
+    /// Each needs a native stack (`stack_kib`) while it has messages; an idle
+    /// one keeps its stack only until another instance needs it. So this,
+    /// not `max_instances`, sizes the pool's stacks and their memory
+    /// mappings. A callback that finds every stack taken asks the instance
+    /// idle longest for its stack, or waits for one; a guest that waits
+    /// inside a `call`, `start-child` or HTTP request keeps its stack
+    /// meanwhile, so more than this many guests waiting on calls at once
+    /// make the callees wait until those calls time out.
     pub max_running: u32,
 }
 
@@ -302,13 +305,14 @@ pub struct EngineConfig {
     pub concurrency_support: bool,
     /// Map plugins' initial memory copy-on-write instead of copying it.
     pub memory_cow: bool,
-    /// An instance gives its native stack back to the pool whenever its
-    /// mailbox runs dry, so the pool needs `[pool] max_running` stacks
-    /// instead of one per instance: half the memory mappings per idle
-    /// instance (about 30,700 instead of 15,800 at the default
-    /// `vm.max_map_count`) and 4 KiB less RSS each, for a trip through the
-    /// pool's allocator per burst of messages: 5–8% of the 1-client call
-    /// rate in two A/Bs (BENCHMARKS.md). Off by default.
+    /// Instances share `[pool] max_running` native stacks instead of keeping
+    /// one each for life: an idle instance lends its stack until a callback
+    /// of another instance needs it (or hands it back at once when few are
+    /// free). Half the memory mappings per idle instance (about 30,700
+    /// instead of 15,800 at the default `vm.max_map_count`), 4 KiB less RSS
+    /// each and faster spawns, for about 4% of the 1-client call rate in a
+    /// 9-round A/B (BENCHMARKS.md). Off by default: it caps how many guests
+    /// can wait inside calls at once (`max_running`).
     pub stack_per_callback: bool,
     /// Guest traps and out-of-bounds accesses arrive as hardware faults
     /// (signals). Off, the compiled code checks for them and calls into the

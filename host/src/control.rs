@@ -36,6 +36,9 @@ pub(crate) enum Control {
     /// From the child's supervision group: start now; `done` is told once
     /// the start was tried (at once if the child already runs).
     Release { done: oneshot::Sender<()> },
+    /// A callback of another instance wants the native stack this child's
+    /// idle instance holds (`stacks.rs`): the child hands it back as it wakes.
+    ReturnStack,
 }
 
 #[derive(Default)]

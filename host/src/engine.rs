@@ -76,8 +76,8 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     .memory_guard_size(64 * 1024)
     .memory_reservation_for_growth(0)
     .async_stack_size(stack_bytes)
-    // A stack handed back at every idle moment goes to the next user as it
-    // is: zeroing it would cost a `madvise` per burst, and only the
+    // A shared stack goes to the next user as it is: zeroing it would cost
+    // a `madvise` each time it changes hands, and only the
     // `max_running` stacks ever used keep pages. A stack kept for an
     // instance's life would, unzeroed, keep its pages resident for every
     // slot ever used.

@@ -251,8 +251,8 @@ impl Instance {
     }
 
     /// Gives the store's native stack back to the pool, then the permit for
-    /// it. The child calls this when its mailbox runs dry, so a burst of
-    /// messages keeps one stack throughout.
+    /// it. The child calls this when another instance's callback wants the
+    /// stack its idle instance holds (`stacks.rs`).
     pub(crate) fn release_stack(&mut self) {
         if self.holds_stack() {
             self.store.release_fiber_stack();

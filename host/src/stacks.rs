@@ -1,17 +1,26 @@
 //! Native stacks for running instances. wasmtime runs every async callback on
 //! a fiber stack from the pool, and a `Store` keeps its last stack between
 //! calls, so by default the pool holds a stack per instance. With
-//! `[engine] stack_per_callback` an instance hands its stack back whenever its
-//! mailbox runs dry: the pool then needs a stack per running instance
-//! (`[pool] max_running`), which frees the two memory mappings and the
-//! resident page each idle instance's stack costs, at the price of a trip
-//! through the pool's allocator per burst of messages.
+//! `[engine] stack_per_callback` the pool holds `[pool] max_running` stacks
+//! and instances share them: an instance whose mailbox runs dry keeps its
+//! stack, *lent*, until a callback of another instance finds none free and
+//! asks for it back. A child that holds a lent stack is woken by a control
+//! signal, hands the stack back and waits again. The pool then needs a stack
+//! per running instance, which frees the two memory mappings and the
+//! resident page each idle instance's stack costs, and messages pay nothing
+//! for it until the stacks run short: then a callback that needs one costs
+//! the lender a wake-up.
 //!
 //! A permit is held for as long as the store may hold a stack, so the pool
-//! never runs out under a callback: one that finds all permits taken waits.
+//! never runs out under a callback: one that finds all permits taken asks the
+//! instance idle longest for its stack and waits for a permit.
 
+use crate::address::Cell;
+use crate::control::Control;
 use crate::metrics::Metrics;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The permits of one host's stack pool; `None` when every instance keeps
@@ -19,6 +28,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub(crate) struct Stacks {
     permits: Option<Arc<Semaphore>>,
     total: u32,
+    /// Instances that went idle holding a stack, idle longest first. An entry
+    /// may have gone busy again since; its lease says.
+    lent: Mutex<VecDeque<Arc<Lease>>>,
+    /// Callbacks waiting for a permit now: an instance that goes idle while
+    /// one waits hands its stack back at once instead of lending it.
+    waiting: AtomicUsize,
 }
 
 /// The right to hold one of the pool's stacks. Kept in the instance's store
@@ -28,13 +43,117 @@ pub(crate) struct StackPermit {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// One child's lent stack, as the other instances see it: whether it is
+/// idle (and may be asked), listed in [`Stacks::lent`], or asked to hand the
+/// stack back. The three flags are one atomic so that a lender going idle and
+/// a callback asking for its stack cannot miss each other.
+pub(crate) struct Lease {
+    flags: AtomicU8,
+    cell: Weak<Cell>,
+}
+
+/// The child waits for its next message holding a stack.
+const IDLE: u8 = 1;
+/// The lease is in [`Stacks::lent`].
+const LISTED: u8 = 2;
+/// A callback asked for the stack: the child hands it back when it wakes.
+const ASKED: u8 = 4;
+
+/// More entries than this many per stack, and going idle sweeps out the
+/// entries of children no longer idle, so that the list stays short without
+/// pressure (children that go busy again stay listed).
+const LISTED_PER_STACK: usize = 2;
+
+/// Fewer free stacks than one in this many of the pool, and an instance
+/// going idle hands its stack back instead of lending it.
+const SHORT_PER_STACKS: usize = 8;
+
+impl Lease {
+    /// The lease of `cell`'s child, which is sent [`Control::ReturnStack`]
+    /// when its stack is wanted.
+    pub(crate) fn new(cell: &Arc<Cell>) -> Arc<Lease> {
+        Arc::new(Lease {
+            flags: AtomicU8::new(0),
+            cell: Arc::downgrade(cell),
+        })
+    }
+
+    /// The child woke (a message or a control signal): true if its stack was
+    /// asked for, which it must then hand back before anything else.
+    pub(crate) fn wake(&self) -> bool {
+        self.flags.fetch_and(!(IDLE | ASKED), SeqCst) & ASKED != 0
+    }
+
+    /// Asks an idle lender for its stack; false if it is not idle (any more).
+    /// Called with the list locked, having taken the lease off it.
+    fn ask(&self) -> bool {
+        let mut flags = self.flags.load(SeqCst);
+        loop {
+            let (next, asked) = if flags & IDLE != 0 {
+                (flags & !(IDLE | LISTED) | ASKED, true)
+            } else {
+                (flags & !LISTED, false)
+            };
+            match self.flags.compare_exchange(flags, next, SeqCst, SeqCst) {
+                Ok(_) if asked => {
+                    if let Some(cell) = self.cell.upgrade() {
+                        cell.control.push(Control::ReturnStack);
+                    }
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(now) => flags = now,
+            }
+        }
+    }
+
+    /// Whether a listed lease stays on the list while it is swept: only if
+    /// its child is idle (else it is taken off and lists itself anew when
+    /// next idle). Called with the list locked.
+    fn stays_listed(&self) -> bool {
+        let mut flags = self.flags.load(SeqCst);
+        while flags & IDLE == 0 {
+            match self
+                .flags
+                .compare_exchange(flags, flags & !LISTED, SeqCst, SeqCst)
+            {
+                Ok(_) => return false,
+                Err(now) => flags = now,
+            }
+        }
+        true
+    }
+
+    /// Takes the lease back from idle if nobody asked for it yet: true if
+    /// the child should hand its stack back itself.
+    fn withdraw(&self) -> bool {
+        let mut flags = self.flags.load(SeqCst);
+        while flags & IDLE != 0 {
+            match self
+                .flags
+                .compare_exchange(flags, flags & !IDLE, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => flags = now,
+            }
+        }
+        false
+    }
+}
+
 impl Stacks {
     /// `stacks` permits, or none to count when stacks are kept for life.
     pub(crate) fn new(per_callback: bool, stacks: u32) -> Stacks {
         Stacks {
             permits: per_callback.then(|| Arc::new(Semaphore::new(stacks as usize))),
             total: stacks,
+            lent: Mutex::new(VecDeque::new()),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    fn lent(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Lease>>> {
+        self.lent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stacks held by instances now, when they are counted.
@@ -43,12 +162,13 @@ impl Stacks {
         Some(u64::from(self.total).saturating_sub(permits.available_permits() as u64))
     }
 
-    /// Whether stores hand their stack back after each callback.
+    /// Whether instances share the pool's stacks.
     pub(crate) fn per_callback(&self) -> bool {
         self.permits.is_some()
     }
 
-    /// Waits until a stack is free; a wait is counted in `metrics`.
+    /// Waits until a stack is free; a wait is counted in `metrics`. With
+    /// none free, the instance idle longest is asked for its stack.
     pub(crate) async fn acquire(&self, metrics: &Metrics) -> StackPermit {
         let Some(permits) = &self.permits else {
             return StackPermit { _permit: None };
@@ -57,7 +177,13 @@ impl Stacks {
             Ok(permit) => permit,
             Err(_) => {
                 metrics.stack_wait();
-                tracing::debug!("every native stack is in use; a callback waits for one");
+                // Counted before asking: a lender that goes idle from now on
+                // sees it and hands its stack back unasked.
+                self.waiting.fetch_add(1, SeqCst);
+                let _waiting = Waiting(&self.waiting);
+                if !self.ask_a_lender() {
+                    tracing::debug!("every native stack is in use; a callback waits for one");
+                }
                 // Boxed: every callback's future has room for this wait,
                 // and each child keeps one for its life; a box is a word.
                 // The semaphore lives as long as the host and is never closed.
@@ -72,10 +198,56 @@ impl Stacks {
         }
     }
 
+    /// Asks the lender idle longest for its stack; false if none is idle.
+    fn ask_a_lender(&self) -> bool {
+        let mut lent = self.lent();
+        while let Some(lease) = lent.pop_front() {
+            if lease.ask() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The child of `lease` waits for its next message holding a stack:
+    /// lends it (true), or returns false if the child should hand it back
+    /// now, because a callback waits for one or few are left. With few left,
+    /// lending would cost the next callback a wake-up of the lender, and a
+    /// set of busy instances larger than the pool would pass stacks around
+    /// that way at every message.
+    pub(crate) fn lend(&self, lease: &Arc<Lease>) -> bool {
+        let Some(permits) = &self.permits else {
+            return true;
+        };
+        if permits.available_permits() < self.total as usize / SHORT_PER_STACKS {
+            return false;
+        }
+        if lease.flags.fetch_or(IDLE, SeqCst) & LISTED == 0 {
+            let mut lent = self.lent();
+            if lent.len() >= self.total as usize * LISTED_PER_STACK {
+                // Children that went busy again: they list themselves anew
+                // when next idle.
+                lent.retain(|l| l.stays_listed());
+            }
+            lease.flags.fetch_or(LISTED, SeqCst);
+            lent.push_back(lease.clone());
+        }
+        !(self.waiting.load(SeqCst) > 0 && lease.withdraw())
+    }
+
     /// Permits not taken now.
     #[cfg(test)]
     fn available(&self) -> usize {
         self.permits.as_ref().map_or(0, |p| p.available_permits())
+    }
+}
+
+/// Uncounts a waiting callback, also when its future is dropped (a kill).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }
 
@@ -119,5 +291,92 @@ mod tests {
         assert_eq!(stacks.in_use(), None);
         let _a = stacks.acquire(&metrics).await;
         let _b = stacks.acquire(&metrics).await;
+    }
+
+    fn cell(id: &str) -> Arc<Cell> {
+        let (tx, _rx) = crate::mailbox::mailbox(crate::mailbox::MailboxImpl::default(), 8);
+        let spec = crate::types::ChildSpec::new(id, "p", &serde_json::Value::Null);
+        Arc::new(Cell::new(spec, tx))
+    }
+
+    #[tokio::test]
+    async fn an_idle_lender_is_asked_for_its_stack_and_a_busy_one_is_not() {
+        let stacks = Arc::new(Stacks::new(true, 2));
+        let metrics = Arc::new(Metrics::default());
+        let (busy, idle) = (cell("busy"), cell("idle"));
+        let (busy_lease, idle_lease) = (Lease::new(&busy), Lease::new(&idle));
+        let _busy_stack = stacks.acquire(&metrics).await;
+        let idle_stack = stacks.acquire(&metrics).await;
+        // "busy" lent its stack, then got a message: it is listed but not idle.
+        assert!(stacks.lend(&busy_lease));
+        assert!(!busy_lease.wake());
+        assert!(stacks.lend(&idle_lease));
+        assert_eq!(stacks.lent().len(), 2);
+
+        let waiting = tokio::spawn({
+            let (stacks, metrics) = (stacks.clone(), metrics.clone());
+            async move {
+                let _third = stacks.acquire(&metrics).await;
+            }
+        });
+        // The idle one (listed second) is asked; the busy one, listed first,
+        // is only taken off the list.
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(10), idle.control.next())
+            .await
+            .expect("the idle lender was asked");
+        assert!(matches!(asked, Control::ReturnStack));
+        assert!(stacks.lent().is_empty());
+        assert!(!waiting.is_finished(), "no stack was handed back yet");
+        assert!(idle_lease.wake(), "the lender sees it was asked");
+        drop(idle_stack);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting callback got the lent stack")
+            .expect("the waiting task did not panic");
+        assert!(!busy_lease.wake(), "the busy child was not asked");
+    }
+
+    #[tokio::test]
+    async fn a_child_going_idle_while_a_callback_waits_hands_its_stack_back() {
+        let stacks = Arc::new(Stacks::new(true, 1));
+        let metrics = Arc::new(Metrics::default());
+        let only = cell("only");
+        let lease = Lease::new(&only);
+        let stack = stacks.acquire(&metrics).await;
+        let waiting = tokio::spawn({
+            let (stacks, metrics) = (stacks.clone(), metrics.clone());
+            async move {
+                let _second = stacks.acquire(&metrics).await;
+            }
+        });
+        for _ in 0..1000 {
+            if stacks.waiting.load(SeqCst) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stacks.waiting.load(SeqCst), 1);
+        // Nobody was idle to ask; the busy child now runs dry.
+        assert!(!stacks.lend(&lease), "hand it back instead of lending it");
+        assert!(!lease.wake(), "not asked: it handed the stack back itself");
+        drop(stack);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting callback got the stack")
+            .expect("the waiting task did not panic");
+        assert_eq!(stacks.waiting.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn the_list_of_lenders_stays_short_without_pressure() {
+        let stacks = Stacks::new(true, 2);
+        let leases: Vec<_> = (0..50).map(|i| Lease::new(&cell(&i.to_string()))).collect();
+        for _round in 0..3 {
+            for lease in &leases {
+                assert!(stacks.lend(lease));
+                assert!(!lease.wake());
+            }
+        }
+        assert!(stacks.lent().len() <= 2 * LISTED_PER_STACK);
     }
 }

@@ -517,8 +517,9 @@ async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     assert_eq!(call_ok(&host, "b", json!({"add": 2})).await, json!(2));
 }
 
-/// With stacks handed back per callback, a pool of two stacks serves twenty
-/// instances: calls to all of them at once, a crash and its restart.
+/// With stacks shared, a pool of two stacks serves twenty instances: each
+/// start asks an idle instance for its stack, then calls to all of them at
+/// once, a crash and its restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacks_per_callback_serve_more_instances_than_stacks() {
     let (host, _dir) = host_with(|c| {
@@ -573,15 +574,15 @@ async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
     assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
     assert!(busy.await.unwrap().is_ok());
     assert_eq!(host.child("other").unwrap().restarts, 0);
-    // Both idle now: each hands its stack back once its mailbox is empty.
-    wait_for(
-        "the stacks to be handed back",
-        Duration::from_secs(10),
-        || {
-            host.metrics_text()
-                .contains("wasmvisor_stacks_in_use 0")
-                .then_some(())
-        },
-    )
+    // "busy" handed the stack back as it went idle (a callback waited for
+    // it); "other" went idle with no one waiting, so it keeps it, lent.
+    wait_for("the stack to be lent", Duration::from_secs(10), || {
+        host.metrics_text()
+            .contains("wasmvisor_stacks_in_use 1")
+            .then_some(())
+    })
     .await;
+    // A call to "busy" asks "other", idle, for the stack.
+    assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
+    assert_eq!(call_ok(&host, "other", json!({"add": 1})).await, json!(3));
 }

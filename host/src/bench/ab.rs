@@ -57,11 +57,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "stack_per_callback",
-        "true|false: instances hand their native stack back when their mailbox runs dry vs keep one for life",
+        "true|false: instances share the pool's native stacks (an idle one lends its stack until another needs it) vs keep one for life",
     ),
     (
         "max_running",
-        "N: native stacks in the pool when instances hand them back (stack_per_callback=true)",
+        "N: native stacks in the pool when instances share them (stack_per_callback=true)",
     ),
 ];
 
