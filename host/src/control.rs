@@ -86,6 +86,12 @@ impl ControlSlot {
         found
     }
 
+    /// Whether a signal is queued.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// The next signal, in arrival order.
     pub(crate) async fn next(&self) -> Control {
         loop {

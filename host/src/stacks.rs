@@ -28,8 +28,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub(crate) struct Stacks {
     permits: Option<Arc<Semaphore>>,
     total: u32,
-    /// Instances that went idle holding a stack, idle longest first. An entry
-    /// may have gone busy again since; its lease says.
+    /// Instances that went idle holding a stack, in the order they were
+    /// listed. An entry may have gone busy again since (its lease says); one
+    /// that goes idle again keeps its place, so the first idle entry is the
+    /// one listed longest ago, not always the one idle longest: listing anew
+    /// at every burst would take this lock at every burst.
     lent: Mutex<VecDeque<Arc<Lease>>>,
     /// Callbacks waiting for a permit now: an instance that goes idle while
     /// one waits hands its stack back at once instead of lending it.
@@ -65,7 +68,8 @@ const ASKED: u8 = 4;
 const LISTED_PER_STACK: usize = 2;
 
 /// Fewer free stacks than one in this many of the pool, and an instance
-/// going idle hands its stack back instead of lending it.
+/// going idle hands its stack back instead of lending it. With fewer than
+/// this many stacks in all only a waiting callback makes it do so.
 const SHORT_PER_STACKS: usize = 8;
 
 impl Lease {
@@ -96,9 +100,11 @@ impl Lease {
             };
             match self.flags.compare_exchange(flags, next, SeqCst, SeqCst) {
                 Ok(_) if asked => {
-                    if let Some(cell) = self.cell.upgrade() {
-                        cell.control.push(Control::ReturnStack);
-                    }
+                    // A child that is gone holds no stack to hand back.
+                    let Some(cell) = self.cell.upgrade() else {
+                        return false;
+                    };
+                    cell.control.push(Control::ReturnStack);
                     return true;
                 }
                 Ok(_) => return false,
@@ -168,7 +174,7 @@ impl Stacks {
     }
 
     /// Waits until a stack is free; a wait is counted in `metrics`. With
-    /// none free, the instance idle longest is asked for its stack.
+    /// none free, the first idle lender listed is asked for its stack.
     pub(crate) async fn acquire(&self, metrics: &Metrics) -> StackPermit {
         let Some(permits) = &self.permits else {
             return StackPermit { _permit: None };
@@ -198,7 +204,10 @@ impl Stacks {
         }
     }
 
-    /// Asks the lender idle longest for its stack; false if none is idle.
+    /// Asks the first idle lender on the list for its stack; false if none
+    /// is idle. A child that goes idle while this callback waits hands its
+    /// stack back too, so a waiter may free two stacks: only a wasted
+    /// wake-up, never a lost one.
     fn ask_a_lender(&self) -> bool {
         let mut lent = self.lent();
         while let Some(lease) = lent.pop_front() {
@@ -370,13 +379,32 @@ mod tests {
     #[test]
     fn the_list_of_lenders_stays_short_without_pressure() {
         let stacks = Stacks::new(true, 2);
-        let leases: Vec<_> = (0..50).map(|i| Lease::new(&cell(&i.to_string()))).collect();
+        let cells: Vec<_> = (0..50).map(|i| cell(&i.to_string())).collect();
+        let leases: Vec<_> = cells.iter().map(Lease::new).collect();
         for _round in 0..3 {
             for lease in &leases {
                 assert!(stacks.lend(lease));
                 assert!(!lease.wake());
             }
         }
-        assert!(stacks.lent().len() <= 2 * LISTED_PER_STACK);
+        assert!(stacks.lent().len() <= stacks.total as usize * LISTED_PER_STACK);
+        // Swept leases list themselves anew: once all are idle, each is on
+        // the list exactly once and can be asked.
+        for lease in &leases {
+            assert!(stacks.lend(lease));
+        }
+        for lease in &leases {
+            let listed = stacks
+                .lent()
+                .iter()
+                .filter(|l| Arc::ptr_eq(l, lease))
+                .count();
+            assert_eq!(listed, 1);
+        }
+        for cell in &cells {
+            assert!(stacks.ask_a_lender());
+            assert!(cell.control.pending(), "asked in the order listed");
+        }
+        assert!(!stacks.ask_a_lender(), "every lender was asked once");
     }
 }
