@@ -254,8 +254,8 @@ pub struct PoolConfig {
     /// Each needs a native stack (`stack_kib`) while it has messages; an idle
     /// one keeps its stack only until another instance needs it. So this,
     /// not `max_instances`, sizes the pool's stacks and their memory
-    /// mappings. A callback that finds every stack taken asks the instance
-    /// idle longest for its stack, or waits for one; a guest that waits
+    /// mappings. A callback that finds every stack taken asks an idle
+    /// instance for its stack, or waits for one; a guest that waits
     /// inside a `call`, `start-child` or HTTP request keeps its stack
     /// meanwhile, so more than this many guests waiting on calls at once
     /// make the callees wait until those calls time out.

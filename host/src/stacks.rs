@@ -12,8 +12,8 @@
 //! the lender a wake-up.
 //!
 //! A permit is held for as long as the store may hold a stack, so the pool
-//! never runs out under a callback: one that finds all permits taken asks the
-//! instance idle longest for its stack and waits for a permit.
+//! never runs out under a callback: one that finds all permits taken asks an
+//! idle instance (the first listed) for its stack and waits for a permit.
 
 use crate::address::Cell;
 use crate::control::Control;
