@@ -91,59 +91,44 @@ impl Lease {
     /// Asks an idle lender for its stack; false if it is not idle (any more).
     /// Called with the list locked, having taken the lease off it.
     fn ask(&self) -> bool {
-        let mut flags = self.flags.load(SeqCst);
-        loop {
-            let (next, asked) = if flags & IDLE != 0 {
-                (flags & !(IDLE | LISTED) | ASKED, true)
+        let before = self.update(|flags| {
+            Some(if flags & IDLE != 0 {
+                flags & !(IDLE | LISTED) | ASKED
             } else {
-                (flags & !LISTED, false)
-            };
-            match self.flags.compare_exchange(flags, next, SeqCst, SeqCst) {
-                Ok(_) if asked => {
-                    // A child that is gone holds no stack to hand back.
-                    let Some(cell) = self.cell.upgrade() else {
-                        return false;
-                    };
-                    cell.control.push(Control::ReturnStack);
-                    return true;
-                }
-                Ok(_) => return false,
-                Err(now) => flags = now,
-            }
+                flags & !LISTED
+            })
+        });
+        let (Ok(before) | Err(before)) = before;
+        if before & IDLE == 0 {
+            return false;
         }
+        // A child that is gone holds no stack to hand back.
+        let Some(cell) = self.cell.upgrade() else {
+            return false;
+        };
+        cell.control.push(Control::ReturnStack);
+        true
     }
 
     /// Whether a listed lease stays on the list while it is swept: only if
     /// its child is idle (else it is taken off and lists itself anew when
     /// next idle). Called with the list locked.
     fn stays_listed(&self) -> bool {
-        let mut flags = self.flags.load(SeqCst);
-        while flags & IDLE == 0 {
-            match self
-                .flags
-                .compare_exchange(flags, flags & !LISTED, SeqCst, SeqCst)
-            {
-                Ok(_) => return false,
-                Err(now) => flags = now,
-            }
-        }
-        true
+        self.update(|flags| (flags & IDLE == 0).then_some(flags & !LISTED))
+            .is_err()
     }
 
     /// Takes the lease back from idle if nobody asked for it yet: true if
     /// the child should hand its stack back itself.
     fn withdraw(&self) -> bool {
-        let mut flags = self.flags.load(SeqCst);
-        while flags & IDLE != 0 {
-            match self
-                .flags
-                .compare_exchange(flags, flags & !IDLE, SeqCst, SeqCst)
-            {
-                Ok(_) => return true,
-                Err(now) => flags = now,
-            }
-        }
-        false
+        self.update(|flags| (flags & IDLE != 0).then_some(flags & !IDLE))
+            .is_ok()
+    }
+
+    /// Changes the flags as `change` says (`None`: leave them), atomically
+    /// against the child's own changes; the flags before, `Err` if left.
+    fn update(&self, change: impl FnMut(u8) -> Option<u8>) -> Result<u8, u8> {
+        self.flags.fetch_update(SeqCst, SeqCst, change)
     }
 }
 
@@ -264,6 +249,21 @@ impl Drop for Waiting<'_> {
 mod tests {
     use super::*;
 
+    /// A callback's task that waits for a stack.
+    fn waiter(stacks: &Arc<Stacks>, metrics: &Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+        let (stacks, metrics) = (stacks.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let _stack = stacks.acquire(&metrics).await;
+        })
+    }
+
+    async fn gets_a_stack(waiting: tokio::task::JoinHandle<()>, what: &str) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect(what)
+            .expect("the waiting task did not panic");
+    }
+
     #[tokio::test]
     async fn a_callback_waits_for_a_stack_and_gets_the_one_handed_back() {
         let stacks = Arc::new(Stacks::new(true, 1));
@@ -271,19 +271,11 @@ mod tests {
         let first = stacks.acquire(&metrics).await;
         assert_eq!(stacks.available(), 0);
         assert_eq!(stacks.in_use(), Some(1));
-        let waiting = tokio::spawn({
-            let (stacks, metrics) = (stacks.clone(), metrics.clone());
-            async move {
-                let _second = stacks.acquire(&metrics).await;
-            }
-        });
+        let waiting = waiter(&stacks, &metrics);
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "no stack is free yet");
         drop(first);
-        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
-            .await
-            .expect("the waiting callback got the stack")
-            .expect("the waiting task did not panic");
+        gets_a_stack(waiting, "the waiting callback got the stack").await;
         assert_eq!(stacks.available(), 1);
         assert!(
             metrics
@@ -322,12 +314,7 @@ mod tests {
         assert!(stacks.lend(&idle_lease));
         assert_eq!(stacks.lent().len(), 2);
 
-        let waiting = tokio::spawn({
-            let (stacks, metrics) = (stacks.clone(), metrics.clone());
-            async move {
-                let _third = stacks.acquire(&metrics).await;
-            }
-        });
+        let waiting = waiter(&stacks, &metrics);
         // The idle one (listed second) is asked; the busy one, listed first,
         // is only taken off the list.
         let asked = tokio::time::timeout(std::time::Duration::from_secs(10), idle.control.next())
@@ -338,10 +325,7 @@ mod tests {
         assert!(!waiting.is_finished(), "no stack was handed back yet");
         assert!(idle_lease.wake(), "the lender sees it was asked");
         drop(idle_stack);
-        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
-            .await
-            .expect("the waiting callback got the lent stack")
-            .expect("the waiting task did not panic");
+        gets_a_stack(waiting, "the waiting callback got the lent stack").await;
         assert!(!busy_lease.wake(), "the busy child was not asked");
     }
 
@@ -352,12 +336,7 @@ mod tests {
         let only = cell("only");
         let lease = Lease::new(&only);
         let stack = stacks.acquire(&metrics).await;
-        let waiting = tokio::spawn({
-            let (stacks, metrics) = (stacks.clone(), metrics.clone());
-            async move {
-                let _second = stacks.acquire(&metrics).await;
-            }
-        });
+        let waiting = waiter(&stacks, &metrics);
         for _ in 0..1000 {
             if stacks.waiting.load(SeqCst) == 1 {
                 break;
@@ -369,10 +348,7 @@ mod tests {
         assert!(!stacks.lend(&lease), "hand it back instead of lending it");
         assert!(!lease.wake(), "not asked: it handed the stack back itself");
         drop(stack);
-        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
-            .await
-            .expect("the waiting callback got the stack")
-            .expect("the waiting task did not panic");
+        gets_a_stack(waiting, "the waiting callback got the stack").await;
         assert_eq!(stacks.waiting.load(SeqCst), 0);
     }
 
