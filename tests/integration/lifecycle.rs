@@ -517,9 +517,10 @@ async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     assert_eq!(call_ok(&host, "b", json!({"add": 2})).await, json!(2));
 }
 
-/// With stacks shared, a pool of two stacks serves twenty instances: each
-/// start asks an idle instance for its stack, then calls to all of them at
-/// once, a crash and its restart.
+/// With stacks shared, a pool of two stacks serves twenty instances: their
+/// starts (each hands its stack back after `init`), calls to all of them at
+/// once (an instance that goes idle lends its stack until a waiting call
+/// asks for it), a crash and its restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacks_per_callback_serve_more_instances_than_stacks() {
     let (host, _dir) = host_with(|c| {
@@ -563,26 +564,42 @@ async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
         async move { call(&host, "busy", json!({"spin": 30_000_000})).await }
     });
     // The spin (about 100 ms) holds the only stack from when its child
-    // takes it out of the mailbox until it ends.
-    tokio::task::yield_now().await;
+    // takes it out of the mailbox until it ends; a start hands its stack
+    // back after `init`, so a stack in use is the spin's.
     wait_for(
         "the busy guest to take its call",
         Duration::from_secs(10),
-        || (host.child("busy")?.queued == 0).then_some(()),
+        || {
+            host.metrics_text()
+                .contains("wasmvisor_stacks_in_use 1")
+                .then_some(())
+        },
     )
     .await;
     assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
+    assert_eq!(stack_waits(&host), 1, "the call waited for the busy guest");
     assert!(busy.await.unwrap().is_ok());
     assert_eq!(host.child("other").unwrap().restarts, 0);
     // "busy" handed the stack back as it went idle (a callback waited for
-    // it); "other" went idle with no one waiting, so it keeps it, lent.
-    wait_for("the stack to be lent", Duration::from_secs(10), || {
-        host.metrics_text()
-            .contains("wasmvisor_stacks_in_use 1")
-            .then_some(())
-    })
-    .await;
-    // A call to "busy" asks "other", idle, for the stack.
+    // it); "other" went idle with no one waiting, so it keeps it, lent, and
+    // a call to "busy" must wait for it and ask "other" for it. Handed back
+    // instead, the call would find it free and not wait.
+    assert!(host.metrics_text().contains("wasmvisor_stacks_in_use 1"));
+    let waits = stack_waits(&host);
     assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
+    assert_eq!(
+        stack_waits(&host),
+        waits + 1,
+        "the call waited for the lent stack"
+    );
     assert_eq!(call_ok(&host, "other", json!({"add": 1})).await, json!(3));
+}
+
+/// `wasmvisor_stack_waits_total`: callbacks that found every stack taken.
+fn stack_waits(host: &wasmvisor::Host) -> u64 {
+    host.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmvisor_stack_waits_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the stack wait counter is in the metrics")
 }
