@@ -7,6 +7,8 @@ use crate::control::ControlSlot;
 use crate::mailbox::{Refused, Sender};
 use crate::types::{CallError, ChildSpec, ExitReason, Status};
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -147,35 +149,40 @@ impl Cell {
     ) -> Result<Vec<u8>, CallError> {
         let (reply, mut rx) = oneshot::channel();
         self.post(Envelope::Call { msg, reply })?;
-        let answer = match timeout {
-            Some(timeout) => {
-                // Most calls are answered within microseconds. Until the next
-                // epoch tick a call waits on the tick, which every pending
-                // call shares, and only then on a timer of its own.
-                let started = std::time::Instant::now();
-                let first = tokio::select! {
-                    biased;
-                    answer = &mut rx => Some(answer),
-                    () = self.tick().notified() => None,
-                };
-                match first {
-                    Some(answer) => answer,
-                    None => {
-                        let left = timeout.saturating_sub(started.elapsed());
-                        match tokio::time::timeout(left, rx).await {
-                            Ok(answer) => answer,
-                            Err(_) => return Err(CallError::Timeout),
-                        }
-                    }
-                }
-            }
-            None => rx.await,
-        };
-        answer.unwrap_or_else(|_| {
-            Err(CallError::Failed(
+        match self.within(Pin::new(&mut rx), timeout).await {
+            Some(Ok(answer)) => answer,
+            Some(Err(_)) => Err(CallError::Failed(
                 "the child was stopped before it handled the message".into(),
-            ))
-        })
+            )),
+            None => Err(CallError::Timeout),
+        }
+    }
+
+    /// Waits for `answer`, at most `timeout` (`None` once it passed).
+    pub(crate) async fn within<F: Future + ?Sized>(
+        &self,
+        mut answer: Pin<&mut F>,
+        timeout: Option<Duration>,
+    ) -> Option<F::Output> {
+        let Some(timeout) = timeout else {
+            return Some(answer.await);
+        };
+        // Most calls are answered within microseconds. Until the next epoch
+        // tick a call waits on the tick, which every pending call shares,
+        // and only then on a timer of its own.
+        let started = std::time::Instant::now();
+        let first = tokio::select! {
+            biased;
+            answer = answer.as_mut() => Some(answer),
+            () = self.tick().notified() => None,
+        };
+        match first {
+            Some(answer) => Some(answer),
+            None => {
+                let left = timeout.saturating_sub(started.elapsed());
+                tokio::time::timeout(left, answer).await.ok()
+            }
+        }
     }
 
     fn tick(&self) -> &'static tokio::sync::Notify {

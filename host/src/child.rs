@@ -5,6 +5,7 @@
 
 use crate::address::{Cell, Envelope};
 use crate::control::{Control, ControlSlot};
+use crate::direct::Seat;
 use crate::events::Event;
 use crate::host::HostInner;
 use crate::instance::{Instance, StartFailure};
@@ -68,6 +69,9 @@ pub(crate) struct Child {
     /// How other instances ask for the native stack its idle instance holds
     /// (`[engine] stack_per_callback`).
     lease: Option<Arc<Lease>>,
+    /// Whether callers may run calls on its idle instance (`direct.rs`): not
+    /// with shared stacks, whose lending has its own way of waking.
+    direct: bool,
 }
 
 /// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
@@ -139,6 +143,58 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
     .await
 }
 
+/// What the child woke for while its instance was on the desk.
+struct Woken {
+    next: Result<Option<Envelope>, Control>,
+    /// The instance, taken back; `None` if it was lost, which the desk's
+    /// rules exclude.
+    seat: Option<Seat>,
+    /// A kill that came while a caller still ran a call on the instance, and
+    /// was passed on to it.
+    killed: Option<String>,
+}
+
+/// [`next_message`], with the idle instance left on the desk meanwhile for
+/// callers to run calls on (`direct.rs`). The instance comes back with the
+/// message or signal, once any call on it has finished; a kill that arrives
+/// before then is passed on to that call.
+async fn next_with_desk(
+    control: &ControlSlot,
+    mailbox: &mut Receiver,
+    instance: Box<Instance>,
+) -> Woken {
+    let kept = |next, instance| Woken {
+        next,
+        seat: Some(Seat {
+            instance,
+            died: None,
+        }),
+        killed: None,
+    };
+    if control.pending() {
+        return kept(next_message(control, mailbox).await, instance);
+    }
+    if let Err(instance) = mailbox.park(instance) {
+        return kept(next_message(control, mailbox).await, instance);
+    }
+    let next = next_message(control, mailbox).await;
+    let mailbox = &*mailbox;
+    let mut kill = match &next {
+        Err(Control::Kill { reason }) => Some(reason.clone()),
+        _ => None,
+    };
+    let woke_for_a_kill = kill.is_some();
+    let seat = loop {
+        tokio::select! {
+            biased;
+            seat = mailbox.reclaim(kill.as_deref()) => break seat,
+            reason = control.killed(), if kill.is_none() => kill = Some(reason),
+        }
+    };
+    let killed = kill.filter(|_| !woke_for_a_kill);
+    Woken { next, seat, killed }
+}
+
 /// [`unless_killed`] for guest calls: a kill is one more way to exit.
 async fn guarded<T>(
     control: &ControlSlot,
@@ -173,6 +229,7 @@ impl Child {
         let s = host.config.supervisor;
         let running = host.children.enter();
         let lease = host.stacks.per_callback().then(|| Lease::new(&cell));
+        let direct = host.config.tuning.direct_calls && lease.is_none() && mailbox.has_desk();
         let child = Child {
             host,
             cell,
@@ -180,6 +237,7 @@ impl Child {
             intensity: Intensity::new(s.max_restarts, s.max_seconds),
             group,
             lease,
+            direct,
         };
         tokio::spawn(async move {
             child.run(origin).await;
@@ -426,9 +484,33 @@ impl Child {
     }
 
     /// Serves the mailbox with `instance` until it ends.
-    async fn serve(&mut self, mut instance: Instance) -> Ended {
+    async fn serve(&mut self, instance: Instance) -> Ended {
+        let mut instance = Box::new(instance);
         loop {
             let next = match &self.lease {
+                _ if self.direct => {
+                    let (control, mailbox) = (&self.cell.control, &mut self.mailbox);
+                    let Woken { next, seat, killed } =
+                        next_with_desk(control, mailbox, instance).await;
+                    let Some(seat) = seat else {
+                        let lost = "the host lost track of its instance".to_string();
+                        return Ended::Exit(ExitReason::Killed(lost));
+                    };
+                    // A call that ended the instance, or a kill for it that
+                    // the call finished before it saw.
+                    let died = seat.died.or(killed.map(ExitReason::Killed));
+                    if let Some(reason) = died {
+                        self.put_back(next, true);
+                        return Ended::Exit(reason);
+                    }
+                    instance = seat.instance;
+                    if let Some(reason) = instance.take_stop_request() {
+                        self.put_back(next, false);
+                        Box::pin(self.terminate(&mut instance, &reason)).await;
+                        return Ended::Exit(reason);
+                    }
+                    next
+                }
                 Some(lease) if instance.holds_stack() => {
                     let (control, stacks) = (&self.cell.control, &self.host.stacks);
                     next_lending_stack(control, &mut self.mailbox, stacks, &mut instance, lease)
@@ -457,15 +539,16 @@ impl Child {
                 Err(Control::Release { done }) => {
                     let _ = done.send(());
                 }
-                // Handed back as the child woke (`next_lending_stack`).
-                Err(Control::ReturnStack) => {}
+                // Handed back as the child woke (`next_lending_stack`), or
+                // taken back from a caller (`next_with_desk`).
+                Err(Control::ReturnStack | Control::Returned) => {}
                 Err(Control::Reload { version, done }) => {
                     match Box::pin(self.upgrade(&mut instance, version)).await {
                         Upgrade::Unchanged => {
                             let _ = done.send(Ok(()));
                         }
                         Upgrade::Done(new) => {
-                            instance = new;
+                            *instance = new;
                             let _ = done.send(Ok(()));
                         }
                         Upgrade::Kept(why) => {
@@ -489,6 +572,18 @@ impl Child {
                     }
                 }
             }
+        }
+    }
+
+    /// What the child woke for, when the instance it took back from a caller
+    /// cannot serve it: for the next instance. A kill is dropped when the
+    /// instance `died` already, since it ended that instance.
+    fn put_back(&self, next: Result<Option<Envelope>, Control>, died: bool) {
+        match next {
+            Ok(Some(envelope)) => self.mailbox.put_back(envelope),
+            Ok(None) | Err(Control::Returned) => {}
+            Err(Control::Kill { .. }) if died => {}
+            Err(control) => self.cell.control.put_back(control),
         }
     }
 
@@ -622,7 +717,7 @@ impl Child {
                     Control::Release { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } | Control::ReturnStack => {}
+                    Control::Kill { .. } | Control::ReturnStack | Control::Returned => {}
                 },
                 () = &mut sleep => return Wake::Start,
                 envelope = self.mailbox.recv(), if until.is_none() => {
@@ -669,7 +764,7 @@ impl Child {
                     Control::Suspend { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } | Control::ReturnStack => {}
+                    Control::Kill { .. } | Control::ReturnStack | Control::Returned => {}
                 },
                 envelope = self.mailbox.recv(), if failed => {
                     if let Some(Envelope::Call { reply, .. }) = envelope {
@@ -711,7 +806,7 @@ impl Child {
                 Control::Reload { done, .. } => {
                     let _ = done.send(Err("the child was removed".into()));
                 }
-                Control::Kill { .. } | Control::ReturnStack => {}
+                Control::Kill { .. } | Control::ReturnStack | Control::Returned => {}
             }
         }
         tracing::info!(child = %self.cell.id, "removed");

@@ -53,6 +53,9 @@ pub struct Tuning {
     /// a host with a typed message boundary would (the host passes bytes
     /// through untouched otherwise).
     pub decode_messages: bool,
+    /// Run a call on the caller's task when the child is idle with nothing
+    /// queued (`direct.rs`), instead of handing it to the child's task.
+    pub direct_calls: bool,
 }
 
 impl Default for Tuning {
@@ -62,6 +65,7 @@ impl Default for Tuning {
             memory_limit: true,
             cpu_deadline: true,
             decode_messages: false,
+            direct_calls: true,
         }
     }
 }

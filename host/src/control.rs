@@ -39,6 +39,10 @@ pub(crate) enum Control {
     /// A callback of another instance wants the native stack this child's
     /// idle instance holds (`stacks.rs`): the child hands it back as it wakes.
     ReturnStack,
+    /// A caller gave back the instance it ran a call on (`direct.rs`), and
+    /// the child has to act: the call trapped or was killed, or the guest
+    /// asked to stop.
+    Returned,
 }
 
 #[derive(Default)]
@@ -72,6 +76,18 @@ impl ControlSlot {
         self.notify.notify_one();
     }
 
+    /// Puts a signal taken but not acted on back at the front.
+    pub(crate) fn put_back(&self, control: Control) {
+        let mut queue = self.queue();
+        if queue.closed {
+            return;
+        }
+        queue.signals.push_front(control);
+        drop(queue);
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
     fn take(&self, pick: impl Fn(&Control) -> bool) -> Option<Control> {
         if !self.pending.load(Ordering::Acquire) {
             return None;
@@ -87,7 +103,6 @@ impl ControlSlot {
     }
 
     /// Whether a signal is queued.
-    #[cfg(test)]
     pub(crate) fn pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }

@@ -418,17 +418,35 @@ impl Host {
         m.call();
         let decode = self.inner.config.tuning.decode_messages;
         let result = match self.inner.registry.get(id) {
-            Some(cell) if decode => match cell.call_within(reencode(&msg)?, timeout).await {
+            Some(cell) if decode => match self.call_cell(&cell, reencode(&msg)?, timeout).await {
                 Ok(reply) => reencode(&reply),
                 Err(e) => Err(e),
             },
-            Some(cell) => cell.call_within(msg, timeout).await,
+            Some(cell) => self.call_cell(&cell, msg, timeout).await,
             None => Err(CallError::NotFound),
         };
         if let Err(e) = &result {
             m.call_error(e.code());
         }
         result
+    }
+
+    /// A call from outside the guests: on this task if the child is idle
+    /// (`direct.rs`), through its mailbox otherwise.
+    async fn call_cell(
+        &self,
+        cell: &Arc<Cell>,
+        msg: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
+        let msg = match self.inner.config.tuning.direct_calls {
+            true => match crate::direct::call(cell, msg, timeout, &self.inner.metrics).await {
+                Ok(answer) => return answer,
+                Err(msg) => msg,
+            },
+            false => msg,
+        };
+        cell.call_within(msg, timeout).await
     }
 
     /// Casts to child `id`.

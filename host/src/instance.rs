@@ -383,6 +383,11 @@ impl Instance {
             .retain(|t| !kept.contains(t));
     }
 
+    /// Whether the guest asked to exit with `runtime.stop`.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.store.data().stop_request.is_some()
+    }
+
     /// The exit the guest asked for with `runtime.stop`, if it did.
     pub(crate) fn take_stop_request(&mut self) -> Option<ExitReason> {
         self.store.data_mut().stop_request.take()

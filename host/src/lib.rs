@@ -3,7 +3,8 @@
 //!
 //! Each child is one isolated instance of a plugin (a `wasm32-wasip2`
 //! component implementing the `wasmvisor:plugin` world), driven by one task
-//! that handles one message at a time. Children are addressed by a registry
+//! that handles one message at a time (a call to an idle child runs on the
+//! caller's task, still one at a time and in order). Children are addressed by a registry
 //! id that stays valid across restarts; a child that traps is restarted with
 //! its init args according to its restart policy.
 //!
@@ -30,6 +31,8 @@ pub(crate) mod child;
 pub mod cli;
 pub mod config;
 pub(crate) mod control;
+pub(crate) mod desk;
+pub(crate) mod direct;
 pub(crate) mod durable;
 pub(crate) mod engine;
 pub mod events;

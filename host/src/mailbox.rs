@@ -9,6 +9,9 @@
 //! `--ab mailbox=bounded` compare them (BENCHMARKS.md has the figures).
 
 use crate::address::Envelope;
+use crate::desk::{Desk, Reclaim};
+use crate::direct::Seat;
+use crate::instance::Instance;
 use futures_util::task::AtomicWaker;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -67,6 +70,8 @@ struct QueueState {
     items: VecDeque<Envelope>,
     /// The sender or the receiver is gone.
     closed: bool,
+    /// The idle child's instance, for callers (`direct.rs`).
+    desk: Desk<Seat>,
 }
 
 impl Queue {
@@ -187,6 +192,48 @@ impl Sender {
         }
     }
 
+    /// Takes the idle child's instance for a call run on the caller's task
+    /// (`direct.rs`): only if the child parked it, nothing is queued and the
+    /// mailbox is a deque.
+    pub(crate) fn lend(&self) -> Option<Box<Instance>> {
+        let Tx::Deque(queue) = &self.tx else {
+            return None;
+        };
+        let mut state = queue.lock();
+        let queued = !state.items.is_empty() || state.closed;
+        state.desk.lend(queued).map(|seat| seat.instance)
+    }
+
+    /// Gives a lent instance back. Wakes the child if it waits for it;
+    /// `true` when the child sleeps and must be told (`for_the_child`).
+    pub(crate) fn give_back(&self, seat: Seat, for_the_child: bool) -> bool {
+        let Tx::Deque(queue) = &self.tx else {
+            return false;
+        };
+        let given = queue.lock().desk.give_back(seat, for_the_child);
+        match given {
+            Some(true) => {
+                queue.waker.wake();
+                false
+            }
+            Some(false) => true,
+            None => false,
+        }
+    }
+
+    /// Resolves with the reason once the child received a kill for the
+    /// instance lent out; never for other mailboxes.
+    pub(crate) async fn killed(&self) -> String {
+        std::future::poll_fn(|cx| match &self.tx {
+            Tx::Deque(queue) => match queue.lock().desk.killed(cx.waker()) {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        })
+        .await
+    }
+
     /// Messages waiting.
     pub(crate) fn queued(&self) -> usize {
         match &self.tx {
@@ -229,6 +276,61 @@ impl Receiver {
                 }
                 envelope
             }
+        }
+    }
+
+    /// Whether callers can run calls on the idle instance (a deque
+    /// mailbox).
+    pub(crate) fn has_desk(&self) -> bool {
+        matches!(self.rx, Rx::Deque(_))
+    }
+
+    /// Leaves the idle instance for callers (`direct.rs`); handed back if
+    /// messages are queued or the mailbox has no desk.
+    pub(crate) fn park(&self, instance: Box<Instance>) -> Result<(), Box<Instance>> {
+        let Rx::Deque(queue) = &self.rx else {
+            return Err(instance);
+        };
+        let mut state = queue.lock();
+        let queued = !state.items.is_empty();
+        let seat = Seat {
+            instance,
+            died: None,
+        };
+        state.desk.park(seat, queued).map_err(|seat| seat.instance)
+    }
+
+    /// Takes the parked instance back, waiting for a caller that runs a call
+    /// on it; `None` if the child holds it already. A `kill` is passed on to
+    /// that caller.
+    pub(crate) async fn reclaim(&self, kill: Option<&str>) -> Option<Seat> {
+        let Rx::Deque(queue) = &self.rx else {
+            return None;
+        };
+        std::future::poll_fn(|cx| {
+            // Register before looking, so that a give-back between the two
+            // wakes this task.
+            queue.waker.register(cx.waker());
+            let mut state = queue.lock();
+            let lender = kill.and_then(|reason| state.desk.kill(reason));
+            let reclaimed = state.desk.reclaim();
+            drop(state);
+            if let Some(lender) = lender {
+                lender.wake();
+            }
+            match reclaimed {
+                Reclaim::Ready(seat) => Poll::Ready(Some(seat)),
+                Reclaim::Held => Poll::Ready(None),
+                Reclaim::Wait => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Puts a message taken but not handled back at the front.
+    pub(crate) fn put_back(&self, envelope: Envelope) {
+        if let Rx::Deque(queue) = &self.rx {
+            queue.lock().items.push_front(envelope);
         }
     }
 

@@ -23,6 +23,7 @@ pub(crate) struct Metrics {
     plugin_loads: AtomicU64,
     memory_grows: AtomicU64,
     stack_waits: AtomicU64,
+    direct_calls: AtomicU64,
     instances_dropped: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
@@ -81,6 +82,10 @@ impl Metrics {
 
     pub(crate) fn stack_wait(&self) {
         inc(&self.stack_waits);
+    }
+
+    pub(crate) fn direct_call(&self) {
+        inc(&self.direct_calls);
     }
 
     pub(crate) fn plugin_load(&self, ok: bool) {
@@ -154,6 +159,12 @@ impl Metrics {
             "counter",
             "Callbacks that waited for a free native stack ([engine] stack_per_callback).",
             &[(String::new(), load(&self.stack_waits))],
+        );
+        family(
+            "wasmvisor_direct_calls_total",
+            "counter",
+            "Calls run on the caller's task because the child was idle with nothing queued.",
+            &[(String::new(), load(&self.direct_calls))],
         );
         family(
             "wasmvisor_plugin_loads_total",

@@ -381,9 +381,15 @@ async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
-    let (host, _dir) = host_with_chaos(PluginConfig {
-        cpu_ms: 600_000,
-        ..Default::default()
+    // Through the mailbox: the child's task runs the call (the direct path
+    // has its own test below).
+    let (host, _dir) = host_with(|c| {
+        c.tuning.direct_calls = false;
+        let chaos = PluginConfig {
+            cpu_ms: 600_000,
+            ..Default::default()
+        };
+        c.plugins.insert("chaos".into(), chaos);
     })
     .await;
     start_ok(&host, "k", "chaos", json!(null)).await;
@@ -602,4 +608,150 @@ fn stack_waits(host: &wasmvisor::Host) -> u64 {
         .find_map(|l| l.strip_prefix("wasmvisor_stack_waits_total "))
         .and_then(|n| n.trim().parse().ok())
         .expect("the stack wait counter is in the metrics")
+}
+
+// Calls run on the caller's task when the child is idle (`direct.rs`).
+
+fn direct_calls(host: &wasmvisor::Host) -> u64 {
+    host.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmvisor_direct_calls_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the direct call counter is in the metrics")
+}
+
+/// Calls `id` (`add 0`) until one runs on this task, i.e. the child has
+/// parked its instance. A call that ran on the caller's task parks the
+/// instance again before it returns, so this task's next call, with nothing
+/// else sent to `id`, runs on this task too.
+async fn until_direct(host: &wasmvisor::Host, id: &str) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let before = direct_calls(host);
+        call_ok(host, id, json!({"add": 0})).await;
+        if direct_calls(host) > before {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call ran on the caller's task"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Polls `call` once, which runs it on this task up to the guest's first
+/// yield (the spin yields at every epoch tick).
+async fn begin<F: std::future::Future + Unpin>(call: &mut F)
+where
+    F::Output: std::fmt::Debug,
+{
+    tokio::select! {
+        biased;
+        r = call => panic!("the call returned at once: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_dropped_by_its_caller_is_finished_and_the_child_serves_on() {
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 60_000,
+        ..Default::default()
+    })
+    .await;
+    start_ok(&host, "d", "chaos", json!(null)).await;
+    until_direct(&host, "d").await;
+    let before = direct_calls(&host);
+    let msg = serde_json::to_vec(&json!({"spin": 100_000_000u64})).unwrap();
+    let mut spin = Box::pin(host.call("d", msg, Duration::from_secs(60)));
+    begin(&mut spin).await;
+    assert_eq!(
+        direct_calls(&host),
+        before + 1,
+        "the spin runs on this task"
+    );
+    drop(spin);
+    // The next call waits for the spin, which now runs on a task of its
+    // own, and is answered by the same instance.
+    assert_eq!(call_ok(&host, "d", json!({"add": 2})).await, json!(2));
+    let info = host.child("d").unwrap();
+    assert_eq!((info.restarts, info.last_exit), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_stops_a_direct_call_and_what_waited_goes_to_the_next_instance() {
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        cpu_ms: 600_000,
+        ..Default::default()
+    })
+    .await;
+    start_ok(&host, "k", "chaos", json!({"n": 1})).await;
+    let msg = serde_json::to_vec(&json!({"spin": 100_000_000_000u64})).unwrap();
+    let spin = || Box::pin(host.call("k", msg.clone(), Duration::from_secs(60)));
+    let killed = Err(CallError::Killed("enough".into()));
+
+    // The child sleeps: the kill wakes it, and it passes the kill on.
+    until_direct(&host, "k").await;
+    let mut call = spin();
+    begin(&mut call).await;
+    host.kill_child("k", "enough").unwrap();
+    assert_eq!(tokio::time::timeout(LIMIT, call).await.unwrap(), killed);
+    wait_child(&host, "k", "a restart", |c| c.restarts == 1).await;
+
+    // The child woke for a cast and waits for its instance: it watches for
+    // kills meanwhile, and the cast it took goes back to the mailbox.
+    until_direct(&host, "k").await;
+    let mut call = spin();
+    begin(&mut call).await;
+    for _ in 0..3 {
+        cast(&host, "k", json!("bump")).unwrap();
+    }
+    wait_child(&host, "k", "the child to take a cast", |c| c.queued == 2).await;
+    host.kill_child("k", "enough").unwrap();
+    assert_eq!(tokio::time::timeout(LIMIT, call).await.unwrap(), killed);
+    assert_eq!(
+        call_ok(&host, "k", json!("state")).await,
+        json!({"args": {"n": 1}, "count": 3}),
+        "the three bumps reach the restarted instance"
+    );
+    let info = host.child("k").unwrap();
+    assert_eq!(info.restarts, 2);
+    assert_eq!(info.last_exit, Some(ExitReason::Killed("enough".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_that_traps_or_stops_leaves_the_exit_to_the_child() {
+    let (host, _dir) = host().await;
+    start_ok(&host, "t", "chaos", json!({"k": "v"})).await;
+    until_direct(&host, "t").await;
+    let before = direct_calls(&host);
+    crash_and_find_args_kept(&host, "t", json!({"k": "v"})).await;
+    assert!(direct_calls(&host) > before, "the crash ran on this task");
+    assert_eq!(host.child("t").unwrap().restarts, 1);
+
+    let args = json!(null);
+    host.start_child(spec_with("s", "chaos", args, Restart::Transient))
+        .await
+        .unwrap();
+    until_direct(&host, "s").await;
+    assert_eq!(call_ok(&host, "s", json!("stop")).await, json!("stopping"));
+    wait_gone(&host, "s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_and_calls_from_one_client_keep_their_order() {
+    let (host, _dir) = host().await;
+    start_ok(&host, "o", "chaos", json!(null)).await;
+    until_direct(&host, "o").await;
+    for i in 1..=200 {
+        cast(&host, "o", json!("bump")).unwrap();
+        // After the bump (queued, so through the mailbox), then alone (on
+        // this task when the child has parked again).
+        assert_eq!(
+            call_ok(&host, "o", json!({"add": 1})).await,
+            json!(3 * i - 1)
+        );
+        assert_eq!(call_ok(&host, "o", json!({"add": 1})).await, json!(3 * i));
+    }
 }

@@ -44,6 +44,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "opaque|json: messages pass through as bytes vs decoded and re-encoded by the host",
     ),
     (
+        "direct_calls",
+        "true|false: a call to an idle child runs on the caller's task vs is handed to the child's task",
+    ),
+    (
         "call_timeout",
         "true|false: a timer per call (the API's timeout_ms)",
     ),
@@ -109,6 +113,7 @@ impl Setting {
             "memory_limit" => opts.tuning.memory_limit = flag()?,
             "cpu_deadline" => opts.tuning.cpu_deadline = flag()?,
             "call_timeout" => opts.call_timeout = flag()?,
+            "direct_calls" => opts.tuning.direct_calls = flag()?,
             "decommit_batch" => opts.pool.decommit_batch = number()?,
             "keep_resident_kib" => opts.pool.keep_resident_kib = number()?,
             "stack_per_callback" => opts.engine.stack_per_callback = flag()?,

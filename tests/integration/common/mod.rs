@@ -130,7 +130,19 @@ pub async fn wait_child(
     what: &str,
     pred: impl Fn(&wasmvisor::ChildInfo) -> bool,
 ) -> wasmvisor::ChildInfo {
-    wait_for(what, LIMIT, || host.child(id).filter(|c| pred(c))).await
+    let mut last = None;
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        match host.child(id) {
+            Some(c) if pred(&c) => return c,
+            seen => last = seen.or(last),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {LIMIT:?} waiting for {what}; {id} was last {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Waits until child `id` is gone from the registry.
