@@ -66,23 +66,20 @@ impl ControlSlot {
     }
 
     pub(crate) fn push(&self, control: Control) {
-        let mut queue = self.queue();
-        if queue.closed {
-            return;
-        }
-        queue.signals.push_back(control);
-        drop(queue);
-        self.pending.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.enqueue(control, VecDeque::push_back);
     }
 
     /// Puts a signal taken but not acted on back at the front.
     pub(crate) fn put_back(&self, control: Control) {
+        self.enqueue(control, VecDeque::push_front);
+    }
+
+    fn enqueue(&self, control: Control, put: fn(&mut VecDeque<Control>, Control)) {
         let mut queue = self.queue();
         if queue.closed {
             return;
         }
-        queue.signals.push_front(control);
+        put(&mut queue.signals, control);
         drop(queue);
         self.pending.store(true, Ordering::Release);
         self.notify.notify_one();

@@ -31,6 +31,17 @@ pub(crate) enum Desk<I> {
     Back(I),
 }
 
+/// What a caller's give-back asks of the child.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GivenBack {
+    /// Nothing: parked again for the next caller.
+    Parked,
+    /// The child waits for the instance: wake it.
+    WakeTheChild,
+    /// The child sleeps and must act on the instance: tell it.
+    TellTheChild,
+}
+
 /// What the child found when it came for its instance.
 pub(crate) enum Reclaim<I> {
     /// It is the child's again.
@@ -70,20 +81,21 @@ impl<I> Desk<I> {
 
     /// The caller gives the instance back. Parked again for the next caller
     /// when it is fine and the child does not wait; otherwise for the child.
-    /// `Some(true)`: the child waits and must be woken; `Some(false)`: the
-    /// child sleeps and must be told; `None`: nothing to do.
-    pub(crate) fn give_back(&mut self, instance: I, for_the_child: bool) -> Option<bool> {
+    pub(crate) fn give_back(&mut self, instance: I, for_the_child: bool) -> GivenBack {
         let waits = match self {
             Desk::Lent { child_waits, .. } => *child_waits,
             // Only a lender gives back, and only once.
             _ => true,
         };
-        if waits || for_the_child {
+        if waits {
             *self = Desk::Back(instance);
-            Some(waits)
+            GivenBack::WakeTheChild
+        } else if for_the_child {
+            *self = Desk::Back(instance);
+            GivenBack::TellTheChild
         } else {
             *self = Desk::Parked(instance);
-            None
+            GivenBack::Parked
         }
     }
 
@@ -153,7 +165,7 @@ mod tests {
         assert!(desk.lend(false).is_none(), "one caller at a time");
         assert_eq!(
             desk.give_back(1, false),
-            None,
+            GivenBack::Parked,
             "parked again, nobody to wake"
         );
         assert_eq!(desk.lend(false), Some(1));
@@ -168,7 +180,7 @@ mod tests {
         assert!(matches!(desk.reclaim(), Reclaim::Wait), "still lent");
         assert_eq!(
             desk.give_back(7, false),
-            Some(true),
+            GivenBack::WakeTheChild,
             "wake the waiting child"
         );
         assert!(
@@ -186,7 +198,7 @@ mod tests {
         desk.lend(false).unwrap();
         assert_eq!(
             desk.give_back(3, true),
-            Some(false),
+            GivenBack::TellTheChild,
             "tell the sleeping child"
         );
         assert!(desk.lend(false).is_none());
@@ -204,6 +216,6 @@ mod tests {
         assert!(desk.kill("stop").is_some(), "the lender's task is woken");
         assert!(desk.kill("again").is_none(), "the first reason stands");
         assert_eq!(desk.killed(waker).as_deref(), Some("stop"));
-        assert_eq!(desk.give_back(5, true), Some(false));
+        assert_eq!(desk.give_back(5, true), GivenBack::TellTheChild);
     }
 }

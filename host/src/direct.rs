@@ -62,14 +62,13 @@ pub(crate) async fn call(
     };
     // Boxed (1,568 bytes, most of it wasmtime's call future) so that a call
     // its caller stops waiting for can move to a task of its own.
-    let mut work = Unfinished(Some(Box::pin(loan.run(msg))));
-    let answer = match work.0.as_mut() {
-        Some(running) => cell.within(running.as_mut(), timeout).await,
-        None => None,
+    let mut work = Unfinished {
+        work: Box::pin(loan.run(msg)),
+        finished: false,
     };
-    match answer {
+    match cell.within(work.work.as_mut(), timeout).await {
         Some(answer) => {
-            work.0 = None;
+            work.finished = true;
             Ok(answer)
         }
         // `work` is finished on a task of its own.
@@ -77,20 +76,26 @@ pub(crate) async fn call(
     }
 }
 
-/// A lent call that its caller stopped waiting for: finished on a task of
-/// its own, so that the guest is not cut off mid-call.
-struct Unfinished(Option<Work>);
+/// A lent call, finished on a task of its own if its caller stops waiting
+/// for it, so that the guest is not cut off mid-call.
+struct Unfinished {
+    work: Work,
+    finished: bool,
+}
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some(work) = self.0.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) if !std::thread::panicking() => {
-                    runtime.spawn(work);
-                }
-                // Dropped, the loan gives the instance back as died.
-                _ => drop(work),
+        if self.finished {
+            return;
+        }
+        // The placeholder is a zero-sized future: boxing it allocates nothing.
+        let work = std::mem::replace(&mut self.work, Box::pin(std::future::pending()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !std::thread::panicking() => {
+                runtime.spawn(work);
             }
+            // Dropped, the loan gives the instance back as died.
+            _ => drop(work),
         }
     }
 }

@@ -439,14 +439,13 @@ impl Host {
         msg: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        let msg = match self.inner.config.tuning.direct_calls {
-            true => match crate::direct::call(cell, msg, timeout, &self.inner.metrics).await {
-                Ok(answer) => return answer,
-                Err(msg) => msg,
-            },
-            false => msg,
-        };
-        cell.call_within(msg, timeout).await
+        if !self.inner.config.tuning.direct_calls {
+            return cell.call_within(msg, timeout).await;
+        }
+        match crate::direct::call(cell, msg, timeout, &self.inner.metrics).await {
+            Ok(answer) => answer,
+            Err(msg) => cell.call_within(msg, timeout).await,
+        }
     }
 
     /// Casts to child `id`.

@@ -9,7 +9,7 @@
 //! `--ab mailbox=bounded` compare them (BENCHMARKS.md has the figures).
 
 use crate::address::Envelope;
-use crate::desk::{Desk, Reclaim};
+use crate::desk::{Desk, GivenBack, Reclaim};
 use crate::direct::Seat;
 use crate::instance::Instance;
 use futures_util::task::AtomicWaker;
@@ -212,12 +212,12 @@ impl Sender {
         };
         let given = queue.lock().desk.give_back(seat, for_the_child);
         match given {
-            Some(true) => {
+            GivenBack::WakeTheChild => {
                 queue.waker.wake();
                 false
             }
-            Some(false) => true,
-            None => false,
+            GivenBack::TellTheChild => true,
+            GivenBack::Parked => false,
         }
     }
 
