@@ -99,6 +99,16 @@ impl<I> Desk<I> {
         }
     }
 
+    /// The child took a message: the parked instance is no longer lent to
+    /// callers, who would otherwise overtake that message in the moment
+    /// before the child takes the instance back.
+    pub(crate) fn claim(&mut self) {
+        *self = match std::mem::take(self) {
+            Desk::Parked(instance) => Desk::Back(instance),
+            other => other,
+        };
+    }
+
     /// The child comes for its instance (it woke for a message or signal).
     pub(crate) fn reclaim(&mut self) -> Reclaim<I> {
         match std::mem::take(self) {
@@ -169,6 +179,17 @@ mod tests {
             "parked again, nobody to wake"
         );
         assert_eq!(desk.lend(false), Some(1));
+    }
+
+    #[test]
+    fn a_message_taken_by_the_child_closes_the_desk() {
+        let mut desk = Desk::default();
+        desk.claim();
+        assert!(matches!(desk, Desk::Child), "nothing parked: no change");
+        desk.park(2, false).unwrap();
+        desk.claim();
+        assert!(desk.lend(false).is_none(), "claimed: no caller gets it");
+        assert!(matches!(desk.reclaim(), Reclaim::Ready(2)));
     }
 
     #[test]

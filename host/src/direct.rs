@@ -52,6 +52,11 @@ pub(crate) async fn call(
     // A client calling in a loop never waits on anything tokio counts, so
     // it gives way here as a channel receive would.
     tokio::task::coop::consume_budget().await;
+    // A signal waiting for the child (a kill, a stop) goes first, as it
+    // would in the mailbox.
+    if cell.control.pending() {
+        return Err(msg);
+    }
     let Some(instance) = cell.mailbox.lend() else {
         return Err(msg);
     };

@@ -250,10 +250,19 @@ impl Receiver {
         match &mut self.rx {
             Rx::Deque(queue) => {
                 std::future::poll_fn(|cx| {
-                    let ready = |state: &mut QueueState| match state.items.pop_front() {
-                        Some(envelope) => Some(Some(envelope)),
-                        None if state.closed => Some(None),
-                        None => None,
+                    let ready = |state: &mut QueueState| {
+                        let next = match state.items.pop_front() {
+                            Some(envelope) => Some(Some(envelope)),
+                            None if state.closed => Some(None),
+                            None => None,
+                        };
+                        // Under the same lock as the take: a caller that
+                        // finds the queue empty now must not run a call
+                        // before the message just taken (`desk.rs`).
+                        if next.is_some() {
+                            state.desk.claim();
+                        }
+                        next
                     };
                     if let Some(next) = ready(&mut queue.lock()) {
                         return Poll::Ready(next);
