@@ -640,19 +640,6 @@ async fn until_direct(host: &wasmvisor::Host, id: &str) {
     }
 }
 
-/// Polls `call` once, which runs it on this task up to the guest's first
-/// yield (the spin yields at every epoch tick).
-async fn begin<F: std::future::Future + Unpin>(call: &mut F)
-where
-    F::Output: std::fmt::Debug,
-{
-    tokio::select! {
-        biased;
-        r = call => panic!("the call returned at once: {r:?}"),
-        () = std::future::ready(()) => {}
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_call_dropped_by_its_caller_is_finished_and_the_child_serves_on() {
     let (host, _dir) = host_with_chaos(PluginConfig {

@@ -152,4 +152,19 @@ pub async fn wait_gone(host: &Host, id: &str) {
     })
     .await
 }
+
+/// Polls `call` once: that queues it, or, if the child is idle, runs it on
+/// this task up to the guest's first yield (the spin yields at every epoch
+/// tick). Until then a spawned call may not have reached the child at all.
+pub async fn begin<F: std::future::Future + Unpin>(call: &mut F)
+where
+    F::Output: std::fmt::Debug,
+{
+    tokio::select! {
+        biased;
+        r = call => panic!("the call returned at once: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+}
+
 pub mod process;
