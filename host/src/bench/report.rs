@@ -261,7 +261,7 @@ impl Report {
         if self.maps_per_instance > 0.0 {
             let _ = writeln!(
                 out,
-                "memory mappings per live instance: {:.1}",
+                "memory mappings per live instance, its fiber stack aside: {:.1}",
                 self.maps_per_instance
             );
         }
