@@ -27,7 +27,8 @@ enum Ended {
     Exit(ExitReason),
     /// An operator stopped the child: remove it.
     Stop(oneshot::Sender<()>),
-    /// An operator restarted the child: start a new instance now.
+    /// An operator restarted the child: start a new instance now, and
+    /// answer once it started or failed to.
     Restart(oneshot::Sender<()>),
     /// The plugin's file was removed: wait for it.
     Suspend(oneshot::Sender<()>),
@@ -38,7 +39,8 @@ enum Ended {
 /// What a child that is down (backoff, failed, waiting) does next.
 enum Wake {
     Start,
-    /// Its group released it: start, and tell the group once tried.
+    /// Its group released it, or an operator restarted it: start, and
+    /// tell whoever asked once the start was tried.
     Release(oneshot::Sender<()>),
     Removed,
 }
@@ -343,7 +345,9 @@ impl Child {
                 Ended::Restart(done) => {
                     self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
                     self.intensity.reset();
-                    let _ = done.send(());
+                    // Answered once the new instance has started (or its
+                    // start failed), as OTP's `restart_child` returns.
+                    attempted = Some(done);
                 }
                 Ended::Suspend(done) => {
                     self.cell.exited(&ExitReason::Shutdown, Status::Waiting);
@@ -699,8 +703,7 @@ impl Child {
                     }
                     Control::Restart { done } => {
                         self.revive();
-                        let _ = done.send(());
-                        return Wake::Start;
+                        return Wake::Release(done);
                     }
                     Control::Reload { done, .. } => {
                         self.revive();
@@ -753,10 +756,7 @@ impl Child {
                         return Wake::Removed;
                     }
                     // An operator's order overrides the group's.
-                    Control::Restart { done } => {
-                        let _ = done.send(());
-                        return Wake::Start;
-                    }
+                    Control::Restart { done } => return Wake::Release(done),
                     // The next start uses the plugin's current version.
                     Control::Reload { done, .. } => {
                         let _ = done.send(Ok(()));

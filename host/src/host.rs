@@ -469,8 +469,10 @@ impl Host {
     }
 
     /// Restarts child `id` with a fresh instance and the same args; revives
-    /// a child in `backoff` or `failed`. Returns once the new instance is
-    /// being started.
+    /// a child in `backoff` or `failed`. Returns once the new instance has
+    /// started (its `init` returned) or failed to, as OTP's
+    /// `supervisor:restart_child` does; a failed start goes on per the
+    /// child's restart policy.
     pub async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
         let cell = self
             .inner

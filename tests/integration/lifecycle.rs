@@ -236,11 +236,13 @@ async fn operator_restart_gives_a_fresh_instance_with_the_same_args() {
     start_ok(&host, "c", "chaos", json!({"a": 1})).await;
     call_ok(&host, "c", json!({"add": 3})).await;
     host.restart_child("c").await.unwrap();
+    // It returns once the new instance runs, as OTP's restart_child does.
+    let info = host.child("c").unwrap();
+    assert_eq!((info.restarts, info.status), (1, Status::Running));
     assert_eq!(
         call_ok(&host, "c", json!("state")).await,
         json!({"args": {"a": 1}, "count": 0})
     );
-    assert_eq!(host.child("c").unwrap().restarts, 1);
 }
 
 fn storm_config(on_exhausted: OnExhausted) -> impl FnOnce(&mut wasmvisor::Config) {
@@ -299,6 +301,7 @@ async fn a_restart_storm_fails_when_configured_and_restart_revives() {
         json!(7)
     );
     host.restart_child("storm").await.unwrap();
+    assert_eq!(host.child("storm").unwrap().status, Status::Running);
     assert_eq!(
         call_ok(&host, "storm", json!("state")).await["args"],
         json!({"x": 1})

@@ -103,6 +103,9 @@ async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
         "{down}"
     );
     // A monitor fires once: the restarted target's next exit is not reported.
+    // The down comes before the restart; a kill during the restart's `init`
+    // would end that start, and the counter counts instances that ran.
+    wait_child(&host, "target", "first restart", |c| c.restarts == 1).await;
     host.kill_child("target", "again").unwrap();
     wait_child(&host, "target", "second restart", |c| c.restarts == 2).await;
     call_ok(&host, "watcher", json!({"monitor": "ghost2"})).await;
