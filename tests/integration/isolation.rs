@@ -179,17 +179,16 @@ async fn two_spinning_guests_do_not_starve_the_others() {
         start_ok(&host, &id, "chaos", json!(null)).await;
         let msg = serde_json::to_vec(&json!({"spin": 1_000_000_000_000u64})).unwrap();
         let caller = host.clone();
-        let mut spin =
-            Box::pin(async move { caller.call(&id, msg, Duration::from_secs(120)).await });
-        // Started here, not on the spawned task: a kill must not overtake
+        // Begun here, not on the spawned task: a kill must not overtake
         // the call (the restarted instance would then spin until the
         // timeout), and with both workers busy that task may wait to run.
-        begin(&mut spin).await;
+        let spin =
+            spawn_begun(async move { caller.call(&id, msg, Duration::from_secs(120)).await }).await;
         wait_child(&host, &format!("spin{i}"), "the spin to be taken", |c| {
             c.queued == 0
         })
         .await;
-        spinners.push(tokio::spawn(spin));
+        spinners.push(spin);
     }
     // Both workers are busy with a guest that never returns, yet calls to
     // another child are served between their ticks.

@@ -341,10 +341,9 @@ async fn a_full_mailbox_answers_mailbox_full() {
     start_ok(&host, "busy", "chaos", json!(null)).await;
     let busy = host.clone();
     let msg = serde_json::to_vec(&json!({"spin": 2_000_000_000u64})).unwrap();
-    let mut spin = Box::pin(async move { busy.call("busy", msg, Duration::from_secs(60)).await });
     // Begun here, so the casts below find the guest busy with it.
-    begin(&mut spin).await;
-    let spin = tokio::spawn(spin);
+    let spin =
+        spawn_begun(async move { busy.call("busy", msg, Duration::from_secs(60)).await }).await;
     let mut full = false;
     for _ in 0..10 {
         if cast(&host, "busy", json!("bump")) == Err(CallError::MailboxFull) {

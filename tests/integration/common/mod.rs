@@ -167,4 +167,16 @@ where
     }
 }
 
+/// Begins `call` here (see [`begin`]) and finishes it on a task of its own,
+/// so that what the test does next finds the call running or queued.
+pub async fn spawn_begun<F>(call: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: std::fmt::Debug + Send + 'static,
+{
+    let mut call = Box::pin(call);
+    begin(&mut call).await;
+    tokio::spawn(call)
+}
+
 pub mod process;
