@@ -74,6 +74,10 @@ pub struct Cell {
     pub(crate) spec: ChildSpec,
     pub(crate) mailbox: Sender,
     pub(crate) control: ControlSlot,
+    /// How the other instances ask for this child's idle stack, with
+    /// `[engine] stack_per_callback` (`stacks.rs`); also for the callers
+    /// that run its calls (`direct.rs`).
+    pub(crate) lease: std::sync::OnceLock<Arc<crate::stacks::Lease>>,
     generation: AtomicU64,
     timer_ids: AtomicU64,
     state: Mutex<CellState>,
@@ -86,6 +90,7 @@ impl Cell {
             spec,
             mailbox,
             control: ControlSlot::default(),
+            lease: std::sync::OnceLock::new(),
             generation: AtomicU64::new(0),
             timer_ids: AtomicU64::new(0),
             state: Mutex::new(CellState {

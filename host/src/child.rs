@@ -10,7 +10,7 @@ use crate::events::Event;
 use crate::host::HostInner;
 use crate::instance::{Instance, StartFailure};
 use crate::mailbox::Receiver;
-use crate::stacks::{Lease, Stacks};
+use crate::stacks::Lease;
 use crate::supervisor::group::GroupLink;
 use crate::supervisor::intensity::Intensity;
 use crate::supervisor::{self, Decision};
@@ -114,7 +114,6 @@ async fn next_message(
 async fn next_lending_stack(
     control: &ControlSlot,
     mailbox: &mut Receiver,
-    stacks: &Stacks,
     instance: &mut Instance,
     lease: &Arc<Lease>,
 ) -> Result<Option<Envelope>, Control> {
@@ -122,8 +121,7 @@ async fn next_lending_stack(
     if let Some(next) = poll_once(next.as_mut()).await {
         return next;
     }
-    if !stacks.lend(lease) {
-        instance.release_stack();
+    if !instance.rest(lease) {
         return next.await;
     }
     let next = next.await;
@@ -230,8 +228,9 @@ impl Child {
     ) {
         let s = host.config.supervisor;
         let running = host.children.enter();
-        let lease = host.stacks.per_callback().then(|| Lease::new(&cell));
-        let direct = host.config.tuning.direct_calls && lease.is_none() && mailbox.has_desk();
+        let lease = (host.stacks.per_callback())
+            .then(|| cell.lease.get_or_init(|| Lease::new(&cell)).clone());
+        let direct = host.config.tuning.direct_calls && mailbox.has_desk();
         let child = Child {
             host,
             cell,
@@ -493,6 +492,9 @@ impl Child {
         loop {
             let next = match &self.lease {
                 _ if self.direct => {
+                    if let Some(lease) = &self.lease {
+                        instance.rest(lease);
+                    }
                     let (control, mailbox) = (&self.cell.control, &mut self.mailbox);
                     let Woken { next, seat, killed } =
                         next_with_desk(control, mailbox, instance).await;
@@ -508,6 +510,11 @@ impl Child {
                         return Ended::Exit(reason);
                     }
                     instance = seat.instance;
+                    // Asked for while on the desk: a call in progress then
+                    // finished first (`next_with_desk` waits for it).
+                    if self.lease.as_ref().is_some_and(|lease| lease.wake()) {
+                        instance.release_stack();
+                    }
                     if let Some(reason) = instance.take_stop_request() {
                         self.put_back(next, false);
                         Box::pin(self.terminate(&mut instance, &reason)).await;
@@ -516,8 +523,7 @@ impl Child {
                     next
                 }
                 Some(lease) if instance.holds_stack() => {
-                    let (control, stacks) = (&self.cell.control, &self.host.stacks);
-                    next_lending_stack(control, &mut self.mailbox, stacks, &mut instance, lease)
+                    next_lending_stack(&self.cell.control, &mut self.mailbox, &mut instance, lease)
                         .await
                 }
                 _ => next_message(&self.cell.control, &mut self.mailbox).await,

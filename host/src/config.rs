@@ -254,15 +254,17 @@ pub struct PoolConfig {
     /// its few pages, and a start that finds the pool full flushes it first.
     /// 1 gives each region back at once.
     pub decommit_batch: u32,
-    /// With `[engine] stack_per_callback`: instances with work at once.
-    /// Each needs a native stack (`stack_kib`) while it has messages; an idle
-    /// one keeps its stack only until another instance needs it. So this,
-    /// not `max_instances`, sizes the pool's stacks and their memory
-    /// mappings. A callback that finds every stack taken asks an idle
-    /// instance for its stack, or waits for one; a guest that waits
-    /// inside a `call`, `start-child` or HTTP request keeps its stack
-    /// meanwhile, so more than this many guests waiting on calls at once
-    /// make the callees wait until those calls time out.
+    /// With `[engine] stack_per_callback`: the native stacks (`stack_kib`
+    /// each) the pool keeps mapped for instances with work. An instance
+    /// needs one while it has messages; an idle one keeps its stack only
+    /// until another instance needs it. So this, not `max_instances`, sizes
+    /// the pool's stacks and their memory mappings. A callback that finds
+    /// every stack taken asks an idle instance for its stack and waits for
+    /// it; if none is idle (all of them run, or wait inside a `call`,
+    /// `start-child` or HTTP request, which keeps the stack), it runs on a
+    /// stack mapped for it alone (two more memory mappings, until its
+    /// instance goes idle). So this is not a cap on guests waiting in
+    /// calls; `wasmvisor_stack_overflows_total` counts the callbacks past it.
     pub max_running: u32,
 }
 
@@ -312,11 +314,12 @@ pub struct EngineConfig {
     /// Instances share `[pool] max_running` native stacks instead of keeping
     /// one each for life: an idle instance lends its stack until a callback
     /// of another instance needs it (or hands it back at once when few are
-    /// free). Half the memory mappings per idle instance (about 30,700
-    /// instead of 15,800 at the default `vm.max_map_count`), 4 KiB less RSS
-    /// each and faster spawns, for about 4% of the 1-client call rate in a
-    /// 9-round A/B (BENCHMARKS.md). Off by default: it caps how many guests
-    /// can wait inside calls at once (`max_running`).
+    /// free), and a callback that finds every stack held by a busy instance
+    /// runs on one mapped for it. Half the memory mappings per idle instance
+    /// (about 30,700 instead of 15,800 at the default `vm.max_map_count`),
+    /// 4 KiB less RSS each and faster spawns, for 3–6% of the call rates in
+    /// a 5-round A/B (BENCHMARKS.md). On by default; off, every instance
+    /// keeps a stack, its two mappings and a resident page for life.
     pub stack_per_callback: bool,
     /// Guest traps and out-of-bounds accesses arrive as hardware faults
     /// (signals). Off, the compiled code checks for them and calls into the
@@ -333,7 +336,7 @@ impl Default for EngineConfig {
             pooling: true,
             concurrency_support: false,
             memory_cow: false,
-            stack_per_callback: false,
+            stack_per_callback: true,
             signals_based_traps: true,
         }
     }

@@ -118,11 +118,26 @@ impl Loan {
                 unreachable!("a loan holds its instance until it is given back");
             };
             let mailbox = &self.cell.mailbox;
-            tokio::select! {
+            // With stacks shared, a lent call takes the instance off idle as
+            // its child would on waking: its stack lent while idle is not
+            // idle while the call runs, and must not be asked for, since the
+            // one asking may be this call's own callee. A stack asked for
+            // already is handed back first (the child, woken by the ask,
+            // then finds nothing to do). Afterwards the instance rests as
+            // its child would have left it (lent, or handed back).
+            let lease = self.cell.lease.get();
+            if lease.is_some_and(|lease| lease.wake()) {
+                instance.release_stack();
+            }
+            let result = tokio::select! {
                 biased;
                 reason = mailbox.killed() => Err(ExitReason::Killed(reason)),
                 result = instance.handle_call(&msg) => result,
+            };
+            if let Some(lease) = lease {
+                instance.rest(lease);
             }
+            result
         };
         match result {
             Ok(reply) => {

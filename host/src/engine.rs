@@ -52,6 +52,10 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .linear_memory_keep_resident(pool.keep_resident_kib as usize * 1024)
         .table_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
         .async_stack_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
+        // Shared stacks: the pool's `max_running` are the ones kept mapped;
+        // a callback that finds them all held by busy instances gets one
+        // mapped for it instead of waiting on them (`stacks.rs`).
+        .async_stack_overflow_on_demand(config.engine.stack_per_callback)
         // One `process_madvise` (and one TLB shootdown to the other cores)
         // for a batch of freed slots instead of a `madvise` for each of
         // their regions: crash → serving p50 16–53% faster in A/Bs (BENCHMARKS.md).
@@ -289,6 +293,7 @@ mod tests {
     #[test]
     fn stacks_kept_for_life_cost_mappings_per_instance() {
         let mut config = Config::default();
+        config.engine.stack_per_callback = false;
         config.pool.max_instances = 30_000;
         let limits = Limits {
             max_map_count: Some(65_530),

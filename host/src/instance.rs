@@ -7,7 +7,7 @@ use crate::bindings;
 use crate::bindings::wasmvisor::plugin::types as wit;
 use crate::catalog::Version;
 use crate::host::HostInner;
-use crate::stacks::StackPermit;
+use crate::stacks::{Lease, StackPermit};
 use crate::stdio::GuestOutput;
 use crate::types::ExitReason;
 use std::collections::HashMap;
@@ -264,6 +264,24 @@ impl Instance {
     /// (only with `[engine] stack_per_callback`).
     pub(crate) fn holds_stack(&self) -> bool {
         self.store.data().stack.is_some()
+    }
+
+    /// The instance is about to sit idle: lends its stack (true), or hands
+    /// it back now (false) when it holds none the others may ask for (none
+    /// at all, or one mapped past the pool) or the pool is short
+    /// (`Stacks::lend`).
+    pub(crate) fn rest(&mut self, lease: &Arc<Lease>) -> bool {
+        let lendable = self
+            .store
+            .data()
+            .stack
+            .as_ref()
+            .is_some_and(|s| s.lendable());
+        if lendable && self.store.data().host.stacks.lend(lease) {
+            return true;
+        }
+        self.release_stack();
+        false
     }
 
     fn fail(&mut self, error: wasmtime::Error) -> ExitReason {

@@ -23,6 +23,7 @@ pub(crate) struct Metrics {
     plugin_loads: AtomicU64,
     memory_grows: AtomicU64,
     stack_waits: AtomicU64,
+    stack_overflows: AtomicU64,
     direct_calls: AtomicU64,
     instances_dropped: AtomicU64,
     plugin_load_failures: AtomicU64,
@@ -82,6 +83,10 @@ impl Metrics {
 
     pub(crate) fn stack_wait(&self) {
         inc(&self.stack_waits);
+    }
+
+    pub(crate) fn stack_overflow(&self) {
+        inc(&self.stack_overflows);
     }
 
     pub(crate) fn direct_call(&self) {
@@ -157,8 +162,15 @@ impl Metrics {
         family(
             "wasmvisor_stack_waits_total",
             "counter",
-            "Callbacks that waited for a free native stack ([engine] stack_per_callback).",
+            "Callbacks that waited for an idle instance's native stack ([engine] stack_per_callback).",
             &[(String::new(), load(&self.stack_waits))],
+        );
+        family(
+            "wasmvisor_stack_overflows_total",
+            "counter",
+            "Callbacks that found every native stack of the pool held by a busy instance and ran \
+             on one mapped for them alone ([engine] stack_per_callback).",
+            &[(String::new(), load(&self.stack_overflows))],
         );
         family(
             "wasmvisor_direct_calls_total",

@@ -11,9 +11,15 @@
 //! for it until the stacks run short: then a callback that needs one costs
 //! the lender a wake-up.
 //!
-//! A permit is held for as long as the store may hold a stack, so the pool
-//! never runs out under a callback: one that finds all permits taken asks an
-//! idle instance (the first listed) for its stack and waits for a permit.
+//! A permit is held for as long as the store may hold a stack. A callback
+//! that finds all permits taken asks an idle instance (the first listed) for
+//! its stack and waits for a permit. If no instance is idle, every stack is
+//! held by one that runs or waits inside a call of its own (on a callee that
+//! may be the very one that needs a stack now), so the callback does not
+//! wait: wasmtime maps it a stack past the pool
+//! (`async_stack_overflow_on_demand`, vendored), two more memory mappings
+//! until its instance goes idle and hands it back. `max_running` is then the
+//! number of stacks kept mapped, not a cap on guests waiting in calls.
 
 use crate::address::Cell;
 use crate::control::Control;
@@ -44,6 +50,18 @@ pub(crate) struct Stacks {
 /// flushes it) before this permit.
 pub(crate) struct StackPermit {
     _permit: Option<OwnedSemaphorePermit>,
+    /// A callback that found every stack held by a busy instance: its stack
+    /// is mapped past the pool's (wasmtime's `async_stack_overflow_on_demand`)
+    /// and handed back as soon as the instance is idle, never lent.
+    overflow: bool,
+}
+
+impl StackPermit {
+    /// Whether the stack may be lent while the instance is idle: not one
+    /// mapped past the pool, which costs memory mappings while it is held.
+    pub(crate) fn lendable(&self) -> bool {
+        !self.overflow
+    }
 }
 
 /// One child's lent stack, as the other instances see it: whether it is
@@ -158,23 +176,38 @@ impl Stacks {
         self.permits.is_some()
     }
 
-    /// Waits until a stack is free; a wait is counted in `metrics`. With
-    /// none free, the first idle lender listed is asked for its stack.
+    /// A stack for a callback: a free one of the pool's, else the one an
+    /// idle lender hands back when asked (the wait is counted in `metrics`),
+    /// else, with every stack held by a busy instance (running, or waiting
+    /// inside a call of its own), one mapped for this callback alone
+    /// (counted too). Waiting for a busy instance instead could wait on the
+    /// very callee that instance waits for.
     pub(crate) async fn acquire(&self, metrics: &Metrics) -> StackPermit {
         let Some(permits) = &self.permits else {
-            return StackPermit { _permit: None };
+            return StackPermit {
+                _permit: None,
+                overflow: false,
+            };
         };
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                metrics.stack_wait();
                 // Counted before asking: a lender that goes idle from now on
                 // sees it and hands its stack back unasked.
                 self.waiting.fetch_add(1, SeqCst);
                 let _waiting = Waiting(&self.waiting);
                 if !self.ask_a_lender() {
-                    tracing::debug!("every native stack is in use; a callback waits for one");
+                    metrics.stack_overflow();
+                    tracing::debug!(
+                        "every native stack of the pool is held by a busy instance; \
+                         a callback runs on one mapped for it"
+                    );
+                    return StackPermit {
+                        _permit: None,
+                        overflow: true,
+                    };
                 }
+                metrics.stack_wait();
                 // Boxed: every callback's future has room for this wait,
                 // and each child keeps one for its life; a box is a word.
                 // The semaphore lives as long as the host and is never closed.
@@ -186,6 +219,7 @@ impl Stacks {
         };
         StackPermit {
             _permit: Some(permit),
+            overflow: false,
         }
     }
 
@@ -265,23 +299,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_callback_waits_for_a_stack_and_gets_the_one_handed_back() {
+    async fn a_callback_that_finds_every_stack_busy_runs_on_one_of_its_own() {
         let stacks = Arc::new(Stacks::new(true, 1));
         let metrics = Arc::new(Metrics::default());
         let first = stacks.acquire(&metrics).await;
-        assert_eq!(stacks.available(), 0);
+        assert!(first.lendable());
         assert_eq!(stacks.in_use(), Some(1));
-        let waiting = waiter(&stacks, &metrics);
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "no stack is free yet");
-        drop(first);
-        gets_a_stack(waiting, "the waiting callback got the stack").await;
-        assert_eq!(stacks.available(), 1);
+        // The only stack's holder is busy (it never lent it): waiting for it
+        // could wait on the very callee that holder waits for.
+        let second =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stacks.acquire(&metrics))
+                .await
+                .expect("a callback with every stack busy does not wait");
         assert!(
-            metrics
-                .render(&[])
-                .contains("wasmvisor_stack_waits_total 1")
+            !second.lendable(),
+            "a stack mapped past the pool is not lent"
         );
+        assert_eq!(stacks.in_use(), Some(1), "it holds no permit of the pool");
+        let text = metrics.render(&[]);
+        assert!(text.contains("wasmvisor_stack_overflows_total 1"), "{text}");
+        assert!(text.contains("wasmvisor_stack_waits_total 0"), "{text}");
+        drop((first, second));
+        assert_eq!(stacks.available(), 1);
     }
 
     #[tokio::test]
@@ -331,11 +370,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_going_idle_while_a_callback_waits_hands_its_stack_back() {
-        let stacks = Arc::new(Stacks::new(true, 1));
+        let stacks = Arc::new(Stacks::new(true, 2));
         let metrics = Arc::new(Metrics::default());
-        let only = cell("only");
-        let lease = Lease::new(&only);
-        let stack = stacks.acquire(&metrics).await;
+        let (lender, busy) = (cell("lender"), cell("busy"));
+        let (lender_lease, busy_lease) = (Lease::new(&lender), Lease::new(&busy));
+        let lent_stack = stacks.acquire(&metrics).await;
+        let busy_stack = stacks.acquire(&metrics).await;
+        assert!(stacks.lend(&lender_lease));
+        // The callback asks "lender" and waits for its stack.
         let waiting = waiter(&stacks, &metrics);
         for _ in 0..1000 {
             if stacks.waiting.load(SeqCst) == 1 {
@@ -344,12 +386,26 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(stacks.waiting.load(SeqCst), 1);
-        // Nobody was idle to ask; the busy child now runs dry.
-        assert!(!stacks.lend(&lease), "hand it back instead of lending it");
-        assert!(!lease.wake(), "not asked: it handed the stack back itself");
-        drop(stack);
+        assert!(lender.control.pending(), "the lender was asked");
+        // Before the asked lender wakes, the busy child runs dry.
+        assert!(
+            !stacks.lend(&busy_lease),
+            "hand it back instead of lending it"
+        );
+        assert!(
+            !busy_lease.wake(),
+            "not asked: it handed the stack back itself"
+        );
+        drop(busy_stack);
         gets_a_stack(waiting, "the waiting callback got the stack").await;
         assert_eq!(stacks.waiting.load(SeqCst), 0);
+        assert!(lender_lease.wake(), "the lender sees it was asked");
+        drop(lent_stack);
+        assert!(
+            metrics
+                .render(&[])
+                .contains("wasmvisor_stack_waits_total 1")
+        );
     }
 
     #[test]

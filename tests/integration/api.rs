@@ -537,10 +537,13 @@ async fn metrics_parse_as_prometheus_text() {
         1.0
     );
     assert_eq!(samples["wasmvisor_exits_total{reason=\"trap\"}"], 1.0);
-    for kind in ["memory", "table", "stack"] {
+    for kind in ["memory", "table"] {
         let name = format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}}");
         assert!(samples.contains_key(&name), "no {name}");
     }
+    // Shared stacks (the default) change hands unzeroed: none is kept.
+    assert!(!samples.contains_key("wasmvisor_pool_unused_resident_bytes{kind=\"stack\"}"));
+    assert!(samples.contains_key("wasmvisor_stacks_in_use"));
     assert_eq!(
         samples["wasmvisor_plugins"],
         wasmvisor_tests::ALL_PLUGINS.len() as f64

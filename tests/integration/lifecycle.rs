@@ -557,10 +557,11 @@ async fn stacks_per_callback_serve_more_instances_than_stacks() {
     assert_eq!(call_ok(&host, "c4", json!({"add": 1})).await, json!(5));
 }
 
-/// A callback that finds the only stack taken (by a guest busy for many
-/// epoch ticks) waits for it instead of failing or restarting its child.
+/// A callback that finds the only stack taken by a guest busy for many epoch
+/// ticks runs on a stack mapped for it instead of waiting, and a callback
+/// that finds the stack lent by an idle instance asks for it and waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
+async fn a_callback_beside_a_busy_guest_runs_on_a_stack_of_its_own() {
     let (host, _dir) = host_with(|c| {
         c.engine.stack_per_callback = true;
         c.pool.max_running = 1;
@@ -572,9 +573,9 @@ async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
         let host = host.clone();
         async move { call(&host, "busy", json!({"spin": 30_000_000})).await }
     });
-    // The spin (about 100 ms) holds the only stack from when its child
-    // takes it out of the mailbox until it ends; a start hands its stack
-    // back after `init`, so a stack in use is the spin's.
+    // The spin (about 100 ms) holds the only stack from when it begins
+    // until it ends; a start hands its stack back after `init`, so a stack
+    // in use is the spin's.
     wait_for(
         "the busy guest to take its call",
         Duration::from_secs(10),
@@ -586,31 +587,55 @@ async fn a_callback_waits_for_a_stack_held_by_a_busy_guest() {
     )
     .await;
     assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
-    assert_eq!(stack_waits(&host), 1, "the call waited for the busy guest");
+    assert!(!busy.is_finished(), "the spin still holds the pool's stack");
+    assert_eq!(counter(&host, "wasmvisor_stack_overflows_total"), 1);
+    assert_eq!(counter(&host, "wasmvisor_stack_waits_total"), 0);
     assert!(busy.await.unwrap().is_ok());
     assert_eq!(host.child("other").unwrap().restarts, 0);
-    // "busy" handed the stack back as it went idle (a callback waited for
-    // it); "other" went idle with no one waiting, so it keeps it, lent, and
-    // a call to "busy" must wait for it and ask "other" for it. Handed back
-    // instead, the call would find it free and not wait.
+    // "busy" went idle with nobody waiting, so it keeps its stack, lent;
+    // "other" handed its own back at once. A call to "other" now asks
+    // "busy" for the stack and waits for it.
     assert!(host.metrics_text().contains("wasmvisor_stacks_in_use 1"));
-    let waits = stack_waits(&host);
-    assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
-    assert_eq!(
-        stack_waits(&host),
-        waits + 1,
-        "the call waited for the lent stack"
-    );
     assert_eq!(call_ok(&host, "other", json!({"add": 1})).await, json!(3));
+    assert_eq!(counter(&host, "wasmvisor_stack_waits_total"), 1);
+    assert_eq!(counter(&host, "wasmvisor_stack_overflows_total"), 1);
+    assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
 }
 
-/// `wasmvisor_stack_waits_total`: callbacks that found every stack taken.
-fn stack_waits(host: &wasmvisor::Host) -> u64 {
+/// A guest waiting inside a call keeps its stack; with that the pool's only
+/// one, the callee gets a stack mapped for it. Waiting for the pool's stack
+/// instead, the callee would wait for its own caller until the call timed
+/// out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_of_a_guest_holding_the_only_stack_is_served() {
+    let (host, _dir) = host_with(|c| {
+        c.engine.stack_per_callback = true;
+        c.pool.max_running = 1;
+    })
+    .await;
+    start_ok(&host, "caller", "chaos", json!(null)).await;
+    start_ok(&host, "callee", "chaos", json!(null)).await;
+    for round in 1..=3 {
+        let reply = call_ok(
+            &host,
+            "caller",
+            json!({"call": {"to": "callee", "msg": {"add": 2}}}),
+        )
+        .await;
+        assert_eq!(reply, json!(2 * round), "round {round}");
+    }
+    assert!(counter(&host, "wasmvisor_stack_overflows_total") >= 1);
+    assert_eq!(host.child("caller").unwrap().restarts, 0);
+    assert_eq!(host.child("callee").unwrap().restarts, 0);
+}
+
+/// A counter from the host's metrics.
+fn counter(host: &wasmvisor::Host, name: &str) -> u64 {
     host.metrics_text()
         .lines()
-        .find_map(|l| l.strip_prefix("wasmvisor_stack_waits_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
-        .expect("the stack wait counter is in the metrics")
+        .unwrap_or_else(|| panic!("{name} is in the metrics"))
 }
 
 // Calls run on the caller's task when the child is idle (`direct.rs`).

@@ -65,7 +65,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "max_running",
-        "N: native stacks in the pool when instances share them (stack_per_callback=true)",
+        "N: native stacks in the pool when instances share them (stack_per_callback, the default)",
     ),
 ];
 

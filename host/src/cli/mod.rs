@@ -126,7 +126,7 @@ pub enum Command {
         only: Vec<String>,
         /// Engine settings for an A/B run, as in the config's [engine]
         /// section: pooling=false, concurrency_support=true, memory_cow=true,
-        /// stack_per_callback=true, signals_based_traps=false.
+        /// stack_per_callback=false, signals_based_traps=false.
         #[arg(long, value_delimiter = ',')]
         engine: Vec<String>,
         /// Measure one design choice against the defaults in the same run
@@ -134,7 +134,7 @@ pub enum Command {
         /// memory_cow=true, signals_based_traps=false,
         /// mailbox=counted|bounded|unbounded,
         /// encoding=json, memory_limit=false, cpu_deadline=false,
-        /// call_timeout=false, direct_calls=false, stack_per_callback=true,
+        /// call_timeout=false, direct_calls=false, stack_per_callback=false,
         /// decommit_batch=N, keep_resident_kib=N, max_running=N. Runs spawn,
         /// calls, calls4, casts, crash and cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]

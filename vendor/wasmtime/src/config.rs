@@ -3883,6 +3883,9 @@ pub struct PoolingAllocationConfig {
     ///
     /// The rest of memory will be zeroed out with `madvise`.
     pub(crate) async_stack_keep_resident: usize,
+    /// Whether a fiber stack wanted while every stack of the pool is in use
+    /// is mapped on demand instead of failing the allocation.
+    pub(crate) async_stack_overflow_on_demand: bool,
     /// How much linear memory, in bytes, to keep resident after resetting for
     /// use with the next instance. This much memory will be `memset` to zero
     /// when a linear memory is deallocated.
@@ -3911,6 +3914,7 @@ impl Default for PoolingAllocationConfig {
             limits: InstanceLimits::default(),
             async_stack_zeroing: false,
             async_stack_keep_resident: 0,
+            async_stack_overflow_on_demand: false,
             linear_memory_keep_resident: 0,
             table_keep_resident: 0,
             memory_protection_keys: Enabled::No,
@@ -4111,6 +4115,20 @@ impl PoolingAllocationConfig {
     /// never be decommitted.
     pub fn async_stack_keep_resident(&mut self, size: usize) -> &mut Self {
         self.async_stack_keep_resident = size;
+        self
+    }
+
+    /// Whether a fiber stack wanted while all
+    /// [`PoolingAllocationConfig::total_stacks`] are in use is mapped on
+    /// demand, as the on-demand allocator maps every stack, instead of the
+    /// allocation failing. Such a stack is unmapped when it is deallocated.
+    ///
+    /// The pool's stacks are then the ones kept mapped, not a limit on how
+    /// many async calls can be suspended at once.
+    ///
+    /// Defaults to `false`.
+    pub fn async_stack_overflow_on_demand(&mut self, enable: bool) -> &mut Self {
+        self.async_stack_overflow_on_demand = enable;
         self
     }
 

@@ -830,13 +830,33 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
 
     #[cfg(feature = "async")]
     fn allocate_fiber_stack(&self) -> Result<wasmtime_fiber::FiberStack> {
-        let ret = self.with_flush_and_retry(|| self.stacks.allocate())?;
+        let ret = match self.with_flush_and_retry(|| self.stacks.allocate()) {
+            Ok(stack) => stack,
+            Err(e)
+                if self.config.async_stack_overflow_on_demand
+                    && e.is::<PoolConcurrencyLimitError>() =>
+            {
+                // Not from the pool (`is_from_raw_parts` is false), so
+                // `deallocate_fiber_stack` unmaps it instead.
+                return Ok(wasmtime_fiber::FiberStack::new(
+                    self.config.stack_size,
+                    self.config.async_stack_zeroing,
+                )?);
+            }
+            Err(e) => return Err(e),
+        };
         self.live_stacks.fetch_add(1, Ordering::Relaxed);
         Ok(ret)
     }
 
     #[cfg(feature = "async")]
     unsafe fn deallocate_fiber_stack(&self, mut stack: wasmtime_fiber::FiberStack) {
+        if !stack.is_from_raw_parts() {
+            // Mapped on demand past the pool's stacks
+            // (`async_stack_overflow_on_demand`): dropping it unmaps it.
+            drop(stack);
+            return;
+        }
         self.live_stacks.fetch_sub(1, Ordering::Relaxed);
         let mut queue = DecommitQueue::default();
         // SAFETY: the stack is no longer in use by definition when this
