@@ -205,6 +205,11 @@ impl Instance {
         let exports = match version.pre.instantiate_async(&mut store).await {
             Ok(exports) => exports,
             Err(e) => {
+                if store.data().kill.is_none()
+                    && let Some(failure) = host_failure(&e)
+                {
+                    return Err(StartFailure::Unavailable(failure));
+                }
                 let reason = classify(e, store.data_mut());
                 return Err(match reason {
                     ExitReason::Killed(m) => StartFailure::Init(format!("killed: {m}")),
@@ -230,6 +235,11 @@ impl Instance {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(StartFailure::Init(message)),
             Err(e) => {
+                if instance.store.data().kill.is_none()
+                    && let Some(failure) = host_failure(&e)
+                {
+                    return Err(StartFailure::Unavailable(failure));
+                }
                 let reason = classify(e, instance.store.data_mut());
                 Err(StartFailure::Init(reason.to_string()))
             }
@@ -441,6 +451,9 @@ fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
     if let Some(reason) = state.kill.take() {
         return ExitReason::Killed(reason);
     }
+    if let Some(failure) = host_failure(&error) {
+        return ExitReason::Killed(failure);
+    }
     let trap = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
@@ -449,6 +462,16 @@ fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
         Some(logged) => ExitReason::Trap(format!("{logged} ({trap})")),
         None => ExitReason::Trap(trap),
     }
+}
+
+/// What the host failed at, when `error` is the host's and not the guest's:
+/// the operating system refused what the call needed (a native stack mapped
+/// past the pool, memory). A guest that breaks the component ABI gets plain
+/// errors too, but never an I/O error or an out-of-memory one.
+fn host_failure(error: &wasmtime::Error) -> Option<String> {
+    let host = error.downcast_ref::<wasmtime::Trap>().is_none()
+        && (error.is::<std::io::Error>() || error.is::<wasmtime::error::OutOfMemory>());
+    host.then(|| format!("host failure, not the guest's: {error:#}"))
 }
 
 fn is_resource_exhaustion(message: &str) -> bool {
@@ -474,5 +497,23 @@ pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
         wit::ExitReason::Killed(m) => ExitReason::Killed(m),
         wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
         wit::ExitReason::Noproc => ExitReason::Noproc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_failure;
+
+    #[test]
+    fn an_os_refusal_is_a_host_failure_and_a_trap_or_abi_error_is_not() {
+        let refused = wasmtime::Error::new(std::io::Error::from_raw_os_error(12))
+            .context("allocating a fiber stack");
+        let failure = host_failure(&refused).expect("an I/O error is the host's");
+        assert!(failure.starts_with("host failure"), "{failure}");
+        assert!(failure.contains("allocating a fiber stack"), "{failure}");
+        let trap = wasmtime::Error::new(wasmtime::Trap::UnreachableCodeReached);
+        assert_eq!(host_failure(&trap), None);
+        let abi = wasmtime::Error::msg("invalid utf-8 in a string the guest returned");
+        assert_eq!(host_failure(&abi), None);
     }
 }
