@@ -523,6 +523,11 @@ async fn metrics_parse_as_prometheus_text() {
     post(&h, "/v1/children", json!({"id": "m", "plugin": "chaos"})).await;
     post(&h, "/v1/children/m/call", json!({"msg": {"add": 1}})).await;
     post(&h, "/v1/children/m/call", json!({"msg": "crash"})).await;
+    // The trapped reply can reach the client before the child has recorded
+    // the exit (a direct call hands the exit to the child); the child counts
+    // the exit before it restarts.
+    h.wait_child("m", "the restart after the crash", |c| c["restarts"] == 1)
+        .await;
     post(&h, "/v1/children/ghost/call", json!({"msg": 1})).await;
     let (status, body) = h.client.raw(Method::GET, "/metrics", None).await.unwrap();
     assert_eq!(status, StatusCode::OK);
