@@ -125,9 +125,7 @@ async fn next_lending_stack(
         return next.await;
     }
     let next = next.await;
-    if lease.wake() {
-        instance.release_stack();
-    }
+    instance.wake(lease);
     next
 }
 
@@ -512,8 +510,8 @@ impl Child {
                     instance = seat.instance;
                     // Asked for while on the desk: a call in progress then
                     // finished first (`next_with_desk` waits for it).
-                    if self.lease.as_ref().is_some_and(|lease| lease.wake()) {
-                        instance.release_stack();
+                    if let Some(lease) = &self.lease {
+                        instance.wake(lease);
                     }
                     if let Some(reason) = instance.take_stop_request() {
                         self.put_back(next, false);

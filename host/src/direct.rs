@@ -126,8 +126,8 @@ impl Loan {
             // then finds nothing to do). Afterwards the instance rests as
             // its child would have left it (lent, or handed back).
             let lease = self.cell.lease.get();
-            if lease.is_some_and(|lease| lease.wake()) {
-                instance.release_stack();
+            if let Some(lease) = lease {
+                instance.wake(lease);
             }
             let result = tokio::select! {
                 biased;

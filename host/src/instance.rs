@@ -204,21 +204,7 @@ impl Instance {
         }
         let exports = match version.pre.instantiate_async(&mut store).await {
             Ok(exports) => exports,
-            Err(e) => {
-                if store.data().kill.is_none()
-                    && let Some(failure) = host_failure(&e)
-                {
-                    return Err(StartFailure::Unavailable(failure));
-                }
-                let reason = classify(e, store.data_mut());
-                return Err(match reason {
-                    ExitReason::Killed(m) => StartFailure::Init(format!("killed: {m}")),
-                    ExitReason::Trap(m) if is_resource_exhaustion(&m) => {
-                        StartFailure::Unavailable(m)
-                    }
-                    other => StartFailure::Init(other.to_string()),
-                });
-            }
+            Err(e) => return Err(start_failure(e, store.data_mut())),
         };
         let mut instance = Instance {
             store,
@@ -234,15 +220,7 @@ impl Instance {
         match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(StartFailure::Init(message)),
-            Err(e) => {
-                if instance.store.data().kill.is_none()
-                    && let Some(failure) = host_failure(&e)
-                {
-                    return Err(StartFailure::Unavailable(failure));
-                }
-                let reason = classify(e, instance.store.data_mut());
-                Err(StartFailure::Init(reason.to_string()))
-            }
+            Err(e) => Err(start_failure(e, instance.store.data_mut())),
         }
     }
 
@@ -292,6 +270,15 @@ impl Instance {
         }
         self.release_stack();
         false
+    }
+
+    /// The instance's child (or a caller running its call) woke it: takes
+    /// its lease off idle and hands back a stack that was asked for
+    /// meanwhile, before anything else runs on it.
+    pub(crate) fn wake(&mut self, lease: &Lease) {
+        if lease.wake() {
+            self.release_stack();
+        }
     }
 
     fn fail(&mut self, error: wasmtime::Error) -> ExitReason {
@@ -461,6 +448,21 @@ fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
     match state.last_error_log.take() {
         Some(logged) => ExitReason::Trap(format!("{logged} ({trap})")),
         None => ExitReason::Trap(trap),
+    }
+}
+
+/// Why a start failed with `error`: the host could not serve it (the
+/// operating system refused, or the pool is full), or the guest's
+/// instantiation or `init` failed (trapped, or was killed by a limit).
+fn start_failure(error: wasmtime::Error, state: &mut InstanceState) -> StartFailure {
+    if state.kill.is_none()
+        && let Some(failure) = host_failure(&error)
+    {
+        return StartFailure::Unavailable(failure);
+    }
+    match classify(error, state) {
+        ExitReason::Trap(m) if is_resource_exhaustion(&m) => StartFailure::Unavailable(m),
+        other => StartFailure::Init(other.to_string()),
     }
 }
 
