@@ -38,7 +38,10 @@ pub struct InstanceState {
     pub(crate) host: Arc<HostInner>,
     pub(crate) cell: Arc<Cell>,
     pub(crate) generation: u64,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most guests make none, and a
+    /// context is about 0.8 KiB per instance. Built at start when it can
+    /// fail (folders to open), so that the start reports it.
+    wasi: Option<Box<WasiCtx>>,
     table: ResourceTable,
     memory_cap: usize,
     cpu_budget: u32,
@@ -75,8 +78,11 @@ impl Drop for InstanceState {
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let limits = &self.http_policy.version.limits;
+        let ctx =
+            (self.wasi).get_or_insert_with(|| Box::new(wasi_base(&self.cell, limits).build()));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -152,7 +158,12 @@ impl Instance {
         generation: u64,
     ) -> Result<Instance, StartFailure> {
         let limits = &version.limits;
-        let wasi = wasi_ctx(cell, limits).map_err(StartFailure::Init)?;
+        let wasi = match limits.dirs.is_empty() {
+            true => None,
+            false => Some(Box::new(
+                wasi_ctx(cell, limits).map_err(StartFailure::Init)?,
+            )),
+        };
         let state = InstanceState {
             host: host.clone(),
             cell: cell.clone(),
@@ -412,14 +423,10 @@ impl Instance {
 /// The guest's view of the system: its stdout and stderr go to the log, and
 /// it sees no files, environment, arguments or sockets beyond what its
 /// plugin config grants.
+/// The guest's WASI context: its output, environment and folders.
 fn wasi_ctx(cell: &Cell, limits: &crate::config::PluginConfig) -> Result<WasiCtx, String> {
     use wasmtime_wasi::FsPerms;
-    let mut b = WasiCtx::builder();
-    b.stdout(GuestOutput::new(cell.id.clone(), "stdout"))
-        .stderr(GuestOutput::new(cell.id.clone(), "stderr"));
-    for (k, v) in &limits.env {
-        b.env(k, v);
-    }
+    let mut b = wasi_base(cell, limits);
     for d in &limits.dirs {
         let perms = match d.writable {
             true => FsPerms::ReadWrite,
@@ -429,6 +436,17 @@ fn wasi_ctx(cell: &Cell, limits: &crate::config::PluginConfig) -> Result<WasiCtx
             .map_err(|e| format!("cannot grant {} as {}: {e}", d.host.display(), d.guest))?;
     }
     Ok(b.build())
+}
+
+/// [`wasi_ctx`] without the folders, the only part that can fail.
+fn wasi_base(cell: &Cell, limits: &crate::config::PluginConfig) -> wasmtime_wasi::WasiCtxBuilder {
+    let mut b = WasiCtx::builder();
+    b.stdout(GuestOutput::new(cell.id.clone(), "stdout"))
+        .stderr(GuestOutput::new(cell.id.clone(), "stderr"));
+    for (k, v) in &limits.env {
+        b.env(k, v);
+    }
+    b
 }
 
 /// Sorts an error from a guest call into trap or kill. A host hook that

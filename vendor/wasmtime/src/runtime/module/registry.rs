@@ -12,10 +12,10 @@ use alloc::sync::Arc;
 use core::marker::PhantomData;
 use core::ops::Range;
 use core::ptr::NonNull;
-use wasmtime_environ::{
-    CompiledFunctionsTable, FuncKey, StaticModuleIndex, VMSharedTypeIndex,
-    collections::btree_map::Entry,
-};
+use small_map::SmallMap;
+use wasmtime_environ::{CompiledFunctionsTable, FuncKey, StaticModuleIndex, VMSharedTypeIndex};
+
+mod small_map;
 
 /// Used for registering modules with a store.
 ///
@@ -64,18 +64,18 @@ pub struct ModuleRegistry {
     /// then take the last element of the range. That picks the
     /// highest start address <= the query, and we can check whether
     /// it contains the address.
-    loaded_code: TryBTreeMap<StoreCodePC, LoadedCode>,
+    loaded_code: SmallMap<StoreCodePC, LoadedCode>,
 
     /// Map from EngineCodePC start to StoreCodePC start. We use this
     /// to memoize the store-code creation process: each EngineCode is
     /// instantiated to a StoreCode only once per store.
-    store_code: TryBTreeMap<EngineCodePC, StoreCodePC>,
+    store_code: SmallMap<EngineCodePC, StoreCodePC>,
 
     /// Modules instantiated in this registry.
     ///
     /// Every module is placed in this map, but not every module will
     /// be in a LoadedCode entry, because the module may have no text.
-    modules: TryBTreeMap<RegisteredModuleId, Module>,
+    modules: SmallMap<RegisteredModuleId, Module>,
 }
 
 struct LoadedCode {
@@ -106,13 +106,13 @@ struct LoadedCode {
 pub struct RegisteredModuleId(CompiledModuleId);
 
 fn assert_no_overlap(
-    loaded_code: &TryBTreeMap<StoreCodePC, LoadedCode>,
+    loaded_code: &SmallMap<StoreCodePC, LoadedCode>,
     range: Range<StoreCodePC>,
 ) {
-    if let Some((start, _)) = loaded_code.range(range.start..).next() {
+    if let Some((start, _)) = loaded_code.first_at_or_above(range.start) {
         assert!(start >= range.end);
     }
-    if let Some((_, code)) = loaded_code.range(..range.end).next_back() {
+    if let Some((_, code)) = loaded_code.last_below(range.end) {
         assert!(code.code.text_range().end <= range.start);
     }
 }
@@ -169,8 +169,7 @@ impl ModuleRegistry {
     fn loaded_code_by_pc(&self, pc: usize) -> Option<(&LoadedCode, usize)> {
         let (_, code) = self
             .loaded_code
-            .range(..=StoreCodePC::from_raw(pc))
-            .next_back()?;
+            .last_at_or_below(StoreCodePC::from_raw(pc))?;
         let offset = StoreCodePC::offset_of(code.code.text_range(), pc)?;
         Some((code, offset))
     }
@@ -188,7 +187,7 @@ impl ModuleRegistry {
     /// Fetches the `StoreCode` for a given `EngineCode`.
     pub fn store_code(&self, engine_code: &EngineCode) -> Option<&StoreCode> {
         let store_code_pc = self.store_code_base(engine_code)?;
-        let (_, code) = self.loaded_code.range(store_code_pc..).next()?;
+        let (_, code) = self.loaded_code.first_at_or_above(store_code_pc)?;
         Some(&code.code)
     }
 
@@ -214,7 +213,7 @@ impl ModuleRegistry {
 
     /// Fetches a mutable `StoreCode` for a given base `StoreCodePC`.
     pub fn store_code_mut(&mut self, store_code_base: StoreCodePC) -> Option<&mut StoreCode> {
-        let (_, code) = self.loaded_code.range_mut(store_code_base..).next()?;
+        let (_, code) = self.loaded_code.first_at_or_above_mut(store_code_base)?;
         assert_eq!(code.code.text_range().start, store_code_base);
         Some(&mut code.code)
     }
@@ -289,7 +288,7 @@ impl ModuleRegistry {
         let id = match module_or_component {
             ModuleOrComponent::Module(module) => {
                 let id = RegisteredModuleId(compiled_id);
-                self.modules.entry(id).or_insert_with(|| module.clone())?;
+                self.modules.get_or_insert_with(id, || module.clone())?;
                 Some(id)
             }
             #[cfg(feature = "component-model")]
@@ -297,8 +296,8 @@ impl ModuleRegistry {
         };
 
         // Create a StoreCode if one does not already exist.
-        let store_code_pc = match self.store_code.entry(code.text_range().start) {
-            Entry::Vacant(v) => {
+        let store_code_pc = match self.store_code.get(code.text_range().start) {
+            None => {
                 let store_code = StoreCode::new(engine, code)?;
                 let store_code_pc = store_code.text_range().start;
                 assert_no_overlap(&self.loaded_code, store_code.text_range());
@@ -315,9 +314,11 @@ impl ModuleRegistry {
                         modules: Default::default(),
                     },
                 )?;
-                *v.insert(store_code_pc)?
+                self.store_code
+                    .insert(code.text_range().start, store_code_pc)?;
+                store_code_pc
             }
-            Entry::Occupied(o) => *o.get(),
+            Some(pc) => *pc,
         };
 
         // Add this module to the LoadedCode if not present.
