@@ -423,7 +423,6 @@ impl Instance {
 /// The guest's view of the system: its stdout and stderr go to the log, and
 /// it sees no files, environment, arguments or sockets beyond what its
 /// plugin config grants.
-/// The guest's WASI context: its output, environment and folders.
 fn wasi_ctx(cell: &Cell, limits: &crate::config::PluginConfig) -> Result<WasiCtx, String> {
     use wasmtime_wasi::FsPerms;
     let mut b = wasi_base(cell, limits);
