@@ -97,9 +97,16 @@ pub(crate) fn compile(
     let was_cached = cached.is_some();
     let component = match cached {
         Some(component) => component,
-        None => Component::new(engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("not a valid wasm component")?,
+        None => {
+            let compiled = Component::new(engine, bytes);
+            // A compile frees tens of MiB; hand them back now rather than
+            // after the allocator's purge delay, which only runs while
+            // threads allocate (an idle host would keep them).
+            crate::heap::give_back();
+            compiled
+                .map_err(anyhow::Error::from)
+                .context("not a valid wasm component")?
+        }
     };
     if let Some(needs) = component.resources_required() {
         let cap = u64::from(limits.memory_mb) * 1024 * 1024;

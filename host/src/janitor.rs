@@ -6,19 +6,19 @@
 //! instance on the slot (a restart, a reload, a new child of the same
 //! plugin) takes no page faults. And each instance's host-side state (its
 //! `Store`, WASI context, mailbox and task) lives on the Rust heap, whose
-//! freed pages glibc's malloc keeps in its per-thread arenas. Both help
+//! freed pages the allocator keeps for reuse (`heap.rs`). Both help
 //! while children churn and are waste after it, so the janitor returns them
 //! once a whole tick passes with no instance dropped. Churn that never
 //! settles still gets the pool's pages back every `MAX_KEEP`; the heap trim,
-//! which takes malloc's locks, waits for a quiet tick.
+//! which takes the allocator's locks, waits for a quiet tick.
 
 use crate::host::Host;
 use std::time::Duration;
 
 /// How often the janitor looks.
 const TICK: Duration = Duration::from_secs(1);
-/// Fewer dropped instances than this since the last `malloc_trim` are not
-/// worth one: it walks every arena under its lock.
+/// Fewer dropped instances than this since the last trim are not worth
+/// one: it walks the allocator's arenas.
 const MIN_EXITS: u64 = 256;
 /// The longest freed pool slots keep their pages when churn never settles
 /// (a crash loop, a steady stream of short-lived children), counted from
@@ -56,7 +56,7 @@ pub fn spawn(host: &Host) {
             } else {
                 drop(inner);
             }
-            if settled && trim_supported() && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
+            if settled && exits.saturating_sub(trimmed_at) >= MIN_EXITS {
                 trimmed_at = exits;
                 let _ = tokio::task::spawn_blocking(trim).await;
             }
@@ -76,29 +76,11 @@ fn release_pool_pages(engine: &wasmtime::Engine) {
     );
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_supported() -> bool {
-    true
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_supported() -> bool {
-    false
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
     let started = std::time::Instant::now();
-    // SAFETY: malloc_trim only takes the allocator's own locks; it is safe
-    // to call from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::heap::give_back();
     tracing::debug!(
         "returned free heap to the system in {:?}",
         started.elapsed()
     );
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}

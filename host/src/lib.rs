@@ -36,6 +36,7 @@ pub(crate) mod direct;
 pub(crate) mod durable;
 pub(crate) mod engine;
 pub mod events;
+pub mod heap;
 pub mod host;
 pub(crate) mod instance;
 pub(crate) mod janitor;

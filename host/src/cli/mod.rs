@@ -192,6 +192,7 @@ pub fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::heap::on_thread_park)
         .build()
     {
         Ok(rt) => rt,
