@@ -120,7 +120,9 @@ crate-type = ["cdylib"]
 [dependencies]
 wasmvisor-sdk = {{ path = "{sdk}" }}
 serde = {{ version = "1", features = ["derive"] }}
-serde_json = "1"
+# serde_json's `std` feature would add 2.5 KiB of io error messages to the
+# data segment every instance copies at start (a page per instance).
+serde_json = {{ version = "1", default-features = false, features = ["alloc"] }}
 
 [profile.release]
 # Small, fast guests: the host compiles each version once.
