@@ -29,6 +29,11 @@ pub(crate) enum Desk<I> {
     /// Given back for the child only: it died in the call, a guest asked to
     /// stop, or the child waits for it.
     Back(I),
+    /// The child's task is gone (it ended, or its runtime dropped it): an
+    /// instance is never parked or lent again, and one given back is
+    /// dropped. An instance left here would hold its host alive through
+    /// the registry that holds this desk.
+    Closed,
 }
 
 /// What a caller's give-back asks of the child.
@@ -81,13 +86,15 @@ impl<I> Desk<I> {
 
     /// The caller gives the instance back. Parked again for the next caller
     /// when it is fine and the child does not wait; otherwise for the child.
-    pub(crate) fn give_back(&mut self, instance: I, for_the_child: bool) -> GivenBack {
+    /// Handed back to be dropped when the child is gone.
+    pub(crate) fn give_back(&mut self, instance: I, for_the_child: bool) -> Result<GivenBack, I> {
         let waits = match self {
             Desk::Lent { child_waits, .. } => *child_waits,
+            Desk::Closed => return Err(instance),
             // Only a lender gives back, and only once.
             _ => true,
         };
-        if waits {
+        Ok(if waits {
             *self = Desk::Back(instance);
             GivenBack::WakeTheChild
         } else if for_the_child {
@@ -96,6 +103,15 @@ impl<I> Desk<I> {
         } else {
             *self = Desk::Parked(instance);
             GivenBack::Parked
+        })
+    }
+
+    /// The child's task is gone: returns the instance left here, if any, for
+    /// the caller to drop outside the lock.
+    pub(crate) fn close(&mut self) -> Option<I> {
+        match std::mem::replace(self, Desk::Closed) {
+            Desk::Parked(instance) | Desk::Back(instance) => Some(instance),
+            _ => None,
         }
     }
 
@@ -124,6 +140,10 @@ impl<I> Desk<I> {
                 Reclaim::Wait
             }
             Desk::Child => Reclaim::Held,
+            Desk::Closed => {
+                *self = Desk::Closed;
+                Reclaim::Held
+            }
         }
     }
 
@@ -174,7 +194,7 @@ mod tests {
         assert_eq!(desk.lend(false), Some(1));
         assert!(desk.lend(false).is_none(), "one caller at a time");
         assert_eq!(
-            desk.give_back(1, false),
+            desk.give_back(1, false).unwrap(),
             GivenBack::Parked,
             "parked again, nobody to wake"
         );
@@ -200,7 +220,7 @@ mod tests {
         assert!(matches!(desk.reclaim(), Reclaim::Wait));
         assert!(matches!(desk.reclaim(), Reclaim::Wait), "still lent");
         assert_eq!(
-            desk.give_back(7, false),
+            desk.give_back(7, false).unwrap(),
             GivenBack::WakeTheChild,
             "wake the waiting child"
         );
@@ -218,7 +238,7 @@ mod tests {
         desk.park(3, false).unwrap();
         desk.lend(false).unwrap();
         assert_eq!(
-            desk.give_back(3, true),
+            desk.give_back(3, true).unwrap(),
             GivenBack::TellTheChild,
             "tell the sleeping child"
         );
@@ -237,6 +257,24 @@ mod tests {
         assert!(desk.kill("stop").is_some(), "the lender's task is woken");
         assert!(desk.kill("again").is_none(), "the first reason stands");
         assert_eq!(desk.killed(waker).as_deref(), Some("stop"));
-        assert_eq!(desk.give_back(5, true), GivenBack::TellTheChild);
+        assert_eq!(desk.give_back(5, true), Ok(GivenBack::TellTheChild));
+    }
+
+    #[test]
+    fn a_closed_desk_hands_out_nothing_and_drops_what_comes_back() {
+        let mut desk = Desk::default();
+        desk.park(4, false).unwrap();
+        assert_eq!(desk.close(), Some(4), "the parked instance, to drop");
+        assert!(desk.park(4, false).is_err());
+        assert!(desk.lend(false).is_none());
+        assert!(matches!(desk.reclaim(), Reclaim::Held));
+        assert!(desk.lend(false).is_none(), "still closed");
+
+        let mut desk = Desk::default();
+        desk.park(6, false).unwrap();
+        desk.lend(false).unwrap();
+        assert_eq!(desk.close(), None, "lent: the caller has it");
+        assert_eq!(desk.give_back(6, false), Err(6), "given back to be dropped");
+        assert_eq!(desk.close(), None);
     }
 }

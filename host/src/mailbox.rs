@@ -212,12 +212,17 @@ impl Sender {
         };
         let given = queue.lock().desk.give_back(seat, for_the_child);
         match given {
-            GivenBack::WakeTheChild => {
+            Ok(GivenBack::WakeTheChild) => {
                 queue.waker.wake();
                 false
             }
-            GivenBack::TellTheChild => true,
-            GivenBack::Parked => false,
+            Ok(GivenBack::TellTheChild) => true,
+            Ok(GivenBack::Parked) => false,
+            // The child is gone; dropped here, outside the lock.
+            Err(seat) => {
+                drop(seat);
+                false
+            }
         }
     }
 
@@ -372,9 +377,13 @@ impl Drop for Sender {
 
 impl Drop for Receiver {
     /// What is still queued is dropped, outside the lock: a queued call's
-    /// caller then hears that the child is gone.
+    /// caller then hears that the child is gone. So is an instance the child
+    /// left on the desk: a task dropped with its runtime must not leave it
+    /// there, holding the host alive.
     fn drop(&mut self) {
         if let Rx::Deque(queue) = &self.rx {
+            let parked = queue.lock().desk.close();
+            drop(parked);
             drop(queue.close());
         }
     }

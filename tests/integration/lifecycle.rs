@@ -770,3 +770,40 @@ async fn casts_and_calls_from_one_client_keep_their_order() {
         assert_eq!(call_ok(&host, "o", json!({"add": 1})).await, json!(3 * i));
     }
 }
+
+/// A host dropped without `shutdown` goes away with the runtime that ran
+/// it, even while an idle child's instance waits on its desk for direct
+/// calls (the instance holds the host, and the host holds the desk): the
+/// next host on the same data dir opens its database, which the old one
+/// would still hold.
+#[test]
+fn a_host_dropped_with_its_runtime_lets_go_of_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    wasmvisor_tests::copy_plugin("chaos", &plugins);
+    for round in 0..2 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = wasmvisor::Config {
+                plugins_dir: plugins.clone(),
+                data_dir: dir.path().join("data"),
+                ..Default::default()
+            };
+            config.pool.max_instances = 10;
+            let host = match wasmvisor::Host::new(config).await {
+                Ok(host) => host,
+                Err(e) => panic!("round {round}: the host does not start: {e:#}"),
+            };
+            let id = format!("c{round}");
+            start_ok(&host, &id, "chaos", json!(null)).await;
+            // A direct call: the instance goes back on the desk after it.
+            assert_eq!(call_ok(&host, &id, json!({"add": 1})).await, json!(1));
+        });
+        drop(runtime);
+    }
+}
