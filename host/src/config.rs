@@ -247,6 +247,15 @@ pub struct PoolConfig {
     /// embedder of the library calls `Host::release_unused_pool_memory`, or
     /// the pages stay with the slots.
     pub keep_resident_kib: u32,
+    /// Linear memory made accessible in every slot when the pool is created,
+    /// KiB, so that the first instance on a slot needs no `mprotect` (one
+    /// that would take the memory-map lock every page fault on the other
+    /// cores also waits for). The default is the initial memory of plugins
+    /// built as `wasmvisor new` sets them up (1 MiB). Costs one `mprotect`
+    /// per slot at start (about 2 µs each) and no resident memory; a slot
+    /// then has the two memory mappings from the start that a used slot
+    /// keeps anyway. 0 opens each slot on first use.
+    pub preopen_kib: u32,
     /// Freed slots whose memory is given back to the kernel in one
     /// `process_madvise` call, counted in regions (a stopped instance frees
     /// about three: memory, table, stack). One call and one TLB flush for a
@@ -294,6 +303,7 @@ impl Default for PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
             keep_resident_kib: 64,
+            preopen_kib: 1024,
             decommit_batch: 32,
             max_running: 1_000,
         }

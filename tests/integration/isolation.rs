@@ -165,6 +165,56 @@ async fn the_guest_heap_serves_rust_and_c_and_grows_past_the_initial_memory() {
     assert_eq!(host.child("p").unwrap().restarts, 0);
 }
 
+/// The pool opens every slot's first `preopen_kib` ahead of time; an
+/// instance with a smaller initial memory must still trap on every byte past
+/// its end, and one that grows must see its new pages. `peek` is checked
+/// against the memory's size by compiled code; `peek_ahead` reads 60,000
+/// bytes further through the load's offset, which wasmtime leaves to the
+/// inaccessible pages past the end of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_past_its_end_traps_even_where_the_pool_opened_more() {
+    let (host, _dir) = host_with_extra(&[("prober", PROBER)], |c| {
+        c.pool.preopen_kib = 4096;
+    })
+    .await;
+    start_ok(&host, "p", "prober", json!(null)).await;
+    // Round 0 reads past a fresh instance's memory, smaller than what the
+    // pool opened; round 1 past the memory it grew to.
+    for round in 0..2 {
+        let size = call_ok(&host, "p", json!("memory_size")).await;
+        let size = size.as_u64().unwrap();
+        assert_eq!(size < 4096 * 1024, round == 0, "round {round}: {size}");
+        assert_eq!(
+            call_ok(&host, "p", json!({"peek": size - 1})).await,
+            json!(0),
+            "round {round}"
+        );
+        for past_the_end in [json!({"peek": size}), json!({"peek_ahead": size - 1})] {
+            let restarts = host.child("p").unwrap().restarts;
+            let msg = past_the_end.to_string().into_bytes();
+            match host.call("p", msg, LIMIT).await {
+                Err(CallError::Trapped(why)) => {
+                    assert!(why.contains("out of bounds"), "{past_the_end}: {why}")
+                }
+                other => panic!("round {round}: {past_the_end} gave {other:?}"),
+            }
+            wait_child(&host, "p", "the restart", |c| c.restarts == restarts + 1).await;
+        }
+        // The restarted instance grows its memory past the initial size and
+        // past what the pool opened.
+        assert_eq!(
+            call_ok(&host, "p", json!({"heap": 3})).await,
+            json!({"big": true, "churn": true, "kept": 2500, "c": true}),
+            "round {round}"
+        );
+        let grown = call_ok(&host, "p", json!("memory_size")).await;
+        assert!(
+            grown.as_u64().unwrap() > 4096 * 1024,
+            "round {round}: {grown}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spinning_guests_do_not_starve_the_others() {
     let (host, _dir) = host_with_chaos(PluginConfig {

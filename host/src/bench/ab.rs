@@ -60,6 +60,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "N: KiB a freed pool slot keeps resident for the next instance",
     ),
     (
+        "preopen_kib",
+        "N: KiB of every pool slot made accessible at start (0: on first use)",
+    ),
+    (
         "stack_per_callback",
         "true|false: instances share the pool's native stacks (an idle one lends its stack until another needs it) vs keep one for life",
     ),
@@ -116,6 +120,7 @@ impl Setting {
             "direct_calls" => opts.tuning.direct_calls = flag()?,
             "decommit_batch" => opts.pool.decommit_batch = number()?,
             "keep_resident_kib" => opts.pool.keep_resident_kib = number()?,
+            "preopen_kib" => opts.pool.preopen_kib = number()?,
             "stack_per_callback" => opts.engine.stack_per_callback = flag()?,
             "max_running" => opts.pool.max_running = number()?,
             "encoding" => {

@@ -135,7 +135,8 @@ pub enum Command {
         /// mailbox=counted|bounded|unbounded,
         /// encoding=json, memory_limit=false, cpu_deadline=false,
         /// call_timeout=false, direct_calls=false, stack_per_callback=false,
-        /// decommit_batch=N, keep_resident_kib=N, max_running=N. Runs spawn,
+        /// decommit_batch=N, keep_resident_kib=N, preopen_kib=N,
+        /// max_running=N. Runs spawn,
         /// calls, calls4, casts, crash and cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]
         ab: Vec<crate::bench::Setting>,

@@ -3895,6 +3895,9 @@ pub struct PoolingAllocationConfig {
     ///
     /// Only applicable on Linux.
     pub(crate) linear_memory_keep_resident: usize,
+    /// How much of every linear memory slot, in bytes, is made read/write
+    /// when the pool is created.
+    pub(crate) linear_memory_preopen: usize,
     /// Same as `linear_memory_keep_resident` but for tables.
     pub(crate) table_keep_resident: usize,
     /// Whether to enable memory protection keys.
@@ -3916,6 +3919,7 @@ impl Default for PoolingAllocationConfig {
             async_stack_keep_resident: 0,
             async_stack_overflow_on_demand: false,
             linear_memory_keep_resident: 0,
+            linear_memory_preopen: 0,
             table_keep_resident: 0,
             memory_protection_keys: Enabled::No,
             max_memory_protection_keys: 16,
@@ -4129,6 +4133,29 @@ impl PoolingAllocationConfig {
     /// Defaults to `false`.
     pub fn async_stack_overflow_on_demand(&mut self, enable: bool) -> &mut Self {
         self.async_stack_overflow_on_demand = enable;
+        self
+    }
+
+    /// How much of every linear memory slot, in bytes, to make read/write
+    /// when the pool is created.
+    ///
+    /// A slot starts out inaccessible, and the first instance on it pays an
+    /// `mprotect` that makes its initial memory read/write; that call takes
+    /// the process's memory-map lock for writing, which every page fault on
+    /// another thread also needs. With this option the pool makes the first
+    /// `size` bytes of every slot read/write up front, one `mprotect` per
+    /// slot, so an instance whose initial memory is exactly `size` starts on
+    /// a fresh slot with no protection change. A slot then has the two
+    /// memory mappings (accessible part and the rest) from the start that it
+    /// would have had once used. An instance with a smaller initial memory
+    /// makes the excess inaccessible again, as on any reused slot; one with a
+    /// larger one opens the rest as before. Memory stays untouched, so this
+    /// costs no resident memory.
+    ///
+    /// Rounded up to the host page size and capped at the maximum memory
+    /// size. Defaults to `0` (no slot opened ahead).
+    pub fn linear_memory_preopen(&mut self, size: usize) -> &mut Self {
+        self.linear_memory_preopen = size;
         self
     }
 

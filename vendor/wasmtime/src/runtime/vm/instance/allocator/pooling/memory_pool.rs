@@ -287,8 +287,31 @@ impl MemoryPool {
             )?,
             next_available_pkey: AtomicUsize::new(0),
         };
+        pool.preopen(config.linear_memory_preopen)?;
 
         Ok(pool)
+    }
+
+    /// Makes the first `bytes` of every slot read/write and records the slot
+    /// as previously used with that much accessible: the state a slot is
+    /// left in once an instance with that initial size has used it.
+    fn preopen(&self, bytes: usize) -> Result<()> {
+        let bytes = bytes.min(self.layout.max_memory_bytes.byte_count());
+        if bytes == 0 {
+            return Ok(());
+        }
+        for (i, image_slot) in self.image_slots.iter().enumerate() {
+            let index = MemoryAllocationIndex(u32::try_from(i).unwrap());
+            let mut slot = MemoryImageSlot::create(
+                self.get_base(index),
+                HostAlignedByteCount::ZERO,
+                self.layout.max_memory_bytes.byte_count(),
+                self.pkey_for_slot(index),
+            );
+            slot.set_heap_limit(bytes)?;
+            *image_slot.lock().unwrap() = ImageSlot::PreviouslyUsed(slot);
+        }
+        Ok(())
     }
 
     /// Return a protection key that stores can use for requesting new
