@@ -254,7 +254,8 @@ pub struct PoolConfig {
     /// built as `wasmvisor new` sets them up (1 MiB). Costs one `mprotect`
     /// per slot at start (about 2 µs each) and no resident memory; a slot
     /// then has the two memory mappings from the start that a used slot
-    /// keeps anyway. 0 opens each slot on first use.
+    /// keeps anyway, so a process that runs several hosts needs the
+    /// mappings of all their slots at once. 0 opens each slot on first use.
     pub preopen_kib: u32,
     /// Freed slots whose memory is given back to the kernel in one
     /// `process_madvise` call, counted in regions (a stopped instance frees

@@ -49,6 +49,10 @@ mod imp {
         collect();
     }
 
+    pub(crate) fn purge() {
+        collect();
+    }
+
     pub(crate) fn on_thread_park() {
         let asked = ASKED.load(Ordering::Relaxed);
         if COLLECTED.with(|c| c.replace(asked)) != asked {
@@ -59,6 +63,10 @@ mod imp {
 
 #[cfg(not(feature = "mimalloc"))]
 mod imp {
+    pub(crate) fn purge() {
+        give_back();
+    }
+
     pub(crate) fn give_back() {
         // SAFETY: malloc_trim takes only the allocator's own locks and may
         // be called from any thread at any time.
@@ -79,6 +87,13 @@ mod imp {
 /// its own heap when it next parks.
 pub(crate) fn give_back() {
     imp::give_back();
+}
+
+/// Returns what the allocator holds free outside other threads' own heaps,
+/// without asking those threads to collect: the benchmark's density
+/// workload, which reads RSS, must not see it shrink meanwhile.
+pub(crate) fn purge() {
+    imp::purge();
 }
 
 /// For a tokio runtime's `on_thread_park` hook: collects this thread's heap

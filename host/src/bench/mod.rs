@@ -202,7 +202,20 @@ pub async fn run(opts: Options) -> Result<Report> {
     let mut r = Report::new(opts.quick);
     let system = system::System::read();
     let main_pool = (sizes.spawn + sizes.cast_children + sizes.reload + 200) as u32;
+    let maps_before_host = system::map_count();
     let host = host(&opts, &dir, main_pool).await?;
+    // `[pool] preopen_kib` gives every slot its mappings at start, so those
+    // are counted per slot here and what a spawn adds on top below.
+    let stack_maps = crate::engine::pool_stacks(
+        &opts.engine,
+        &crate::config::PoolConfig {
+            max_instances: main_pool,
+            ..opts.pool
+        },
+    ) as usize
+        * crate::engine::MAPPINGS_PER_STACK as usize;
+    let maps_per_slot =
+        system::map_count().saturating_sub(maps_before_host + stack_maps) as f64 / main_pool as f64;
     let native = NativeHost::default();
 
     if opts.wants("spawn") {
@@ -213,8 +226,8 @@ pub async fn run(opts: Options) -> Result<Report> {
         r.spawn_us = spawn(&host, sizes.spawn).await?;
         r.spawn_cpu_us = system::cpu_per_op_us(cpu_before, sizes.spawn);
         r.rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
-        r.maps_per_instance =
-            (system::map_count().saturating_sub(maps_before)) as f64 / sizes.spawn as f64;
+        r.maps_per_instance = maps_per_slot
+            + (system::map_count().saturating_sub(maps_before)) as f64 / sizes.spawn as f64;
         if opts.native {
             let rss_before = system::rss_bytes();
             r.native_spawn_us = native_spawn(&native, sizes.spawn).await;
@@ -328,7 +341,8 @@ pub async fn run(opts: Options) -> Result<Report> {
         } else {
             2.0
         };
-        let density = density(&opts, &dir, sizes.density, &system, per_live).await?;
+        let density =
+            density_on_fresh_threads(&opts, &dir, sizes.density, &system, per_live).await?;
         r.rss_per_idle_instance_kib = density.rss;
         r.max_live_instances = density.max_live;
         r.density_limit = density.limit;
@@ -681,6 +695,32 @@ struct Density {
     rss: Vec<(usize, f64)>,
     max_live: usize,
     limit: String,
+}
+
+/// [`density`] on a runtime of its own, after the allocator purged what it
+/// holds free: its threads start with empty heaps, so the RSS it reads
+/// grows by what its instances take. On the runtime the other workloads
+/// used, their freed host state would be reused unseen (it read 28 KiB per
+/// instance at 10,000 where a first spawn reads 38).
+async fn density_on_fresh_threads(
+    opts: &Options,
+    dir: &Path,
+    sizes: [usize; 2],
+    system: &system::System,
+    maps_per_instance: f64,
+) -> Result<Density> {
+    crate::heap::purge();
+    let (opts, dir, system) = (opts.clone(), dir.to_path_buf(), system.clone());
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .on_thread_park(crate::heap::on_thread_park)
+            .build()
+            .context("cannot start a runtime for the density workload")?;
+        runtime.block_on(density(&opts, &dir, sizes, &system, maps_per_instance))
+    })
+    .await
+    .context("the density workload panicked")?
 }
 
 /// Idle trackers on a host sized for as many as the machine's memory-map

@@ -55,7 +55,9 @@ pub struct Report {
     pub native_rss_per_instance_kib: f64,
     /// Resident memory per idle instance at each density step: (instances, KiB).
     pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
-    /// Memory mappings per live instance (measured in the spawn run).
+    /// Memory mappings per live instance, its fiber stack aside: what its
+    /// pool slot took when the pool was created (`[pool] preopen_kib`) plus
+    /// what a spawn added (measured in the spawn run).
     pub maps_per_instance: f64,
     /// CPU time per spawn, µs, all threads: (user, system). Wall time per
     /// spawn cannot fall below their sum divided by the cores.
