@@ -15,10 +15,10 @@
 //!
 //! Freed memory stays with the allocator for reuse until [`give_back`]
 //! returns it: the janitor calls it once churn settles, and a compile once
-//! it has freed its working memory. A runtime that hosts children should
-//! call [`on_thread_park`] from its `on_thread_park` hook, as the
-//! `wasmvisor` binary does, or each worker thread keeps the free pages of
-//! its own heap.
+//! it has freed its working memory. Hosts should run on [`runtime`], as in
+//! the `wasmvisor` binary, or on a runtime that calls [`on_thread_park`]
+//! from its `on_thread_park` hook; otherwise each worker thread keeps the
+//! free pages of its own heap.
 
 #[cfg(feature = "mimalloc")]
 mod imp {
@@ -100,4 +100,14 @@ pub(crate) fn purge() {
 /// if [`give_back`] asked since it last did; one atomic load otherwise.
 pub fn on_thread_park() {
     imp::on_thread_park();
+}
+
+/// A multi-threaded tokio runtime, one worker per core, with
+/// [`on_thread_park`] installed: the runtime the `wasmvisor` binary runs
+/// hosts on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(on_thread_park)
+        .build()
 }

@@ -341,8 +341,22 @@ pub async fn run(opts: Options) -> Result<Report> {
         } else {
             2.0
         };
-        let density =
-            density_on_fresh_threads(&opts, &dir, sizes.density, &system, per_live).await?;
+        // On a runtime of its own, after the allocator purged what it holds
+        // free: its threads start with empty heaps, so the RSS it reads grows
+        // by what its instances take. On this runtime the other workloads'
+        // freed host state would be reused unseen (it read 28 KiB per
+        // instance at 10,000 where a first spawn reads 38).
+        crate::heap::purge();
+        let density = {
+            let (opts, dir, system) = (opts.clone(), dir.clone(), system.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::heap::runtime()
+                    .context("cannot start a runtime for the density workload")?
+                    .block_on(density(&opts, &dir, sizes.density, &system, per_live))
+            })
+            .await
+            .context("the density workload panicked")??
+        };
         r.rss_per_idle_instance_kib = density.rss;
         r.max_live_instances = density.max_live;
         r.density_limit = density.limit;
@@ -695,32 +709,6 @@ struct Density {
     rss: Vec<(usize, f64)>,
     max_live: usize,
     limit: String,
-}
-
-/// [`density`] on a runtime of its own, after the allocator purged what it
-/// holds free: its threads start with empty heaps, so the RSS it reads
-/// grows by what its instances take. On the runtime the other workloads
-/// used, their freed host state would be reused unseen (it read 28 KiB per
-/// instance at 10,000 where a first spawn reads 38).
-async fn density_on_fresh_threads(
-    opts: &Options,
-    dir: &Path,
-    sizes: [usize; 2],
-    system: &system::System,
-    maps_per_instance: f64,
-) -> Result<Density> {
-    crate::heap::purge();
-    let (opts, dir, system) = (opts.clone(), dir.to_path_buf(), system.clone());
-    tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .on_thread_park(crate::heap::on_thread_park)
-            .build()
-            .context("cannot start a runtime for the density workload")?;
-        runtime.block_on(density(&opts, &dir, sizes, &system, maps_per_instance))
-    })
-    .await
-    .context("the density workload panicked")?
 }
 
 /// Idle trackers on a host sized for as many as the machine's memory-map
