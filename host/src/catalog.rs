@@ -101,8 +101,9 @@ pub(crate) fn compile(
             let compiled = Component::new(engine, bytes);
             // A compile frees tens of MiB; hand them back now rather than
             // after the allocator's purge delay, which only runs while
-            // threads allocate (an idle host would keep them).
-            crate::heap::give_back();
+            // threads allocate (an idle host would keep them). Its threads
+            // are the compiler's, so the runtime's workers need not collect.
+            crate::heap::purge();
             compiled
                 .map_err(anyhow::Error::from)
                 .context("not a valid wasm component")?

@@ -53,7 +53,7 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         .table_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
         .async_stack_keep_resident(pool.keep_resident_kib.min(16) as usize * 1024)
         // A fresh slot's first instance then needs no `mprotect` (spawn
-        // 0.81x in an A/B, BENCHMARKS.md).
+        // 0.81-0.84x in A/Bs, BENCHMARKS.md).
         .linear_memory_preopen(pool.preopen_kib as usize * 1024)
         // Shared stacks: the pool's `max_running` are the ones kept mapped;
         // a callback that finds them all held by busy instances gets one

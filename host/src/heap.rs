@@ -14,8 +14,8 @@
 //! region took an idle host from 55 to 170 MiB and made spawns slower.
 //!
 //! Freed memory stays with the allocator for reuse until [`give_back`]
-//! returns it: the janitor calls it once churn settles, and a compile once
-//! it has freed its working memory. Hosts should run on [`runtime`], as in
+//! returns it, as the janitor does once churn settles; a compile, whose
+//! memory lives on the compiler's threads, only [`purge`]s. Hosts should run on [`runtime`], as in
 //! the `wasmvisor` binary, or on a runtime that calls [`on_thread_park`]
 //! from its `on_thread_park` hook; otherwise each worker thread keeps the
 //! free pages of its own heap.
@@ -90,8 +90,9 @@ pub(crate) fn give_back() {
 }
 
 /// Returns what the allocator holds free outside other threads' own heaps,
-/// without asking those threads to collect: the benchmark's density
-/// workload, which reads RSS, must not see it shrink meanwhile.
+/// without asking those threads to collect: after a compile, whose freed
+/// pages are not the workers', and before the benchmark's density workload,
+/// which reads RSS and must not see it shrink meanwhile.
 pub(crate) fn purge() {
     imp::purge();
 }
