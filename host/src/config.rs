@@ -257,6 +257,13 @@ pub struct PoolConfig {
     /// keeps anyway, so a process that runs several hosts needs the
     /// mappings of all their slots at once. 0 opens each slot on first use.
     pub preopen_kib: u32,
+    /// Funcref tables whose declared maximum is at most this many elements
+    /// live on the host heap (8 bytes an element) instead of in a pool slot,
+    /// whose first write costs a whole page and its page fault. A Rust
+    /// component's canonical-ABI shim table (one entry per import that needs
+    /// it) and, in small plugins, its function table (a few dozen entries)
+    /// are such tables. 0 puts every table in the pool.
+    pub heap_table_elements: u32,
     /// Freed slots whose memory is given back to the kernel in one
     /// `process_madvise` call, counted in regions (a stopped instance frees
     /// about three: memory, table, stack). One call and one TLB flush for a
@@ -305,6 +312,7 @@ impl Default for PoolConfig {
             stack_kib: 256,
             keep_resident_kib: 64,
             preopen_kib: 1024,
+            heap_table_elements: 128,
             decommit_batch: 32,
             max_running: 1_000,
         }

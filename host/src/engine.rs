@@ -21,6 +21,13 @@ const MEMORIES_PER_COMPONENT: u32 = 1;
 /// Elements per table; Rust guests use a few hundred.
 const TABLE_ELEMENTS: usize = 10_000;
 
+/// The version stamped into every compiled plugin, and hashed into the
+/// code cache's file names. The vendored `wasmtime-environ` lays out the
+/// `VMContext` unlike upstream 48.0.8 (`vendor/README.md`), so code compiled
+/// by an unpatched wasmtime must never load here, nor ours there; bump it
+/// with any vendored change to what compiled code assumes.
+const CODE_VERSION: &str = "48.0.8+wasmvisor.1";
+
 /// The engine settings that the notes in `shared/notes/wasmtime-tuning.md`
 /// measured to matter: pooling, concurrency support off, no copy-on-write
 /// memory images (half the memory mappings per instance), epoch
@@ -55,6 +62,9 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         // A fresh slot's first instance then needs no `mprotect` (spawn
         // 0.81-0.84x in A/Bs, BENCHMARKS.md).
         .linear_memory_preopen(pool.preopen_kib as usize * 1024)
+        // A component's small fixed-size tables (the shim's, often the
+        // module's own) on the heap: a page and a page fault less per spawn.
+        .table_heap_elements(pool.heap_table_elements as usize)
         // Shared stacks: the pool's `max_running` are the ones kept mapped;
         // a callback that finds them all held by busy instances gets one
         // mapped for it instead of waiting on them (`stacks.rs`).
@@ -97,6 +107,8 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         crate::cache::IncrementalCache::default(),
     ))
     .map_err(anyhow::Error::from)?;
+    c.module_version(wasmtime::ModuleVersionStrategy::Custom(CODE_VERSION.into()))
+        .map_err(anyhow::Error::from)?;
     Engine::new(&c)
         .map_err(anyhow::Error::from)
         .with_context(|| {

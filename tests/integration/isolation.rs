@@ -215,6 +215,55 @@ async fn memory_past_its_end_traps_even_where_the_pool_opened_more() {
     }
 }
 
+/// The tracker's two tables, its function table (69 elements) and the
+/// canonical-ABI shim's (8), have fixed sizes under `heap_table_elements`'
+/// default: they live on the host heap and take no pool slot, so a freed
+/// instance leaves no table slot keeping pages. With the option off they
+/// take slots again, which is how the check below can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_tables_live_on_the_heap_and_take_no_pool_slot() {
+    for (heap_table_elements, in_slots) in [(128, false), (0, true)] {
+        let (host, _dir) = host_with(|c| {
+            c.pool.heap_table_elements = heap_table_elements;
+            // Freed slots go back to the pool at once, not in batches.
+            c.pool.decommit_batch = 1;
+        })
+        .await;
+        start_ok(&host, "t", "tracker", json!({"transaction_id": "t"})).await;
+        // Guest code that calls through both tables: serde's and fmt's
+        // trait objects, and imports that return strings.
+        call_ok(&host, "t", json!({"observe": 1})).await;
+        let state = call_ok(&host, "t", json!("state")).await;
+        assert_eq!(
+            state["events"],
+            json!([1]),
+            "{heap_table_elements}: {state}"
+        );
+        host.stop_child("t").await.unwrap();
+        let metrics = host.metrics_text();
+        let kept = |kind: &str| kept_bytes(&metrics, kind);
+        assert!(kept("memory") > 0, "{heap_table_elements}: {metrics}");
+        assert_eq!(
+            kept("table") > 0,
+            in_slots,
+            "heap_table_elements = {heap_table_elements}: the freed tables \
+             {} pool slots that keep pages; if the tracker's tables outgrew \
+             128 elements, raise this test's limit\n{metrics}",
+            if in_slots { "left no" } else { "left" },
+        );
+    }
+}
+
+/// `wasmvisor_pool_unused_resident_bytes` of one kind, from the metrics.
+fn kept_bytes(metrics: &str, kind: &str) -> u64 {
+    let prefix = format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in the metrics:\n{metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spinning_guests_do_not_starve_the_others() {
     let (host, _dir) = host_with_chaos(PluginConfig {

@@ -64,6 +64,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "N: KiB of every pool slot made accessible at start (0: on first use)",
     ),
     (
+        "heap_table_elements",
+        "N: funcref tables with at most N elements go on the host heap instead of a pool slot (0: all in the pool)",
+    ),
+    (
         "stack_per_callback",
         "true|false: instances share the pool's native stacks (an idle one lends its stack until another needs it) vs keep one for life",
     ),
@@ -121,6 +125,7 @@ impl Setting {
             "decommit_batch" => opts.pool.decommit_batch = number()?,
             "keep_resident_kib" => opts.pool.keep_resident_kib = number()?,
             "preopen_kib" => opts.pool.preopen_kib = number()?,
+            "heap_table_elements" => opts.pool.heap_table_elements = number()?,
             "stack_per_callback" => opts.engine.stack_per_callback = flag()?,
             "max_running" => opts.pool.max_running = number()?,
             "encoding" => {

@@ -136,7 +136,7 @@ pub enum Command {
         /// encoding=json, memory_limit=false, cpu_deadline=false,
         /// call_timeout=false, direct_calls=false, stack_per_callback=false,
         /// decommit_batch=N, keep_resident_kib=N, preopen_kib=N,
-        /// max_running=N. Runs spawn,
+        /// heap_table_elements=N, max_running=N. Runs spawn,
         /// calls, calls4, casts, crash and cpu unless --only says otherwise.
         #[arg(long, value_parser = parse_ab)]
         ab: Vec<crate::bench::Setting>,

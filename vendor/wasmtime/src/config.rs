@@ -3900,6 +3900,9 @@ pub struct PoolingAllocationConfig {
     pub(crate) linear_memory_preopen: usize,
     /// Same as `linear_memory_keep_resident` but for tables.
     pub(crate) table_keep_resident: usize,
+    /// Funcref tables whose maximum size is at most this many elements live
+    /// on the host heap instead of in a pool slot.
+    pub(crate) table_heap_elements: usize,
     /// Whether to enable memory protection keys.
     pub(crate) memory_protection_keys: Enabled,
     /// How many memory protection keys to allocate.
@@ -3921,6 +3924,7 @@ impl Default for PoolingAllocationConfig {
             linear_memory_keep_resident: 0,
             linear_memory_preopen: 0,
             table_keep_resident: 0,
+            table_heap_elements: 0,
             memory_protection_keys: Enabled::No,
             max_memory_protection_keys: 16,
             pagemap_scan: Enabled::No,
@@ -4186,6 +4190,25 @@ impl PoolingAllocationConfig {
     /// is applicable to tables instead.
     pub fn table_keep_resident(&mut self, size: usize) -> &mut Self {
         self.table_keep_resident = size;
+        self
+    }
+
+    /// Funcref tables whose declared maximum size is at most `elements`
+    /// elements are allocated on the host heap, as the on-demand allocator
+    /// does, instead of in a slot of the table pool.
+    ///
+    /// A pool slot is at least one host page, and the first write to a
+    /// fresh slot costs a page fault and a whole page of resident memory.
+    /// Components carry small fixed-size tables (the canonical-ABI shim's
+    /// table holds one entry per import that needs it, often fewer than ten)
+    /// that then cost a page each; on the heap they cost a few bytes. Such
+    /// tables take no slot and do not count towards
+    /// [`PoolingAllocationConfig::total_tables`]; they are freed with their
+    /// instance.
+    ///
+    /// Defaults to `0` (every table in a pool slot).
+    pub fn table_heap_elements(&mut self, elements: usize) -> &mut Self {
+        self.table_heap_elements = elements;
         self
     }
 

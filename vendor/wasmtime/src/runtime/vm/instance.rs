@@ -2,7 +2,10 @@
 //! wasm module (except its callstack and register state). An
 //! `InstanceHandle` is a reference-counting handle for an `Instance`.
 
+mod func_refs;
+
 use crate::code::ModuleWithCode;
+use func_refs::FuncRefs;
 use crate::module::ModuleRegistry;
 use crate::prelude::*;
 use crate::runtime::vm::export::{Export, ExportMemory};
@@ -144,6 +147,10 @@ pub struct Instance {
     /// cross-thread stuff used in `InstancePre`)
     store: Option<VMStoreRawPtr>,
 
+    /// The `VMFuncRef`s of the escaped functions, in the `VMContext` or boxed
+    /// on first use (`func_refs.rs`).
+    func_refs: FuncRefs,
+
     /// Additional context used by compiled wasm code. This field is last, and
     /// represents a dynamically-sized array that extends beyond the nominal
     /// end of the struct (similar to a flexible array member).
@@ -209,6 +216,7 @@ impl Instance {
             #[cfg(feature = "wmemcheck")]
             wmemcheck_state,
             store: None,
+            func_refs: FuncRefs::new(req.runtime_info.offsets()),
             vmctx: OwnedVMContext::new(),
         })?;
 
@@ -834,7 +842,7 @@ impl Instance {
 
     fn alloc_layout(offsets: &VMOffsets<HostPtr>) -> Layout {
         let size = mem::size_of::<Self>()
-            .checked_add(usize::try_from(offsets.size_of_vmctx()).unwrap())
+            .checked_add(usize::try_from(FuncRefs::vmctx_size(offsets)).unwrap())
             .unwrap();
         let align = mem::align_of::<Self>();
         Layout::from_size_align(size, align).unwrap()
@@ -880,6 +888,7 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
+        let slot = func.func_ref.as_u32();
         let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
         let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
         // SAFETY: the type/offset/keys here are all valid for the defined
@@ -888,6 +897,7 @@ impl Instance {
             self.initialize_and_return_funcref(
                 registry,
                 type_index,
+                slot,
                 vmctx_offset,
                 array_to_wasm_key,
                 wasm_key,
@@ -915,6 +925,7 @@ impl Instance {
             self.initialize_and_return_funcref(
                 registry,
                 type_index,
+                func_refs::STARTUP,
                 vmctx_offset,
                 array_to_wasm_key,
                 wasm_key,
@@ -922,8 +933,30 @@ impl Instance {
         }
     }
 
+    /// Where the `VMFuncRef` with key `slot` (its `FuncRefIndex`, or
+    /// `func_refs::STARTUP`) lives: boxed, or at `vmctx_offset` in the
+    /// `VMContext`.
+    ///
+    /// # Safety
+    ///
+    /// `vmctx_offset` must be that `VMFuncRef`'s offset in the `VMContext`.
+    unsafe fn func_ref_slot(
+        mut self: Pin<&mut Self>,
+        slot: u32,
+        vmctx_offset: u32,
+    ) -> NonNull<VMFuncRef> {
+        // SAFETY: `func_refs` is not structurally pinned.
+        let func_refs = unsafe { &mut self.as_mut().get_unchecked_mut().func_refs };
+        match func_refs.boxed_slot(slot) {
+            Some(boxed) => boxed,
+            // SAFETY: the caller passes the slot's offset, which is within
+            // the `VMContext` allocated when the slots are not boxed.
+            None => unsafe { self.vmctx_plus_offset_raw::<VMFuncRef>(vmctx_offset) },
+        }
+    }
+
     /// Common implementation of initializing a `VMFuncRef` stored within this
-    /// instance's `VMContext`.
+    /// instance's `VMContext` or boxed beside it (`func_ref_slot`).
     ///
     /// # Safety
     ///
@@ -935,6 +968,7 @@ impl Instance {
         self: Pin<&mut Self>,
         registry: &ModuleRegistry,
         type_index: VMSharedTypeIndex,
+        slot: u32,
         vmctx_offset: u32,
         array_to_wasm_key: FuncKey,
         wasm_key: FuncKey,
@@ -985,10 +1019,10 @@ impl Instance {
 
         // SAFETY: the offset calculated here should be correct with
         // `self.offsets`
-        let func_ref_ptr = unsafe { self.vmctx_plus_offset_raw::<VMFuncRef>(vmctx_offset) };
+        let func_ref_ptr = unsafe { self.func_ref_slot(slot, vmctx_offset) };
 
         // SAFETY: the `func_ref_ptr` should be valid as it's within our
-        // `VMContext` area.
+        // `VMContext` area or a box of our own.
         unsafe {
             func_ref_ptr.write(VMFuncRef {
                 array_call,

@@ -333,6 +333,16 @@ impl PoolingInstanceAllocator {
         })
     }
 
+    /// Whether a table of type `ty` goes on the host heap instead of in a
+    /// pool slot (`PoolingAllocationConfig::table_heap_elements`).
+    fn table_on_heap(&self, ty: &wasmtime_environ::Table) -> bool {
+        let limit = self.config.table_heap_elements as u64;
+        matches!(
+            crate::vm::table::wasm_to_table_type(ty.ref_type),
+            crate::vm::table::TableElementType::Func
+        ) && ty.limits.max.is_some_and(|max| max <= limit)
+    }
+
     fn core_instance_size(&self) -> usize {
         round_up_to_pow2(
             self.config.limits.core_instance_size,
@@ -766,6 +776,16 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
     ) -> Pin<Box<dyn Future<Output = Result<(super::TableAllocationIndex, Table)>> + Send + 'a>>
     {
         crate::runtime::box_future(async move {
+            if self.table_on_heap(ty) {
+                let table = Table::new_dynamic(
+                    ty,
+                    request.store.engine().tunables(),
+                    request.limiter.as_deref_mut(),
+                )
+                .await?;
+                self.live_tables.fetch_add(1, Ordering::Relaxed);
+                return Ok((TableAllocationIndex::default(), table));
+            }
             async {
                 // FIXME: see `allocate_memory` above for comments about duplication
                 // with `with_flush_and_retry`.
@@ -804,6 +824,11 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
     ) {
         let prev = self.live_tables.fetch_sub(1, Ordering::Relaxed);
         debug_assert!(prev > 0);
+
+        // A table from `table_on_heap`: it has no slot to give back.
+        if !table.is_static() {
+            return;
+        }
 
         let mut queue = DecommitQueue::default();
         // SAFETY: This table is no longer in use by the allocator when this
