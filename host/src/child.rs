@@ -7,7 +7,7 @@ use crate::address::{Cell, Envelope};
 use crate::control::{Control, ControlSlot};
 use crate::direct::Seat;
 use crate::events::Event;
-use crate::host::HostInner;
+use crate::host::{HostInner, TaskGuard};
 use crate::instance::{Instance, StartFailure};
 use crate::mailbox::Receiver;
 use crate::stacks::Lease;
@@ -74,6 +74,9 @@ pub(crate) struct Child {
     /// Whether callers may run calls on its idle instance (`direct.rs`): not
     /// with shared stacks, whose lending has its own way of waking.
     direct: bool,
+    /// Counts the child's task among the host's running ones until the
+    /// child ends (dropped last).
+    _task: TaskGuard,
 }
 
 /// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
@@ -237,134 +240,147 @@ impl Child {
             group,
             lease,
             direct,
+            _task: running,
         };
-        tokio::spawn(async move {
-            child.run(origin).await;
-            drop(running);
-        });
+        tokio::spawn(child.run(origin));
     }
 
-    async fn run(mut self, origin: Origin) {
-        let mut ready = None;
-        let mut attempted = None;
-        match origin {
-            Origin::New(tx) => ready = Some(tx),
-            Origin::Restored {
-                failed: Some(reason),
-                attempted: tx,
-            } => {
-                self.cell.exited(&reason, Status::Failed);
-                let _ = tx.send(());
-                match Box::pin(self.wait(None)).await {
-                    Wake::Removed => return,
-                    Wake::Start => {}
-                    Wake::Release(tx) => attempted = Some(tx),
-                }
-            }
-            Origin::Restored {
-                failed: None,
-                attempted: tx,
-            } => attempted = Some(tx),
-        }
-        let mut first = true;
-        loop {
-            let Some(version) = self.host.catalog.current(&self.cell.spec.plugin) else {
-                if let Some(ready) = ready.take() {
-                    let error = StartError::UnknownPlugin(self.cell.spec.plugin.clone());
-                    return self.abandon_start(ready, error);
-                }
-                // The plugin's file is gone; wait for it (or an operator).
-                self.cell.set_status(Status::Waiting);
-                if let Some(tx) = attempted.take() {
+    /// The child's life: starts, serving, restarts, until it is removed.
+    ///
+    /// An `async` block, not an `async fn`: an `async fn` moves its
+    /// arguments into locals and its state keeps both copies (184 bytes
+    /// more in every child's task).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice (above)"
+    )]
+    fn run(mut self, origin: Origin) -> impl Future<Output = ()> + Send {
+        async move {
+            let mut ready = None;
+            let mut attempted = None;
+            match origin {
+                Origin::New(tx) => ready = Some(tx),
+                Origin::Restored {
+                    failed: Some(reason),
+                    attempted: tx,
+                } => {
+                    self.cell.exited(&reason, Status::Failed);
                     let _ = tx.send(());
-                }
-                match Box::pin(self.wait(None)).await {
-                    Wake::Start => continue,
-                    Wake::Release(tx) => {
-                        attempted = Some(tx);
-                        continue;
-                    }
-                    Wake::Removed => return,
-                }
-            };
-            let generation = self.cell.next_generation();
-            let mut start = Box::pin(async {
-                Ok(Instance::start(&self.host, &self.cell, version, generation).await)
-            });
-            let started = guarded(&self.cell.control, start.as_mut()).await;
-            // The boxed start borrows `self`; serving needs it mutably.
-            drop(start);
-            let (ended, uptime) = match started {
-                Ok(Ok(instance)) => {
-                    self.running(&instance, ready.take(), first);
-                    first = false;
-                    if let Some(tx) = attempted.take() {
-                        let _ = tx.send(());
-                    }
-                    let up = Instant::now();
-                    let ended = self.serve(instance).await;
-                    (ended, up.elapsed())
-                }
-                Ok(Err(failure)) => {
-                    if let Some(ready) = ready.take() {
-                        let error = match failure {
-                            StartFailure::Init(m) => StartError::InitFailed(m),
-                            StartFailure::Unavailable(m) => StartError::Unavailable(m),
-                        };
-                        return self.abandon_start(ready, error);
-                    }
-                    if let Some(tx) = attempted.take() {
-                        let _ = tx.send(());
-                    }
-                    let message = match failure {
-                        StartFailure::Init(m) | StartFailure::Unavailable(m) => m,
-                    };
-                    (Ended::Exit(ExitReason::InitFailed(message)), Duration::ZERO)
-                }
-                Err(killed) => {
-                    if let Some(ready) = ready.take() {
-                        return self
-                            .abandon_start(ready, StartError::InitFailed(killed.to_string()));
-                    }
-                    if let Some(tx) = attempted.take() {
-                        let _ = tx.send(());
-                    }
-                    (Ended::Exit(killed), Duration::ZERO)
-                }
-            };
-            match ended {
-                Ended::Stop(done) => {
-                    self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
-                    self.remove().await;
-                    let _ = done.send(());
-                    return;
-                }
-                Ended::Restart(done) => {
-                    self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
-                    self.intensity.reset();
-                    // Answered once the new instance has started (or its
-                    // start failed), as OTP's `restart_child` returns.
-                    attempted = Some(done);
-                }
-                Ended::Suspend(done) => {
-                    self.cell.exited(&ExitReason::Shutdown, Status::Waiting);
-                    let _ = done.send(());
-                }
-                Ended::Held(status, done) => {
-                    self.cell.exited(&ExitReason::Shutdown, status);
-                    self.announce_exit(&ExitReason::Shutdown);
-                    let _ = done.send(());
-                    match Box::pin(self.held()).await {
+                    match Box::pin(self.wait(None)).await {
                         Wake::Removed => return,
                         Wake::Start => {}
                         Wake::Release(tx) => attempted = Some(tx),
                     }
                 }
-                Ended::Exit(reason) => match Box::pin(self.after_exit(reason, uptime)).await {
-                    Wake::Removed => return,
-                    Wake::Start => {}
-                    Wake::Release(tx) => attempted = Some(tx),
-                },
+                Origin::Restored {
+                    failed: None,
+                    attempted: tx,
+                } => attempted = Some(tx),
+            }
+            let mut first = true;
+            loop {
+                let Some(version) = self.host.catalog.current(&self.cell.spec.plugin) else {
+                    if let Some(ready) = ready.take() {
+                        let error = StartError::UnknownPlugin(self.cell.spec.plugin.clone());
+                        return self.abandon_start(ready, error);
+                    }
+                    // The plugin's file is gone; wait for it (or an operator).
+                    self.cell.set_status(Status::Waiting);
+                    if let Some(tx) = attempted.take() {
+                        let _ = tx.send(());
+                    }
+                    match Box::pin(self.wait(None)).await {
+                        Wake::Start => continue,
+                        Wake::Release(tx) => {
+                            attempted = Some(tx);
+                            continue;
+                        }
+                        Wake::Removed => return,
+                    }
+                };
+                let generation = self.cell.next_generation();
+                // The instance is boxed where it is made: serving awaits hold
+                // only its pointer.
+                let mut start = Box::pin(async {
+                    Ok(Instance::start(&self.host, &self.cell, version, generation)
+                        .await
+                        .map(Box::new))
+                });
+                let started = guarded(&self.cell.control, start.as_mut()).await;
+                // The boxed start borrows `self`; serving needs it mutably.
+                drop(start);
+                let (ended, uptime) = match started {
+                    Ok(Ok(instance)) => {
+                        self.running(&instance, ready.take(), first);
+                        first = false;
+                        if let Some(tx) = attempted.take() {
+                            let _ = tx.send(());
+                        }
+                        let up = Instant::now();
+                        let ended = self.serve(instance).await;
+                        (ended, up.elapsed())
+                    }
+                    Ok(Err(failure)) => {
+                        if let Some(ready) = ready.take() {
+                            let error = match failure {
+                                StartFailure::Init(m) => StartError::InitFailed(m),
+                                StartFailure::Unavailable(m) => StartError::Unavailable(m),
+                            };
+                            return self.abandon_start(ready, error);
+                        }
+                        if let Some(tx) = attempted.take() {
+                            let _ = tx.send(());
+                        }
+                        let message = match failure {
+                            StartFailure::Init(m) | StartFailure::Unavailable(m) => m,
+                        };
+                        (Ended::Exit(ExitReason::InitFailed(message)), Duration::ZERO)
+                    }
+                    Err(killed) => {
+                        if let Some(ready) = ready.take() {
+                            return self
+                                .abandon_start(ready, StartError::InitFailed(killed.to_string()));
+                        }
+                        if let Some(tx) = attempted.take() {
+                            let _ = tx.send(());
+                        }
+                        (Ended::Exit(killed), Duration::ZERO)
+                    }
+                };
+                match ended {
+                    Ended::Stop(done) => {
+                        self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+                        self.remove().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Ended::Restart(done) => {
+                        self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+                        self.intensity.reset();
+                        // Answered once the new instance has started (or its
+                        // start failed), as OTP's `restart_child` returns.
+                        attempted = Some(done);
+                    }
+                    Ended::Suspend(done) => {
+                        self.cell.exited(&ExitReason::Shutdown, Status::Waiting);
+                        let _ = done.send(());
+                    }
+                    Ended::Held(status, done) => {
+                        self.cell.exited(&ExitReason::Shutdown, status);
+                        self.announce_exit(&ExitReason::Shutdown);
+                        let _ = done.send(());
+                        match Box::pin(self.held()).await {
+                            Wake::Removed => return,
+                            Wake::Start => {}
+                            Wake::Release(tx) => attempted = Some(tx),
+                        }
+                    }
+                    Ended::Exit(reason) => match Box::pin(self.after_exit(reason, uptime)).await {
+                        Wake::Removed => return,
+                        Wake::Start => {}
+                        Wake::Release(tx) => attempted = Some(tx),
+                    },
+                }
             }
         }
     }
@@ -485,8 +501,7 @@ impl Child {
     }
 
     /// Serves the mailbox with `instance` until it ends.
-    async fn serve(&mut self, instance: Instance) -> Ended {
-        let mut instance = Box::new(instance);
+    async fn serve(&mut self, mut instance: Box<Instance>) -> Ended {
         loop {
             let next = match &self.lease {
                 _ if self.direct => {
