@@ -15,10 +15,10 @@
 //!
 //! Freed memory stays with the allocator for reuse until [`give_back`]
 //! returns it, as the janitor does once churn settles; a compile, whose
-//! memory lives on the compiler's threads, only [`purge`]s. Hosts should run on [`runtime`], as in
-//! the `wasmvisor` binary, or on a runtime that calls [`on_thread_park`]
-//! from its `on_thread_park` hook; otherwise each worker thread keeps the
-//! free pages of its own heap.
+//! memory lives on the compiler's threads, only [`purge`]s. Hosts should
+//! run on [`runtime`], as in the `wasmvisor` binary, or on a runtime that
+//! calls [`on_thread_park`] from its `on_thread_park` hook; otherwise each
+//! worker thread keeps the free pages of its own heap.
 
 #[cfg(feature = "mimalloc")]
 mod imp {

@@ -240,28 +240,23 @@ async fn small_tables_live_on_the_heap_and_take_no_pool_slot() {
             "{heap_table_elements}: {state}"
         );
         host.stop_child("t").await.unwrap();
-        let metrics = host.metrics_text();
-        let kept = |kind: &str| kept_bytes(&metrics, kind);
-        assert!(kept("memory") > 0, "{heap_table_elements}: {metrics}");
+        let kept = |kind: &str| {
+            metric(
+                &host,
+                &format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}}"),
+            )
+        };
+        assert!(kept("memory") > 0, "{heap_table_elements}");
         assert_eq!(
             kept("table") > 0,
             in_slots,
             "heap_table_elements = {heap_table_elements}: the freed tables \
              {} pool slots that keep pages; if the tracker's tables outgrew \
-             128 elements, raise this test's limit\n{metrics}",
+             128 elements, raise this test's limit\n{}",
             if in_slots { "left no" } else { "left" },
+            host.metrics_text(),
         );
     }
-}
-
-/// `wasmvisor_pool_unused_resident_bytes` of one kind, from the metrics.
-fn kept_bytes(metrics: &str, kind: &str) -> u64 {
-    let prefix = format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix:?} in the metrics:\n{metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

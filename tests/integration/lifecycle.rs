@@ -588,8 +588,8 @@ async fn a_callback_beside_a_busy_guest_runs_on_a_stack_of_its_own() {
     .await;
     assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
     assert!(!busy.is_finished(), "the spin still holds the pool's stack");
-    assert_eq!(counter(&host, "wasmvisor_stack_overflows_total"), 1);
-    assert_eq!(counter(&host, "wasmvisor_stack_waits_total"), 0);
+    assert_eq!(metric(&host, "wasmvisor_stack_overflows_total"), 1);
+    assert_eq!(metric(&host, "wasmvisor_stack_waits_total"), 0);
     assert!(busy.await.unwrap().is_ok());
     assert_eq!(host.child("other").unwrap().restarts, 0);
     // "busy" went idle with nobody waiting, so it keeps its stack, lent;
@@ -597,8 +597,8 @@ async fn a_callback_beside_a_busy_guest_runs_on_a_stack_of_its_own() {
     // "busy" for the stack and waits for it.
     assert!(host.metrics_text().contains("wasmvisor_stacks_in_use 1"));
     assert_eq!(call_ok(&host, "other", json!({"add": 1})).await, json!(3));
-    assert_eq!(counter(&host, "wasmvisor_stack_waits_total"), 1);
-    assert_eq!(counter(&host, "wasmvisor_stack_overflows_total"), 1);
+    assert_eq!(metric(&host, "wasmvisor_stack_waits_total"), 1);
+    assert_eq!(metric(&host, "wasmvisor_stack_overflows_total"), 1);
     assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
 }
 
@@ -624,28 +624,15 @@ async fn a_callee_of_a_guest_holding_the_only_stack_is_served() {
         .await;
         assert_eq!(reply, json!(2 * round), "round {round}");
     }
-    assert!(counter(&host, "wasmvisor_stack_overflows_total") >= 1);
+    assert!(metric(&host, "wasmvisor_stack_overflows_total") >= 1);
     assert_eq!(host.child("caller").unwrap().restarts, 0);
     assert_eq!(host.child("callee").unwrap().restarts, 0);
-}
-
-/// A counter from the host's metrics.
-fn counter(host: &wasmvisor::Host, name: &str) -> u64 {
-    host.metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} is in the metrics"))
 }
 
 // Calls run on the caller's task when the child is idle (`direct.rs`).
 
 fn direct_calls(host: &wasmvisor::Host) -> u64 {
-    host.metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("wasmvisor_direct_calls_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the direct call counter is in the metrics")
+    metric(host, "wasmvisor_direct_calls_total")
 }
 
 /// Calls `id` (`add 0`) until one runs on this task, i.e. the child has

@@ -180,3 +180,13 @@ where
 }
 
 pub mod process;
+
+/// The value of one series in the host's metrics, named as it is printed
+/// (with its labels, if any); panics if the series is not there.
+pub fn metric(host: &Host, series: &str) -> u64 {
+    let text = host.metrics_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the metrics:\n{text}"))
+}
