@@ -222,16 +222,19 @@ pub async fn run(opts: Options) -> Result<Report> {
         progress("spawn");
         let maps_before = system::map_count();
         let rss_before = system::rss_bytes();
+        let page_tables_before = system::page_table_bytes();
         let cpu_before = system::cpu_time();
         r.spawn_us = spawn(&host, sizes.spawn).await?;
         r.spawn_cpu_us = system::cpu_per_op_us(cpu_before, sizes.spawn);
-        r.rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
+        r.rss_per_instance_kib = kib_per(system::rss_bytes(), rss_before, sizes.spawn);
+        r.page_tables_per_instance_kib =
+            kib_per(system::page_table_bytes(), page_tables_before, sizes.spawn);
         r.maps_per_instance = maps_per_slot
             + (system::map_count().saturating_sub(maps_before)) as f64 / sizes.spawn as f64;
         if opts.native {
             let rss_before = system::rss_bytes();
             r.native_spawn_us = native_spawn(&native, sizes.spawn).await;
-            r.native_rss_per_instance_kib = rss_delta_kib(rss_before, sizes.spawn);
+            r.native_rss_per_instance_kib = kib_per(system::rss_bytes(), rss_before, sizes.spawn);
         }
         for i in 0..sizes.spawn {
             host.stop_child(&format!("s{i}")).await?;
@@ -358,6 +361,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             .context("the density workload panicked")??
         };
         r.rss_per_idle_instance_kib = density.rss;
+        r.page_tables_per_idle_instance_kib = density.page_tables;
         r.max_live_instances = density.max_live;
         r.density_limit = density.limit;
     }
@@ -377,8 +381,9 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn rss_delta_kib(before: u64, n: usize) -> f64 {
-    system::rss_bytes().saturating_sub(before) as f64 / 1024.0 / n as f64
+/// KiB per instance that a memory figure grew by, from `before` to `now`.
+fn kib_per(now: u64, before: u64, n: usize) -> f64 {
+    now.saturating_sub(before) as f64 / 1024.0 / n.max(1) as f64
 }
 
 /// Starts `n` trackers from [`SPAWNERS`] tasks; µs per tracker.
@@ -707,6 +712,7 @@ fn append_custom_section(bytes: &mut Vec<u8>, name: &str, payload: &[u8]) {
 
 struct Density {
     rss: Vec<(usize, f64)>,
+    page_tables: Vec<(usize, f64)>,
     max_live: usize,
     limit: String,
 }
@@ -731,7 +737,9 @@ async fn density(
     let (pool, limit) = system.pool_for(sizes[1], maps_per_instance, stacks);
     let host = host(opts, &dir.join("density"), pool as u32).await?;
     let rss_before = system::rss_bytes();
+    let page_tables_before = system::page_table_bytes();
     let mut rss = Vec::new();
+    let mut page_tables = Vec::new();
     let mut live = 0;
     let mut stopped_by = None;
     'outer: for &target in &sizes {
@@ -760,9 +768,10 @@ async fn density(
             live += started;
             failure = failure.or(e);
         }
-        rss.push((
+        rss.push((live, kib_per(system::rss_bytes(), rss_before, live)));
+        page_tables.push((
             live,
-            system::rss_bytes().saturating_sub(rss_before) as f64 / 1024.0 / live.max(1) as f64,
+            kib_per(system::page_table_bytes(), page_tables_before, live),
         ));
         if let Some(e) = failure {
             stopped_by = Some(e.to_string());
@@ -773,6 +782,7 @@ async fn density(
     host.shutdown().await;
     Ok(Density {
         rss,
+        page_tables,
         max_live: live,
         limit,
     })

@@ -55,6 +55,10 @@ pub struct Report {
     pub native_rss_per_instance_kib: f64,
     /// Resident memory per idle instance at each density step: (instances, KiB).
     pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
+    /// Page tables per spawned tracker, KiB: kernel memory outside RSS.
+    pub page_tables_per_instance_kib: f64,
+    /// Page tables per idle instance at each density step: (instances, KiB).
+    pub page_tables_per_idle_instance_kib: Vec<(usize, f64)>,
     /// Memory mappings per live instance, its fiber stack aside: what its
     /// pool slot took when the pool was created (`[pool] preopen_kib`) plus
     /// what a spawn added (measured in the spawn run).
@@ -260,6 +264,19 @@ impl Report {
         for (n, kib) in &self.rss_per_idle_instance_kib {
             let _ = writeln!(out, "RSS per idle instance at {n} instances: {kib:.1} KiB");
         }
+        if self.page_tables_per_instance_kib > 0.0 {
+            let _ = writeln!(
+                out,
+                "page tables per spawned instance: {:.1} KiB (kernel memory, not in RSS)",
+                self.page_tables_per_instance_kib
+            );
+        }
+        for (n, kib) in &self.page_tables_per_idle_instance_kib {
+            let _ = writeln!(
+                out,
+                "page tables per idle instance at {n} instances: {kib:.1} KiB (not in RSS)"
+            );
+        }
         if self.maps_per_instance > 0.0 {
             let _ = writeln!(
                 out,
@@ -318,6 +335,7 @@ mod tests {
             spawn_us: 50.0,
             native_spawn_us: 3.0,
             spawn_cpu_us: (40.0, 70.0),
+            page_tables_per_instance_kib: 4.3,
             ..Report::default()
         };
         let table = report.table();
@@ -333,5 +351,10 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains("CPU per crash"), "{table}");
+        assert!(
+            table.contains("page tables per spawned instance: 4.3 KiB"),
+            "{table}"
+        );
+        assert!(!table.contains("per idle instance"), "{table}");
     }
 }

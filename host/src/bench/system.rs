@@ -90,6 +90,23 @@ pub(crate) fn rss_bytes() -> u64 {
     pages * page_size() as u64
 }
 
+/// This process's page tables, bytes (`VmPTE`): kernel memory, charged to
+/// the process's cgroup like its pages but not part of RSS. Every pool slot
+/// in use needs a page-table page of its own, because slots lie further
+/// apart than the 2 MiB one such page maps.
+pub(crate) fn page_table_bytes() -> u64 {
+    vm_pte_bytes(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+fn vm_pte_bytes(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPTE:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The kernel's page size, bytes.
 fn page_size() -> usize {
     // SAFETY: sysconf only reads a system constant.
@@ -170,5 +187,23 @@ pub(crate) fn fresh_page_us() -> f64 {
         let us = t.elapsed().as_secs_f64() * 1e6 / PAGES as f64;
         libc::munmap(p, len);
         us
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tables_are_read_from_vm_pte_in_kib() {
+        let status = "Name:\twasmvisor\nVmRSS:\t  378408 kB\nVmPTE:\t   44372 kB\nVmSwap:\t0 kB\n";
+        assert_eq!(vm_pte_bytes(status), 44_372 * 1024);
+        assert_eq!(vm_pte_bytes("Name:\tx\n"), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_page_tables() {
+        assert!(page_table_bytes() > 0);
     }
 }
