@@ -10,7 +10,7 @@ use std::process::Command;
 fn main() {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("..");
     let plugins_dir = root.join("plugins");
-    for watched in ["plugins/Cargo.toml", "plugins/.cargo", "guest-sdk", "wit"] {
+    for watched in ["plugins/Cargo.toml", "guest-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let fixtures_dir = root.join("tests/fixtures");
@@ -91,59 +91,52 @@ const VARIANTS: &[(&str, &str, &str)] = &[
 
 /// Builds each of the [`VARIANTS`] and returns (file name, path of the
 /// `.wasm`). Each is the `chaos` crate itself, laid out as in `plugins/`
-/// (same crate name, same relative source path, same `Cargo.lock`), so its
-/// code differs from `chaos` only where the version or features do. Each is
-/// a workspace of its own under `out`, built into a target dir of its own
+/// (same crate name, same relative source path, the plugins' workspace
+/// manifest with `chaos` as its only member, same `Cargo.lock`), so its code
+/// differs from `chaos` only where the version or features do. Each is a
+/// workspace of its own under `out`, built into a target dir of its own
 /// (with a shared one, cargo would keep whichever variant it linked last as
 /// `chaos.wasm`).
 fn build_variants(root: &Path, out: &Path, target: &Path) -> Vec<(String, PathBuf)> {
     let plugins = root.join("plugins");
-    let workspace =
-        std::fs::read_to_string(plugins.join("Cargo.toml")).expect("plugins/Cargo.toml");
-    let profile = &workspace[workspace
-        .find("[profile.release]")
-        .expect("plugins have a release profile")..];
+    let sdk = root.join("guest-sdk");
+    let workspace = variant_workspace(
+        &std::fs::read_to_string(plugins.join("Cargo.toml")).expect("plugins/Cargo.toml"),
+        &sdk,
+    );
     let chaos =
         std::fs::read_to_string(plugins.join("chaos/Cargo.toml")).expect("chaos/Cargo.toml");
-    let sdk = root.join("guest-sdk");
+    let lock = std::fs::read_to_string(plugins.join("Cargo.lock")).unwrap_or_default();
     let mut built = Vec::new();
     for (name, version, features) in VARIANTS {
         let dir = out.join(name);
         std::fs::create_dir_all(dir.join("chaos")).expect("cannot create a variant folder");
-        std::fs::create_dir_all(dir.join(".cargo")).expect("cannot create a variant folder");
+        // Older build scripts wrote linker settings there; none belong.
+        let _ = std::fs::remove_dir_all(dir.join(".cargo"));
         let src = dir.join("chaos/src");
         if !src.exists() {
             std::os::unix::fs::symlink(plugins.join("chaos/src"), &src)
                 .expect("cannot link the chaos source");
         }
-        let mut manifest = chaos
-            .replace("version = \"0.1.0\"", &format!("version = {version:?}"))
-            .replace("edition.workspace = true", "edition = \"2024\"")
-            .replace("publish.workspace = true", "publish = false")
-            .replace(
-                "wasmvisor-sdk.workspace = true",
-                &format!("wasmvisor-sdk = {{ path = {sdk:?} }}"),
-            )
-            .replace(
-                "serde.workspace = true",
-                "serde = { version = \"1\", features = [\"derive\"] }",
-            )
-            .replace("serde_json.workspace = true", "serde_json = \"1\"");
+        let mut manifest =
+            chaos.replacen("version = \"0.1.0\"", &format!("version = {version:?}"), 1);
+        assert_ne!(
+            manifest, chaos,
+            "chaos/Cargo.toml has no version = \"0.1.0\""
+        );
         if !features.is_empty() {
+            assert!(
+                manifest.contains("[features]\n"),
+                "chaos/Cargo.toml has no [features]"
+            );
             manifest = manifest.replace(
                 "[features]\n",
                 &format!("[features]\ndefault = [{features:?}]\n"),
             );
         }
         write_if_changed(&dir.join("chaos/Cargo.toml"), &manifest);
-        write_if_changed(
-            &dir.join("Cargo.toml"),
-            &format!("[workspace]\nresolver = \"3\"\nmembers = [\"chaos\"]\n\n{profile}"),
-        );
-        for file in ["Cargo.lock", ".cargo/config.toml"] {
-            let text = std::fs::read_to_string(plugins.join(file)).unwrap_or_default();
-            write_if_changed(&dir.join(file), &text);
-        }
+        write_if_changed(&dir.join("Cargo.toml"), &workspace);
+        write_if_changed(&dir.join("Cargo.lock"), &lock);
         let own_target = target.join(name);
         cargo_build(&dir, &own_target);
         let wasm = target.join(format!("{name}.wasm"));
@@ -152,6 +145,34 @@ fn build_variants(root: &Path, out: &Path, target: &Path) -> Vec<(String, PathBu
         built.push((name.to_string(), wasm));
     }
     built
+}
+
+/// The plugins' workspace manifest for a variant: `chaos` its only member,
+/// and the SDK's path made absolute (the variant lives elsewhere). Everything
+/// else, the shared dependencies and any profile, stays as it is, so a
+/// variant builds exactly as `chaos` does.
+fn variant_workspace(plugins_manifest: &str, sdk: &Path) -> String {
+    let sdk_dep = "path = \"../guest-sdk\"";
+    assert!(
+        plugins_manifest.contains(sdk_dep),
+        "plugins/Cargo.toml names the SDK as {sdk_dep}"
+    );
+    let mut workspace = String::new();
+    let mut in_members = false;
+    for line in plugins_manifest.lines() {
+        if line.trim_start().starts_with("members") {
+            workspace.push_str("members = [\"chaos\"]\n");
+            in_members = true;
+        } else if !in_members {
+            workspace.push_str(&line.replace(sdk_dep, &format!("path = {sdk:?}")));
+            workspace.push('\n');
+        }
+        // The list ends on the line that closes it.
+        if in_members && line.contains(']') {
+            in_members = false;
+        }
+    }
+    workspace
 }
 
 fn write_if_changed(path: &Path, text: &str) {

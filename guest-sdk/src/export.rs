@@ -6,6 +6,7 @@ use crate::message::{Message, decode_bytes};
 use crate::plugin::{Info, Plugin};
 use crate::runtime::{Level, from_wit_reason, log};
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// Exports a [`Plugin`] implementation as the component's `plugin` world.
 ///
@@ -18,8 +19,11 @@ use std::cell::RefCell;
 macro_rules! export {
     ($plugin:ty) => {
         const _: () = {
-            static __WASMVISOR_SLOT: $crate::__private::Slot<$plugin> =
-                $crate::__private::Slot::new();
+            ::std::thread_local! {
+                // The plugin value of this instance, filled by `init`.
+                static __WASMVISOR_SLOT: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
 
             struct __WasmvisorExport;
 
@@ -52,38 +56,22 @@ macro_rules! export {
     };
 }
 
-/// Holds the plugin value of this instance.
-///
-/// A wasm instance runs one callback at a time on one thread, so a
-/// `RefCell` in a static is sound here; `Sync` is asserted only to allow the
-/// static.
-pub struct Slot<P>(RefCell<Option<P>>);
+/// The plugin value of this instance, once `init` succeeded: a
+/// `thread_local!` that `export!` declares. A wasm instance runs one callback
+/// at a time on its one thread, so the value is only ever borrowed by the
+/// callback that is running.
+pub type Slot<P> = LocalKey<RefCell<Option<P>>>;
 
-// SAFETY: wasm32-wasip2 instances are single-threaded; the host never enters an
-// instance concurrently.
-unsafe impl<P> Sync for Slot<P> {}
-
-impl<P> Slot<P> {
-    /// An empty slot, filled by `init`.
-    pub const fn new() -> Self {
-        Slot(RefCell::new(None))
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
-        let mut guard = self.0.borrow_mut();
+/// Runs `f` on the plugin in `slot`.
+fn with<P: 'static, R>(slot: &'static Slot<P>, f: impl FnOnce(&mut P) -> R) -> R {
+    slot.with_borrow_mut(|plugin| {
         // The host calls `init` before anything else and never calls an
         // instance whose `init` failed, so an empty slot is a host bug: trap.
-        let plugin = guard
+        let plugin = plugin
             .as_mut()
             .expect("wasmvisor-sdk: a callback ran before init succeeded");
         f(plugin)
-    }
-}
-
-impl<P> Default for Slot<P> {
-    fn default() -> Self {
-        Self::new()
-    }
+    })
 }
 
 fn install_panic_hook() {
@@ -96,35 +84,35 @@ fn install_panic_hook() {
 }
 
 /// `init` export.
-pub fn init<P: Plugin>(slot: &Slot<P>, args: Vec<u8>) -> Result<(), String> {
+pub fn init<P: Plugin>(slot: &'static Slot<P>, args: Vec<u8>) -> Result<(), String> {
     install_panic_hook();
     let args: P::Args = decode_bytes(&args).map_err(|e| format!("invalid args: {e}"))?;
     let mut plugin = P::default();
     plugin.init(args)?;
-    *slot.0.borrow_mut() = Some(plugin);
+    slot.set(Some(plugin));
     Ok(())
 }
 
 /// `handle-call` export. A request that does not decode is answered with
 /// `{"error": "bad_message", ...}` instead of reaching the plugin.
-pub fn handle_call<P: Plugin>(slot: &Slot<P>, msg: Vec<u8>) -> Vec<u8> {
+pub fn handle_call<P: Plugin>(slot: &'static Slot<P>, msg: Vec<u8>) -> Vec<u8> {
     match decode_bytes::<P::Call>(&msg) {
-        Ok(msg) => slot.with(|p| Message::encode(&p.handle_call(msg)).into_bytes()),
+        Ok(msg) => with(slot, |p| Message::encode(&p.handle_call(msg)).into_bytes()),
         Err(e) => Message::error("bad_message", &e.to_string()).into_bytes(),
     }
 }
 
 /// `handle-cast` export. A message that does not decode is logged and
 /// dropped.
-pub fn handle_cast<P: Plugin>(slot: &Slot<P>, msg: Vec<u8>) {
+pub fn handle_cast<P: Plugin>(slot: &'static Slot<P>, msg: Vec<u8>) {
     match decode_bytes::<P::Cast>(&msg) {
-        Ok(msg) => slot.with(|p| p.handle_cast(msg)),
+        Ok(msg) => with(slot, |p| p.handle_cast(msg)),
         Err(e) => log(Level::Warn, &format!("cast dropped: bad_message: {e}")),
     }
 }
 
 /// `handle-info` export.
-pub fn handle_info<P: Plugin>(slot: &Slot<P>, info: wit::Info) {
+pub fn handle_info<P: Plugin>(slot: &'static Slot<P>, info: wit::Info) {
     let info = match info {
         wit::Info::Timer(msg) => Info::Timer(Message::from_bytes(msg)),
         wit::Info::Down(d) => Info::Down {
@@ -136,20 +124,87 @@ pub fn handle_info<P: Plugin>(slot: &Slot<P>, info: wit::Info) {
             msg: Message::from_bytes(e.msg),
         },
     };
-    slot.with(|p| p.handle_info(info))
+    with(slot, |p| p.handle_info(info))
 }
 
 /// `terminate` export.
-pub fn terminate<P: Plugin>(slot: &Slot<P>, reason: wit::ExitReason) {
-    slot.with(|p| p.terminate(from_wit_reason(reason)))
+pub fn terminate<P: Plugin>(slot: &'static Slot<P>, reason: wit::ExitReason) {
+    with(slot, |p| p.terminate(from_wit_reason(reason)))
 }
 
 /// `snapshot` export.
-pub fn snapshot<P: Plugin>(slot: &Slot<P>) -> Option<Vec<u8>> {
-    slot.with(|p| p.snapshot()).map(Message::into_bytes)
+pub fn snapshot<P: Plugin>(slot: &'static Slot<P>) -> Option<Vec<u8>> {
+    with(slot, |p| p.snapshot()).map(Message::into_bytes)
 }
 
 /// `restore` export.
-pub fn restore<P: Plugin>(slot: &Slot<P>, state: Vec<u8>) -> Result<(), String> {
-    slot.with(|p| p.restore(Message::from_bytes(state)))
+pub fn restore<P: Plugin>(slot: &'static Slot<P>, state: Vec<u8>) -> Result<(), String> {
+    with(slot, |p| p.restore(Message::from_bytes(state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter whose calls add to it.
+    #[derive(Default)]
+    struct Counter(i64);
+
+    impl Plugin for Counter {
+        type Args = i64;
+        type Call = i64;
+        type Reply = i64;
+        type Cast = i64;
+
+        fn handle_call(&mut self, n: i64) -> i64 {
+            self.0 += n;
+            self.0
+        }
+
+        fn handle_cast(&mut self, n: i64) {
+            self.0 += n;
+        }
+
+        fn snapshot(&self) -> Option<Message> {
+            Some(Message::encode(&self.0))
+        }
+
+        fn restore(&mut self, state: Message) -> Result<(), String> {
+            self.0 = state.decode().map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    }
+
+    std::thread_local! {
+        // As `export!` declares it; each test fills it first.
+        static SLOT: RefCell<Option<Counter>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn callbacks_reach_the_plugin_in_the_slot() {
+        // `init` also installs the panic hook, which logs through the host:
+        // fill the slot as `init` does instead.
+        SLOT.set(Some(Counter(1)));
+        assert_eq!(handle_call(&SLOT, b"2".to_vec()), b"3");
+        handle_cast(&SLOT, b"4".to_vec());
+        assert_eq!(snapshot(&SLOT), Some(b"7".to_vec()));
+        assert_eq!(restore(&SLOT, b"10".to_vec()), Ok(()));
+        assert_eq!(handle_call(&SLOT, b"0".to_vec()), b"10");
+    }
+
+    #[test]
+    fn a_call_that_does_not_decode_does_not_reach_the_plugin() {
+        SLOT.set(Some(Counter(1)));
+        let reply = handle_call(&SLOT, b"\"one\"".to_vec());
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(reply["error"], "bad_message");
+        assert_eq!(handle_call(&SLOT, b"0".to_vec()), b"1");
+    }
+
+    #[test]
+    #[should_panic(expected = "before init")]
+    fn a_callback_before_init_traps() {
+        SLOT.set(None);
+        handle_call(&SLOT, b"1".to_vec());
+    }
 }

@@ -97,9 +97,7 @@
 //!
 //! Build it with `cargo build --target wasm32-wasip2 --release` (crate type
 //! `cdylib`) and drop `target/wasm32-wasip2/release/NAME.wasm` into the
-//! host's plugins folder. `wasmvisor new NAME` scaffolds such a crate,
-//! including the `.cargo/config.toml` that links guests with a 64 KiB stack
-//! and enough initial memory that `init` never grows memory.
+//! host's plugins folder. `wasmvisor new NAME` scaffolds such a crate.
 //!
 //! # Messages
 //!
@@ -115,37 +113,12 @@
 //! trap, answers the call being handled with `trapped`, and restarts the
 //! child with its init args according to its restart policy. Messages queued
 //! behind the crashing one are delivered to the new instance.
-//!
-//! # Memory
-//!
-//! With the default `allocator` feature the SDK is the plugin's allocator,
-//! for Rust and for the C library (it defines `malloc`, `free` and the rest,
-//! so wasi-libc's dlmalloc is not linked): talc over the heap above the
-//! static data, grown one 4 KiB page at a time, into the initial memory and
-//! then with `memory.grow`. An idle instance holds only the pages it used.
-//! To bring your own `#[global_allocator]`, turn the feature off
-//! (`default-features = false`); wasi-libc's allocator then serves both.
 
 extern crate self as wasmvisor_sdk;
 
-#[cfg(all(
-    feature = "allocator",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
-mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 mod export;
-#[cfg(any(
-    test,
-    all(
-        feature = "allocator",
-        target_family = "wasm",
-        not(target_feature = "atomics")
-    )
-))]
-mod heap;
 pub mod http;
 mod message;
 mod plugin;
@@ -154,9 +127,9 @@ mod runtime;
 pub use message::{DecodeError, Message};
 pub use plugin::{ExitReason, Info, Plugin};
 pub use runtime::{
-    CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, Restart, TimerRef, call, call_raw,
-    call_timeout, cancel_timer, cast, log, monitor, publish, self_id, send_after, start_child,
-    stop, stop_child, subscribe, unsubscribe,
+    CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, Restart, StartError, StopError, TimerRef,
+    call, call_raw, call_timeout, cancel_timer, cast, log, monitor, publish, self_id, send_after,
+    start_child, stop, stop_child, subscribe, unsubscribe,
 };
 pub use serde_json::{Value, json};
 

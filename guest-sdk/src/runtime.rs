@@ -177,10 +177,79 @@ impl ChildSpec {
     }
 }
 
-/// Starts a dynamic child and waits until its `init` returned. The error is
-/// a code such as `already_started`, `unknown_plugin` or
-/// `init_failed: <reason>`.
-pub fn start_child(spec: &ChildSpec) -> Result<(), String> {
+/// Why [`start_child`] did not start a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// A child with that id exists.
+    AlreadyStarted,
+    /// No plugin of that name is loaded.
+    UnknownPlugin,
+    /// The spec is invalid (its id or plugin name); why.
+    Invalid(String),
+    /// The new child's `init` returned an error or trapped; why.
+    InitFailed(String),
+    /// The host cannot create an instance now (for example its instance
+    /// pool is full); why.
+    Unavailable(String),
+}
+
+impl StartError {
+    /// The stable error code, as the HTTP API spells it (`already_started`,
+    /// ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::AlreadyStarted => "already_started",
+            StartError::UnknownPlugin => "unknown_plugin",
+            StartError::Invalid(_) => "bad_request",
+            StartError::InitFailed(_) => "init_failed",
+            StartError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Invalid(m) | StartError::InitFailed(m) | StartError::Unavailable(m) => {
+                write!(f, "{}: {m}", self.code())
+            }
+            _ => f.write_str(self.code()),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why [`stop_child`] did not stop a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopError {
+    /// No child is registered under that id.
+    NotFound,
+    /// A child cannot stop itself with [`stop_child`] (it would wait for its
+    /// own current message to end); it calls [`stop`] instead.
+    CallingSelf,
+}
+
+impl StopError {
+    /// The stable error code (`not_found`, `calling_self`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StopError::NotFound => "not_found",
+            StopError::CallingSelf => "calling_self",
+        }
+    }
+}
+
+impl fmt::Display for StopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for StopError {}
+
+/// Starts a dynamic child and waits until its `init` returned.
+pub fn start_child(spec: &ChildSpec) -> Result<(), StartError> {
     let spec = wit::ChildSpec {
         id: spec.id.clone(),
         plugin: spec.plugin.clone(),
@@ -192,12 +261,22 @@ pub fn start_child(spec: &ChildSpec) -> Result<(), String> {
         },
         shutdown_ms: spec.shutdown_ms,
     };
-    rt::start_child(&spec)
+    rt::start_child(&spec).map_err(|e| match e {
+        wit::StartError::AlreadyStarted => StartError::AlreadyStarted,
+        wit::StartError::UnknownPlugin => StartError::UnknownPlugin,
+        wit::StartError::Invalid(m) => StartError::Invalid(m),
+        wit::StartError::InitFailed(m) => StartError::InitFailed(m),
+        wit::StartError::Unavailable(m) => StartError::Unavailable(m),
+    })
 }
 
-/// Stops child `id` with `shutdown` and removes it.
-pub fn stop_child(id: &str) -> Result<(), String> {
-    rt::stop_child(id)
+/// Stops child `id` with `shutdown` and removes it, waiting until it is
+/// gone.
+pub fn stop_child(id: &str) -> Result<(), StopError> {
+    rt::stop_child(id).map_err(|e| match e {
+        wit::StopError::NotFound => StopError::NotFound,
+        wit::StopError::CallingSelf => StopError::CallingSelf,
+    })
 }
 
 /// Monitors `id`: [`Info::Down`](crate::Info::Down) arrives once when it

@@ -22,9 +22,6 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The size of the instance pool.
     pub pool: PoolConfig,
-    /// Engine settings that trade memory, speed and features; the defaults
-    /// are the measured best (see BENCHMARKS.md).
-    pub engine: EngineConfig,
     /// Static top-level children, started in order at host start.
     pub children: Vec<StaticChild>,
     /// Supervision groups, started in order after `children`.
@@ -33,41 +30,6 @@ pub struct Config {
     /// children. Not a file key.
     #[serde(skip)]
     pub ephemeral: bool,
-    /// Parts the benchmark swaps or turns off to measure what they cost.
-    /// Not file keys: a host always runs with the defaults.
-    #[serde(skip)]
-    pub tuning: Tuning,
-}
-
-/// What `wasmvisor bench --ab` can change beyond `[engine]`: each switch
-/// turns off a limit or swaps an implementation, to measure its price.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// How mailboxes are built and bounded.
-    pub mailbox: crate::mailbox::MailboxImpl,
-    /// Enforce `memory_mb` with the store limiter.
-    pub memory_limit: bool,
-    /// Enforce `cpu_ms` with epoch interruption (and yield at each tick).
-    pub cpu_deadline: bool,
-    /// Decode and re-encode every message and reply as JSON in the host, as
-    /// a host with a typed message boundary would (the host passes bytes
-    /// through untouched otherwise).
-    pub decode_messages: bool,
-    /// Run a call on the caller's task when the child is idle with nothing
-    /// queued (`direct.rs`), instead of handing it to the child's task.
-    pub direct_calls: bool,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            mailbox: crate::mailbox::MailboxImpl::default(),
-            memory_limit: true,
-            cpu_deadline: true,
-            decode_messages: false,
-            direct_calls: true,
-        }
-    }
 }
 
 impl Default for Config {
@@ -79,11 +41,9 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
-            engine: EngineConfig::default(),
             children: Vec::new(),
             groups: Vec::new(),
             ephemeral: false,
-            tuning: Tuning::default(),
         }
     }
 }
@@ -224,11 +184,6 @@ impl Default for PluginConfig {
     }
 }
 
-/// The largest `[pool] decommit_batch`: a batch is flushed inside the
-/// `drop` of the instance that completes it, so its size is that drop's
-/// worst-case latency.
-pub const MAX_DECOMMIT_BATCH: u32 = 1024;
-
 /// `[pool]`: how many instances the host can hold at once. The pooling
 /// allocator reserves address space and memory mappings for all of them at
 /// start.
@@ -239,55 +194,17 @@ pub struct PoolConfig {
     pub max_instances: u32,
     /// The native stack each instance's calls run on, KiB.
     pub stack_kib: u32,
-    /// Memory a freed slot keeps resident (zeroed) for the next instance,
-    /// KiB (its table and stack keep up to 16 KiB each): a restart or a new
-    /// instance of the same plugin on that slot takes no page faults. The
-    /// `wasmvisor` binary's janitor gives it all back 1–2 s after the last
-    /// instance stopped, and every 10 s while they never stop stopping; an
-    /// embedder of the library calls `Host::release_unused_pool_memory`, or
-    /// the pages stay with the slots.
+    /// Memory a freed slot keeps resident (zeroed) for the next instance on
+    /// it, KiB; its table and native stack keep as much each. A restart, a
+    /// reload or a new child of the same plugin on that slot then takes
+    /// fewer page faults, but the pages stay with the slot for as long as
+    /// the host runs: up to this much for every slot that was ever in use at
+    /// once. 0 gives every freed page back at once.
     pub keep_resident_kib: u32,
-    /// Linear memory made accessible in every slot when the pool is created,
-    /// KiB, so that the first instance on a slot needs no `mprotect` (one
-    /// that would take the memory-map lock every page fault on the other
-    /// cores also waits for). The default is the initial memory of plugins
-    /// built as `wasmvisor new` sets them up (1 MiB). Costs one `mprotect`
-    /// per slot at start (about 2 µs each) and no resident memory; a slot
-    /// then has the two memory mappings from the start that a used slot
-    /// keeps anyway, so a process that runs several hosts needs the
-    /// mappings of all their slots at once. 0 opens each slot on first use.
-    pub preopen_kib: u32,
-    /// Funcref tables whose declared maximum is at most this many elements
-    /// live on the host heap (8 bytes an element) instead of in a pool slot,
-    /// whose first write costs a whole page and its page fault. A Rust
-    /// component's canonical-ABI shim table (one entry per import that needs
-    /// it) and, in small plugins, its function table (a few dozen entries)
-    /// are such tables. 0 puts every table in the pool.
-    pub heap_table_elements: u32,
-    /// Freed slots whose memory is given back to the kernel in one
-    /// `process_madvise` call, counted in regions (a stopped instance frees
-    /// about three: memory, table, stack). One call and one TLB flush for a
-    /// batch instead of one per region; a batch waiting to be flushed holds
-    /// its few pages, and a start that finds the pool full flushes it first.
-    /// 1 gives each region back at once.
-    pub decommit_batch: u32,
-    /// With `[engine] stack_per_callback`: the native stacks (`stack_kib`
-    /// each) the pool keeps mapped for instances with work. An instance
-    /// needs one while it has messages; an idle one keeps its stack only
-    /// until another instance needs it. So this, not `max_instances`, sizes
-    /// the pool's stacks and their memory mappings. A callback that finds
-    /// every stack taken asks an idle instance for its stack and waits for
-    /// it; if none is idle (all of them run, or wait inside a `call`,
-    /// `start-child` or HTTP request, which keeps the stack), it runs on a
-    /// stack mapped for it alone (two more memory mappings, until its
-    /// instance goes idle). So this is not a cap on guests waiting in
-    /// calls; `wasmvisor_stack_overflows_total` counts the callbacks past it.
-    pub max_running: u32,
 }
 
 impl PoolConfig {
-    /// Checks the ranges (the config file's and the bench's `--ab`).
-    pub(crate) fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         anyhow::ensure!(
             self.max_instances > 0,
             "pool.max_instances must be at least 1"
@@ -297,10 +214,9 @@ impl PoolConfig {
             "pool.stack_kib must be between 64 and 8192"
         );
         anyhow::ensure!(
-            (1..=MAX_DECOMMIT_BATCH).contains(&self.decommit_batch),
-            "pool.decommit_batch must be between 1 and {MAX_DECOMMIT_BATCH}"
+            self.keep_resident_kib <= 1024,
+            "pool.keep_resident_kib must be at most 1024"
         );
-        anyhow::ensure!(self.max_running > 0, "pool.max_running must be at least 1");
         Ok(())
     }
 }
@@ -310,69 +226,8 @@ impl Default for PoolConfig {
         PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
-            keep_resident_kib: 64,
-            preopen_kib: 1024,
-            heap_table_elements: 128,
-            decommit_batch: 32,
-            max_running: 1_000,
+            keep_resident_kib: 0,
         }
-    }
-}
-
-/// `[engine]`: the wasmtime settings the benchmark compares.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
-    /// The pooling instance allocator (else one mmap per instance).
-    pub pooling: bool,
-    /// Component-model concurrency support (WASIp3 async); costs on every
-    /// call.
-    pub concurrency_support: bool,
-    /// Map plugins' initial memory copy-on-write instead of copying it.
-    pub memory_cow: bool,
-    /// Instances share `[pool] max_running` native stacks instead of keeping
-    /// one each for life: an idle instance lends its stack until a callback
-    /// of another instance needs it (or hands it back at once when few are
-    /// free), and a callback that finds every stack held by a busy instance
-    /// runs on one mapped for it. Half the memory mappings per idle instance
-    /// (about 30,700 instead of 15,800 at the default `vm.max_map_count`),
-    /// 4 KiB less RSS each and faster spawns, for 3–6% of the call rates in
-    /// a 5-round A/B (BENCHMARKS.md). On by default; off, every instance
-    /// keeps a stack, its two mappings and a resident page for life.
-    pub stack_per_callback: bool,
-    /// Guest traps and out-of-bounds accesses arrive as hardware faults
-    /// (signals). Off, the compiled code checks for them and calls into the
-    /// host instead: a trap costs no signal delivery, but division and
-    /// similar checks are explicit, and wasmtime then requires the Spectre
-    /// mitigations of heap and table accesses off, so only for trusted
-    /// plugins. On by default.
-    pub signals_based_traps: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            pooling: true,
-            concurrency_support: false,
-            memory_cow: false,
-            stack_per_callback: true,
-            signals_based_traps: true,
-        }
-    }
-}
-
-impl EngineConfig {
-    /// The defaults with `KEY=true|false` overrides applied (the bench's
-    /// `--engine` flag).
-    pub fn parse_overrides(pairs: &[String]) -> Result<EngineConfig> {
-        let mut text = String::new();
-        for pair in pairs {
-            let (key, value) = pair
-                .split_once('=')
-                .with_context(|| format!("--engine takes KEY=VALUE, got {pair:?}"))?;
-            text.push_str(&format!("{} = {}\n", key.trim(), value.trim()));
-        }
-        toml::from_str(&text).with_context(|| format!("invalid --engine settings {pairs:?}"))
     }
 }
 
@@ -430,6 +285,12 @@ impl Config {
             validate_group(group, "groups", &mut names)?;
         }
         self.pool.validate()
+    }
+
+    /// The mailbox bound of a plugin's children.
+    pub fn mailbox_bound(&self, plugin: &str) -> usize {
+        let bound = self.plugins.get(plugin).map(|p| p.mailbox);
+        bound.unwrap_or(PluginConfig::default().mailbox) as usize
     }
 
     /// The largest memory cap of any plugin: the size of a pool memory slot.
@@ -592,26 +453,11 @@ children = [{ id = "x", plugin = "chaos" }]
     }
 
     #[test]
-    fn engine_overrides() {
-        let e =
-            EngineConfig::parse_overrides(&["memory_cow=true".into(), "pooling = false".into()])
-                .unwrap();
-        assert!(e.memory_cow && !e.pooling && !e.concurrency_support);
-        assert!(e.signals_based_traps, "signals stay on unless asked");
-        let e = EngineConfig::parse_overrides(&["signals_based_traps=false".into()]).unwrap();
-        assert!(!e.signals_based_traps);
-        assert_eq!(Config::default().pool.keep_resident_kib, 64);
-        assert!(EngineConfig::parse_overrides(&["fast=true".into()]).is_err());
-        assert!(EngineConfig::parse_overrides(&["pooling".into()]).is_err());
-    }
-
-    #[test]
     fn nonsense_limits_are_errors() {
         assert!(Config::parse("[plugins.x]\nmemory_mb = 0\n").is_err());
         assert!(Config::parse("[pool]\nstack_kib = 1\n").is_err());
-        assert!(Config::parse("[pool]\ndecommit_batch = 0\n").is_err());
-        assert!(Config::parse("[pool]\ndecommit_batch = 100000\n").is_err());
-        let c = Config::parse("[pool]\ndecommit_batch = 1\n").unwrap();
-        assert_eq!(c.pool.decommit_batch, 1);
+        assert!(Config::parse("[pool]\nkeep_resident_kib = 100000\n").is_err());
+        let c = Config::parse("[pool]\nkeep_resident_kib = 64\n").unwrap();
+        assert_eq!(c.pool.keep_resident_kib, 64);
     }
 }

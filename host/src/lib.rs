@@ -2,11 +2,23 @@
 //! Erlang/OTP supervises processes.
 //!
 //! Each child is one isolated instance of a plugin (a `wasm32-wasip2`
-//! component implementing the `wasmvisor:plugin` world), driven by one task
-//! that handles one message at a time (a call to an idle child runs on the
-//! caller's task, still one at a time and in order). Children are addressed by a registry
+//! component implementing the `wasmvisor:plugin` world), owned by one task
+//! that handles one message at a time. Children are addressed by a registry
 //! id that stays valid across restarts; a child that traps is restarted with
 //! its init args according to its restart policy.
+//!
+//! The code is in layers, each importing only those below it:
+//!
+//! 1. `types`, `names`, `config`, `events`, `metrics`: the vocabulary, and
+//!    the event stream and counters every layer reports into;
+//! 2. `wasm`: the engine, plugin catalog, compile cache, one instance, and
+//!    the host functions guests import (through a narrow `Port`);
+//! 3. `child`: one child's address, mailbox, supervision signals and task;
+//! 4. `registry` (ids and topics), then `supervisor` (restart decisions,
+//!    intensity, groups, the dynamic supervisor, the state database, and the
+//!    port each instance reaches the host by);
+//! 5. `host`: [`Host`], the entry point, with plugin loading and hot reload;
+//! 6. `api` and `cli`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -21,44 +33,27 @@
 //! # Ok(()) }
 //! ```
 
-pub mod address;
-pub mod api;
-pub mod bench;
-pub(crate) mod bindings;
-pub(crate) mod cache;
-pub mod catalog;
-pub(crate) mod child;
-pub mod cli;
 pub mod config;
-pub(crate) mod control;
-pub(crate) mod desk;
-pub(crate) mod direct;
-pub(crate) mod durable;
-pub(crate) mod engine;
 pub mod events;
-pub mod heap;
-pub mod host;
-pub(crate) mod instance;
-pub(crate) mod janitor;
-pub mod mailbox;
 pub(crate) mod metrics;
 pub mod names;
-pub(crate) mod outbound;
-pub(crate) mod registry;
-pub mod reload;
-pub(crate) mod runtime;
-pub(crate) mod stacks;
-pub(crate) mod stdio;
-pub(crate) mod supervisor;
-pub(crate) mod timers;
-pub(crate) mod topics;
 pub mod types;
-pub mod watch;
 
-pub use address::Address;
+pub(crate) mod wasm;
+
+pub(crate) mod child;
+
+pub(crate) mod registry;
+pub(crate) mod supervisor;
+
+pub mod host;
+
+pub mod api;
+pub mod cli;
+
+pub use child::Address;
 pub use config::Config;
 pub use events::Event;
-pub use host::{ChildInfo, Host, PluginInfo};
-pub use instance::InstanceState;
-pub use reload::{LoadReport, PluginChange};
+pub use host::{ChildInfo, Host, LoadReport, PluginChange, PluginInfo};
 pub use types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};
+pub use wasm::Version;

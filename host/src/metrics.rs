@@ -1,7 +1,7 @@
 //! Counters for `/metrics`, in the Prometheus text exposition format
 //! (version 0.0.4). The hot paths touch only relaxed atomics.
 
-use crate::types::ExitReason;
+use crate::types::{CallError, ExitReason};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,11 +21,6 @@ pub(crate) struct Metrics {
     restarts: AtomicU64,
     exits: [AtomicU64; 5],
     plugin_loads: AtomicU64,
-    memory_grows: AtomicU64,
-    stack_waits: AtomicU64,
-    stack_overflows: AtomicU64,
-    direct_calls: AtomicU64,
-    instances_dropped: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
 
@@ -52,10 +47,16 @@ impl Metrics {
         inc(&self.casts);
     }
 
-    pub(crate) fn call_error(&self, code: &str) {
-        if let Some(i) = CALL_ERROR_CODES.iter().position(|c| *c == code) {
-            inc(&self.call_errors[i]);
-        }
+    pub(crate) fn call_error(&self, error: &CallError) {
+        let i = match error {
+            CallError::NotFound => 0,
+            CallError::Timeout => 1,
+            CallError::Trapped(_) => 2,
+            CallError::Killed(_) => 3,
+            CallError::MailboxFull => 4,
+            CallError::Failed(_) => 5,
+        };
+        inc(&self.call_errors[i]);
     }
 
     pub(crate) fn restart(&self) {
@@ -63,34 +64,16 @@ impl Metrics {
     }
 
     pub(crate) fn exit(&self, reason: &ExitReason) {
-        if let Some(i) = EXIT_CODES.iter().position(|c| *c == reason.code()) {
-            inc(&self.exits[i]);
-        }
-    }
-
-    pub(crate) fn instance_dropped(&self) {
-        inc(&self.instances_dropped);
-    }
-
-    /// Stores dropped (stop, crash, restart, reload) since the host started.
-    pub(crate) fn instances_dropped(&self) -> u64 {
-        self.instances_dropped.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn memory_grow(&self) {
-        inc(&self.memory_grows);
-    }
-
-    pub(crate) fn stack_wait(&self) {
-        inc(&self.stack_waits);
-    }
-
-    pub(crate) fn stack_overflow(&self) {
-        inc(&self.stack_overflows);
-    }
-
-    pub(crate) fn direct_call(&self) {
-        inc(&self.direct_calls);
+        let i = match reason {
+            ExitReason::Normal => 0,
+            ExitReason::Shutdown => 1,
+            ExitReason::Trap(_) => 2,
+            ExitReason::Killed(_) => 3,
+            ExitReason::InitFailed(_) => 4,
+            // Only ever in `down` notifications, never an instance's exit.
+            ExitReason::Noproc => return,
+        };
+        inc(&self.exits[i]);
     }
 
     pub(crate) fn plugin_load(&self, ok: bool) {
@@ -154,31 +137,6 @@ impl Metrics {
             &[(String::new(), load(&self.restarts))],
         );
         family(
-            "wasmvisor_memory_grows_total",
-            "counter",
-            "memory.grow calls by guests (none are needed on the init path).",
-            &[(String::new(), load(&self.memory_grows))],
-        );
-        family(
-            "wasmvisor_stack_waits_total",
-            "counter",
-            "Callbacks that waited for an idle instance's native stack ([engine] stack_per_callback).",
-            &[(String::new(), load(&self.stack_waits))],
-        );
-        family(
-            "wasmvisor_stack_overflows_total",
-            "counter",
-            "Callbacks that found every native stack of the pool held by a busy instance and ran \
-             on one mapped for them alone ([engine] stack_per_callback).",
-            &[(String::new(), load(&self.stack_overflows))],
-        );
-        family(
-            "wasmvisor_direct_calls_total",
-            "counter",
-            "Calls run on the caller's task because the child was idle with nothing queued.",
-            &[(String::new(), load(&self.direct_calls))],
-        );
-        family(
             "wasmvisor_plugin_loads_total",
             "counter",
             "Plugin versions compiled and installed.",
@@ -205,7 +163,7 @@ mod tests {
     fn renders_help_type_and_samples() {
         let m = Metrics::default();
         m.call();
-        m.call_error("timeout");
+        m.call_error(&CallError::Timeout);
         m.exit(&ExitReason::Trap("x".into()));
         let text = m.render(&[Gauge {
             name: "wasmvisor_children",

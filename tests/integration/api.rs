@@ -524,8 +524,7 @@ async fn metrics_parse_as_prometheus_text() {
     post(&h, "/v1/children/m/call", json!({"msg": {"add": 1}})).await;
     post(&h, "/v1/children/m/call", json!({"msg": "crash"})).await;
     // The trapped reply can reach the client before the child has recorded
-    // the exit (a direct call hands the exit to the child); the child counts
-    // the exit before it restarts.
+    // the exit; the child counts the exit before it restarts.
     h.wait_child("m", "the restart after the crash", |c| c["restarts"] == 1)
         .await;
     post(&h, "/v1/children/ghost/call", json!({"msg": 1})).await;
@@ -542,13 +541,12 @@ async fn metrics_parse_as_prometheus_text() {
         1.0
     );
     assert_eq!(samples["wasmvisor_exits_total{reason=\"trap\"}"], 1.0);
-    for kind in ["memory", "table"] {
+    for kind in ["memory", "table", "stack"] {
         let name = format!("wasmvisor_pool_unused_resident_bytes{{kind=\"{kind}\"}}");
-        assert!(samples.contains_key(&name), "no {name}");
+        // The default keeps nothing resident in freed slots.
+        assert_eq!(samples.get(&name), Some(&0.0), "{name}");
     }
-    // Shared stacks (the default) change hands unzeroed: none is kept.
-    assert!(!samples.contains_key("wasmvisor_pool_unused_resident_bytes{kind=\"stack\"}"));
-    assert!(samples.contains_key("wasmvisor_stacks_in_use"));
+    assert_eq!(samples["wasmvisor_instances"], 1.0);
     assert_eq!(
         samples["wasmvisor_plugins"],
         wasmvisor_tests::ALL_PLUGINS.len() as f64

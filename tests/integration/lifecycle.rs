@@ -110,27 +110,6 @@ async fn crash_and_find_args_kept(host: &wasmvisor::Host, id: &str, args: serde_
     );
 }
 
-/// `[engine] signals_based_traps = false` compiles traps as calls into the
-/// host instead of faults: the same trap, the same restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_signals_a_trap_is_the_same_trap_and_restart() {
-    let (host, _dir) = host_with(|c| c.engine.signals_based_traps = false).await;
-    start_ok(&host, "sibling", "chaos", json!(null)).await;
-    start_ok(&host, "c1", "chaos", json!({"k": "v"})).await;
-    assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
-    for restarts in 1..=3 {
-        crash_and_find_args_kept(&host, "c1", json!({"k": "v"})).await;
-        assert_eq!(host.child("c1").unwrap().restarts, restarts);
-    }
-    // Code compiled with explicit checks still computes right: the sum of
-    // the squares of 1..=1000.
-    assert_eq!(
-        call_ok(&host, "sibling", json!({"spin": 1000})).await,
-        json!(333_833_500)
-    );
-    assert_eq!(host.child("sibling").unwrap().restarts, 0);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_queued_behind_a_crash_reach_the_new_instance() {
     let (host, _dir) = host().await;
@@ -384,10 +363,7 @@ async fn a_guest_over_its_cpu_deadline_is_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_interrupts_a_busy_guest_and_its_caller_is_told() {
-    // Through the mailbox: the child's task runs the call (the direct path
-    // has its own test below).
     let (host, _dir) = host_with(|c| {
-        c.tuning.direct_calls = false;
         let chaos = PluginConfig {
             cpu_ms: 600_000,
             ..Default::default()
@@ -507,7 +483,6 @@ async fn an_exhausted_instance_pool_fails_the_start_cleanly() {
 async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     let (host, _dir) = host_with(|c| {
         c.pool.max_instances = 2;
-        c.pool.decommit_batch = wasmvisor::config::MAX_DECOMMIT_BATCH;
         // Twenty crashes in a row are the point here, not a reason to back off.
         c.supervisor.max_restarts = 100;
     })
@@ -526,230 +501,13 @@ async fn slots_waiting_to_be_decommitted_serve_a_full_pool() {
     assert_eq!(call_ok(&host, "b", json!({"add": 2})).await, json!(2));
 }
 
-/// With stacks shared, a pool of two stacks serves twenty instances: their
-/// starts (each hands its stack back after `init`), calls to all of them at
-/// once (an instance that goes idle lends its stack until a waiting call
-/// asks for it), a crash and its restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stacks_per_callback_serve_more_instances_than_stacks() {
-    let (host, _dir) = host_with(|c| {
-        c.engine.stack_per_callback = true;
-        c.pool.max_running = 2;
-        c.pool.max_instances = 40;
-    })
-    .await;
-    for i in 0..20 {
-        start_ok(&host, &format!("c{i}"), "chaos", json!({"k": i})).await;
-    }
-    let calls: Vec<_> = (0..20)
-        .map(|i| {
-            let host = host.clone();
-            tokio::spawn(async move { call(&host, &format!("c{i}"), json!({"add": i})).await })
-        })
-        .collect();
-    for (i, task) in calls.into_iter().enumerate() {
-        assert_eq!(task.await.unwrap().unwrap(), json!(i), "c{i}");
-    }
-    let err = call(&host, "c3", json!("crash")).await.unwrap_err();
-    assert!(matches!(err, CallError::Trapped(_)), "{err:?}");
-    let state = call_ok(&host, "c3", json!("state")).await;
-    assert_eq!(state["args"], json!({"k": 3}));
-    assert_eq!(call_ok(&host, "c4", json!({"add": 1})).await, json!(5));
-}
-
-/// A callback that finds the only stack taken by a guest busy for many epoch
-/// ticks runs on a stack mapped for it instead of waiting, and a callback
-/// that finds the stack lent by an idle instance asks for it and waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_beside_a_busy_guest_runs_on_a_stack_of_its_own() {
-    let (host, _dir) = host_with(|c| {
-        c.engine.stack_per_callback = true;
-        c.pool.max_running = 1;
-    })
-    .await;
-    start_ok(&host, "busy", "chaos", json!(null)).await;
-    start_ok(&host, "other", "chaos", json!(null)).await;
-    let busy = tokio::spawn({
-        let host = host.clone();
-        async move { call(&host, "busy", json!({"spin": 30_000_000})).await }
-    });
-    // The spin (about 100 ms) holds the only stack from when it begins
-    // until it ends; a start hands its stack back after `init`, so a stack
-    // in use is the spin's.
-    wait_for(
-        "the busy guest to take its call",
-        Duration::from_secs(10),
-        || {
-            host.metrics_text()
-                .contains("wasmvisor_stacks_in_use 1")
-                .then_some(())
-        },
-    )
-    .await;
-    assert_eq!(call_ok(&host, "other", json!({"add": 2})).await, json!(2));
-    assert!(!busy.is_finished(), "the spin still holds the pool's stack");
-    assert_eq!(metric(&host, "wasmvisor_stack_overflows_total"), 1);
-    assert_eq!(metric(&host, "wasmvisor_stack_waits_total"), 0);
-    assert!(busy.await.unwrap().is_ok());
-    assert_eq!(host.child("other").unwrap().restarts, 0);
-    // "busy" went idle with nobody waiting, so it keeps its stack, lent;
-    // "other" handed its own back at once. A call to "other" now asks
-    // "busy" for the stack and waits for it.
-    assert!(host.metrics_text().contains("wasmvisor_stacks_in_use 1"));
-    assert_eq!(call_ok(&host, "other", json!({"add": 1})).await, json!(3));
-    assert_eq!(metric(&host, "wasmvisor_stack_waits_total"), 1);
-    assert_eq!(metric(&host, "wasmvisor_stack_overflows_total"), 1);
-    assert_eq!(call_ok(&host, "busy", json!({"add": 3})).await, json!(3));
-}
-
-/// A guest waiting inside a call keeps its stack; with that the pool's only
-/// one, the callee gets a stack mapped for it. Waiting for the pool's stack
-/// instead, the callee would wait for its own caller until the call timed
-/// out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callee_of_a_guest_holding_the_only_stack_is_served() {
-    let (host, _dir) = host_with(|c| {
-        c.engine.stack_per_callback = true;
-        c.pool.max_running = 1;
-    })
-    .await;
-    start_ok(&host, "caller", "chaos", json!(null)).await;
-    start_ok(&host, "callee", "chaos", json!(null)).await;
-    for round in 1..=3 {
-        let reply = call_ok(
-            &host,
-            "caller",
-            json!({"call": {"to": "callee", "msg": {"add": 2}}}),
-        )
-        .await;
-        assert_eq!(reply, json!(2 * round), "round {round}");
-    }
-    assert!(metric(&host, "wasmvisor_stack_overflows_total") >= 1);
-    assert_eq!(host.child("caller").unwrap().restarts, 0);
-    assert_eq!(host.child("callee").unwrap().restarts, 0);
-}
-
-// Calls run on the caller's task when the child is idle (`direct.rs`).
-
-fn direct_calls(host: &wasmvisor::Host) -> u64 {
-    metric(host, "wasmvisor_direct_calls_total")
-}
-
-/// Calls `id` (`add 0`) until one runs on this task, i.e. the child has
-/// parked its instance. A call that ran on the caller's task parks the
-/// instance again before it returns, so this task's next call, with nothing
-/// else sent to `id`, runs on this task too.
-async fn until_direct(host: &wasmvisor::Host, id: &str) {
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        let before = direct_calls(host);
-        call_ok(host, id, json!({"add": 0})).await;
-        if direct_calls(host) > before {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no call ran on the caller's task"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_call_dropped_by_its_caller_is_finished_and_the_child_serves_on() {
-    let (host, _dir) = host_with_chaos(PluginConfig {
-        cpu_ms: 60_000,
-        ..Default::default()
-    })
-    .await;
-    start_ok(&host, "d", "chaos", json!(null)).await;
-    until_direct(&host, "d").await;
-    let before = direct_calls(&host);
-    let msg = serde_json::to_vec(&json!({"spin": 100_000_000u64})).unwrap();
-    let mut spin = Box::pin(host.call("d", msg, Duration::from_secs(60)));
-    begin(&mut spin).await;
-    assert_eq!(
-        direct_calls(&host),
-        before + 1,
-        "the spin runs on this task"
-    );
-    drop(spin);
-    // The next call waits for the spin, which now runs on a task of its
-    // own, and is answered by the same instance.
-    assert_eq!(call_ok(&host, "d", json!({"add": 2})).await, json!(2));
-    let info = host.child("d").unwrap();
-    assert_eq!((info.restarts, info.last_exit), (0, None));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_stops_a_direct_call_and_what_waited_goes_to_the_next_instance() {
-    let (host, _dir) = host_with_chaos(PluginConfig {
-        cpu_ms: 600_000,
-        ..Default::default()
-    })
-    .await;
-    start_ok(&host, "k", "chaos", json!({"n": 1})).await;
-    let msg = serde_json::to_vec(&json!({"spin": 100_000_000_000u64})).unwrap();
-    let spin = || Box::pin(host.call("k", msg.clone(), Duration::from_secs(60)));
-    let killed = Err(CallError::Killed("enough".into()));
-
-    // The child sleeps: the kill wakes it, and it passes the kill on.
-    until_direct(&host, "k").await;
-    let mut call = spin();
-    begin(&mut call).await;
-    host.kill_child("k", "enough").unwrap();
-    assert_eq!(tokio::time::timeout(LIMIT, call).await.unwrap(), killed);
-    wait_child(&host, "k", "a restart", |c| c.restarts == 1).await;
-
-    // The child woke for a cast and waits for its instance: it watches for
-    // kills meanwhile, and the cast it took goes back to the mailbox.
-    until_direct(&host, "k").await;
-    let mut call = spin();
-    begin(&mut call).await;
-    for _ in 0..3 {
-        cast(&host, "k", json!("bump")).unwrap();
-    }
-    wait_child(&host, "k", "the child to take a cast", |c| c.queued == 2).await;
-    host.kill_child("k", "enough").unwrap();
-    assert_eq!(tokio::time::timeout(LIMIT, call).await.unwrap(), killed);
-    assert_eq!(
-        call_ok(&host, "k", json!("state")).await,
-        json!({"args": {"n": 1}, "count": 3}),
-        "the three bumps reach the restarted instance"
-    );
-    let info = host.child("k").unwrap();
-    assert_eq!(info.restarts, 2);
-    assert_eq!(info.last_exit, Some(ExitReason::Killed("enough".into())));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_call_that_traps_or_stops_leaves_the_exit_to_the_child() {
-    let (host, _dir) = host().await;
-    start_ok(&host, "t", "chaos", json!({"k": "v"})).await;
-    until_direct(&host, "t").await;
-    let before = direct_calls(&host);
-    crash_and_find_args_kept(&host, "t", json!({"k": "v"})).await;
-    assert!(direct_calls(&host) > before, "the crash ran on this task");
-    assert_eq!(host.child("t").unwrap().restarts, 1);
-
-    let args = json!(null);
-    host.start_child(spec_with("s", "chaos", args, Restart::Transient))
-        .await
-        .unwrap();
-    until_direct(&host, "s").await;
-    assert_eq!(call_ok(&host, "s", json!("stop")).await, json!("stopping"));
-    wait_gone(&host, "s").await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_and_calls_from_one_client_keep_their_order() {
     let (host, _dir) = host().await;
     start_ok(&host, "o", "chaos", json!(null)).await;
-    until_direct(&host, "o").await;
     for i in 1..=200 {
         cast(&host, "o", json!("bump")).unwrap();
-        // After the bump (queued, so through the mailbox), then alone (on
-        // this task when the child has parked again).
+        // After the bump, then alone.
         assert_eq!(
             call_ok(&host, "o", json!({"add": 1})).await,
             json!(3 * i - 1)
@@ -759,10 +517,8 @@ async fn casts_and_calls_from_one_client_keep_their_order() {
 }
 
 /// A host dropped without `shutdown` goes away with the runtime that ran
-/// it, even while an idle child's instance waits on its desk for direct
-/// calls (the instance holds the host, and the host holds the desk): the
-/// next host on the same data dir opens its database, which the old one
-/// would still hold.
+/// it, idle children and all: the next host on the same data dir opens its
+/// database, which the old one would still hold.
 #[test]
 fn a_host_dropped_with_its_runtime_lets_go_of_its_data_dir() {
     let dir = tempfile::tempdir().unwrap();
@@ -788,7 +544,6 @@ fn a_host_dropped_with_its_runtime_lets_go_of_its_data_dir() {
             };
             let id = format!("c{round}");
             start_ok(&host, &id, "chaos", json!(null)).await;
-            // A direct call: the instance goes back on the desk after it.
             assert_eq!(call_ok(&host, &id, json!({"add": 1})).await, json!(1));
         });
         drop(runtime);

@@ -108,46 +108,6 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
     },
-    /// Run the benchmark in this process (no running host needed).
-    Bench {
-        /// A folder with chaos.wasm and tracker.wasm [default: the example
-        /// plugins built in this checkout].
-        #[arg(long)]
-        plugins: Option<PathBuf>,
-        /// Print one JSON object instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Small sizes (seconds, for CI); the targets are for the full run.
-        #[arg(long)]
-        quick: bool,
-        /// Only these workloads (spawn, calls, calls4, casts, crash, cpu,
-        /// reload, density), e.g. to profile one.
-        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::bench::WORKLOADS))]
-        only: Vec<String>,
-        /// Engine settings for an A/B run, as in the config's [engine]
-        /// section: pooling=false, concurrency_support=true, memory_cow=true,
-        /// stack_per_callback=false, signals_based_traps=false.
-        #[arg(long, value_delimiter = ',')]
-        engine: Vec<String>,
-        /// Measure one design choice against the defaults in the same run
-        /// (repeatable): pooling=false, concurrency_support=true,
-        /// memory_cow=true, signals_based_traps=false,
-        /// mailbox=counted|bounded|unbounded,
-        /// encoding=json, memory_limit=false, cpu_deadline=false,
-        /// call_timeout=false, direct_calls=false, stack_per_callback=false,
-        /// decommit_batch=N, keep_resident_kib=N, preopen_kib=N,
-        /// heap_table_elements=N, max_running=N. Runs spawn,
-        /// calls, calls4, casts, crash and cpu unless --only says otherwise.
-        #[arg(long, value_parser = parse_ab)]
-        ab: Vec<crate::bench::Setting>,
-        /// Rounds per side of an --ab run [default: 3, 1 with --quick].
-        #[arg(long)]
-        rounds: Option<usize>,
-    },
-}
-
-fn parse_ab(text: &str) -> Result<crate::bench::Setting, String> {
-    crate::bench::Setting::parse(text).map_err(|e| e.to_string())
 }
 
 /// `wasmvisor run`.
@@ -191,7 +151,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match crate::heap::runtime() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -233,43 +196,5 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Call { id, msg, timeout } => commands::call(&client(), &id, &msg, timeout).await,
         Command::Cast { id, msg } => commands::cast(&client(), &id, &msg).await,
         Command::Events { topic } => commands::events(&client(), topic.as_deref()).await,
-        Command::Bench {
-            plugins,
-            json,
-            quick,
-            only,
-            engine,
-            ab,
-            rounds,
-        } => {
-            let options = crate::bench::Options {
-                plugins: plugins.unwrap_or_else(crate::bench::default_plugins),
-                quick,
-                only,
-                engine: crate::config::EngineConfig::parse_overrides(&engine)?,
-                ..crate::bench::Options::default()
-            };
-            // On a runtime worker, like every task of a real host: the
-            // thread that `block_on` parks is not one.
-            if !ab.is_empty() {
-                let rounds = rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
-                let report =
-                    tokio::spawn(async move { crate::bench::ab::run(options, &ab, rounds).await })
-                        .await??;
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    print!("{}", report.table());
-                }
-                return Ok(());
-            }
-            let report = tokio::spawn(crate::bench::run(options)).await??;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(())
-        }
     }
 }

@@ -44,7 +44,6 @@ pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
         );
     }
     let host = Host::new(config).await?;
-    crate::janitor::spawn(&host);
     let _watch = match host.watch(&plugins_dir) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -33,7 +33,6 @@ pub fn create(parent: &Path, name: &str, sdk: Option<&Path>) -> Result<PathBuf> 
     let sdk = relative_to(&std::path::absolute(&dir)?, &sdk);
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk)),
-        (".cargo/config.toml", CARGO_CONFIG.to_string()),
         ("src/lib.rs", lib_rs(name)),
         ("README.md", readme(name)),
         (".gitignore", "/target\n".to_string()),
@@ -120,38 +119,13 @@ crate-type = ["cdylib"]
 [dependencies]
 wasmvisor-sdk = {{ path = "{sdk}" }}
 serde = {{ version = "1", features = ["derive"] }}
-# serde_json's `std` feature would add 2.5 KiB of io error messages to the
-# data segment every instance copies at start (a page per instance).
-serde_json = {{ version = "1", default-features = false, features = ["alloc"] }}
-
-[profile.release]
-# Small, fast guests: the host compiles each version once.
-opt-level = 3
-lto = true
-codegen-units = 1
-panic = "abort"
-strip = "debuginfo"
-
-# serde_json formats floats with zmij, whose lookup tables would put 17 KiB
-# into the data segment every instance copies at start; at opt-level "s"
-# zmij computes them instead.
-[profile.release.package.zmij]
-opt-level = "s"
+serde_json = "1"
 
 # A crate of its own, even when created inside another workspace.
 [workspace]
 "#
     )
 }
-
-const CARGO_CONFIG: &str = r#"# A 64 KiB shadow stack and spare initial memory: init then allocates from
-# the initial heap, and a (re)start costs a few page faults, not a memory.grow.
-[target.wasm32-wasip2]
-rustflags = [
-  "-C", "link-arg=-zstack-size=65536",
-  "-C", "link-arg=--initial-memory=1048576",
-]
-"#;
 
 fn camel(name: &str) -> String {
     name.split('_')
@@ -288,5 +262,30 @@ mod tests {
         assert!(err.to_string().contains("already exists"), "{err}");
         let err = create(dir.path(), "nosdk", Some(dir.path())).unwrap_err();
         assert!(err.to_string().contains("no Cargo.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_crate_is_a_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+        let krate = create(dir.path(), "plain", Some(&sdk)).unwrap();
+        let read = |file: &str| std::fs::read_to_string(krate.join(file)).unwrap();
+        let manifest = read("Cargo.toml");
+        for want in [
+            "name = \"plain\"",
+            "crate-type = [\"cdylib\"]",
+            "serde_json = \"1\"\n",
+            "\n[workspace]\n",
+        ] {
+            assert!(manifest.contains(want), "no {want} in\n{manifest}");
+        }
+        for unwanted in ["[profile", "opt-level", "default-features"] {
+            assert!(!manifest.contains(unwanted), "{unwanted} in\n{manifest}");
+        }
+        // No linker settings of its own.
+        assert!(!krate.join(".cargo").exists());
+        assert!(read("src/lib.rs").contains("json!(\"pong\")"));
+        assert!(read("README.md").contains("plain.wasm"));
+        assert_eq!(read(".gitignore"), "/target\n");
     }
 }

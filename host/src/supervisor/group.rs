@@ -7,14 +7,16 @@
 //! restarts the group after a backoff, or leaves it `failed`
 //! (`[supervisor] on_exhausted`).
 
+use super::Supervisor;
 use super::intensity::{Intensity, Verdict, backoff_delay};
-use crate::address::Cell;
-use crate::child::{Child, Origin};
-use crate::config::{GroupConfig, OnExhausted, StaticChild, Strategy};
-use crate::control::Control;
+use super::policy::wants_restart;
+use super::port::GuestPort;
+use crate::child::{Cell, Control, Decision, Parent};
+use crate::config::{GroupConfig, OnExhausted, Strategy};
 use crate::events::Event;
-use crate::host::HostInner;
-use crate::types::{ChildSpec, Status};
+use crate::types::{ExitReason, Status};
+use crate::wasm::Port;
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +50,7 @@ pub(crate) struct GroupLink {
 
 impl GroupLink {
     /// This member exited (in incarnation `epoch`) and waits for an order.
-    pub(crate) fn exited(&self, epoch: u64) {
+    fn exited(&self, epoch: u64) {
         let _ = self.tx.send(GroupMsg::Exited {
             index: self.index,
             epoch,
@@ -56,8 +58,36 @@ impl GroupLink {
     }
 
     /// This member is gone for good.
-    pub(crate) fn removed(&self) {
+    fn removed(&self) {
         let _ = self.tx.send(GroupMsg::Removed { index: self.index });
+    }
+}
+
+/// The parent of a group's child member: its group decides its restarts.
+struct MemberParent {
+    sup: Arc<Supervisor>,
+    link: GroupLink,
+}
+
+impl Parent for MemberParent {
+    fn port(&self, cell: &Arc<Cell>, generation: u64) -> Box<dyn Port> {
+        GuestPort::boxed(&self.sup, cell, generation)
+    }
+
+    fn exited(&mut self, cell: &Cell, reason: &ExitReason, _uptime: Duration) -> Decision {
+        if !wants_restart(cell.spec.restart, reason) {
+            return Decision::Remove;
+        }
+        self.link.exited(cell.generation());
+        Decision::Hold
+    }
+
+    fn revived(&mut self, _cell: &Cell, _was_failed: bool) {}
+
+    fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
+        self.sup.registry.remove(cell);
+        self.link.removed();
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -137,18 +167,18 @@ impl Member {
 }
 
 /// Where a group escalates to.
-enum Parent {
+enum Above {
     Group(GroupLink),
     Root,
 }
 
 struct Group {
-    host: Arc<HostInner>,
+    sup: Arc<Supervisor>,
     id: Arc<str>,
     strategy: Strategy,
     intensity: Intensity,
     members: Vec<Member>,
-    parent: Parent,
+    parent: Above,
     epoch: Arc<AtomicU64>,
     /// This group's own sender, for the root's delayed restart.
     tx: mpsc::UnboundedSender<GroupMsg>,
@@ -162,19 +192,19 @@ struct Group {
 
 /// Starts a top-level group and its members, in order; returns once every
 /// member's first start was tried.
-pub(crate) async fn start_top(host: &Arc<HostInner>, config: &GroupConfig) -> GroupHandle {
-    start(host.clone(), config.clone(), Parent::Root).await
+pub(super) async fn start_top(sup: &Arc<Supervisor>, config: &GroupConfig) -> GroupHandle {
+    start(sup.clone(), config.clone(), Above::Root).await
 }
 
 fn start(
-    host: Arc<HostInner>,
+    sup: Arc<Supervisor>,
     config: GroupConfig,
-    parent: Parent,
-) -> std::pin::Pin<Box<dyn Future<Output = GroupHandle> + Send>> {
+    parent: Above,
+) -> BoxFuture<'static, GroupHandle> {
     Box::pin(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         let id: Arc<str> = config.id.as_str().into();
-        let s = host.config.supervisor;
+        let s = sup.config.supervisor;
         let mut members = Vec::new();
         tracing::info!(group = %id, "starting group ({:?})", config.strategy);
         for child in &config.children {
@@ -183,7 +213,14 @@ fn start(
                 index: members.len(),
                 group: id.clone(),
             };
-            members.push(match start_static(&host, child, Some(link)).await {
+            let parent = Box::new(MemberParent {
+                sup: sup.clone(),
+                link,
+            });
+            let started = sup
+                .start_config_child(child, parent, Some(id.clone()))
+                .await;
+            members.push(match started {
                 Some(cell) => Member::Child(cell),
                 None => Member::Gone,
             });
@@ -195,7 +232,7 @@ fn start(
                 group: id.clone(),
             };
             members.push(Member::Group(
-                start(host.clone(), nested, Parent::Group(link)).await,
+                start(sup.clone(), nested, Above::Group(link)).await,
             ));
         }
         let epoch = Arc::new(AtomicU64::new(0));
@@ -204,7 +241,7 @@ fn start(
             epoch: epoch.clone(),
         };
         let group = Group {
-            host: host.clone(),
+            sup: sup.clone(),
             id,
             strategy: config.strategy,
             intensity: Intensity::new(
@@ -220,41 +257,13 @@ fn start(
             escalations: 0,
             released_at: Instant::now(),
         };
-        let running = host.children.enter();
+        let running = sup.env.tasks.enter();
         tokio::spawn(async move {
             group.run().await;
             drop(running);
         });
         handle
     })
-}
-
-/// Registers and starts a static child (top-level when `link` is `None`)
-/// and waits until its first start was tried. A failed first start is an
-/// exit like any other: its supervisor decides.
-pub(crate) async fn start_static(
-    host: &Arc<HostInner>,
-    child: &StaticChild,
-    link: Option<GroupLink>,
-) -> Option<Arc<Cell>> {
-    let mut spec = ChildSpec::new(&child.id, &child.plugin, &child.args);
-    spec.restart = child.restart;
-    let bound = host.config.plugin(&child.plugin).mailbox as usize;
-    let (tx, rx) = crate::mailbox::mailbox(host.config.tuning.mailbox, bound);
-    let cell = Arc::new(Cell::new(spec, tx));
-    cell.state().group = link.as_ref().map(|l| l.group.clone());
-    if host.registry.insert_new(cell.clone()).is_err() {
-        tracing::error!("static child {} is already running; skipped", cell.id);
-        return None;
-    }
-    let (attempted, tried) = oneshot::channel();
-    let origin = Origin::Restored {
-        failed: None,
-        attempted,
-    };
-    Child::spawn(host.clone(), cell.clone(), rx, origin, link);
-    let _ = tried.await;
-    Some(cell)
 }
 
 impl Group {
@@ -342,38 +351,38 @@ impl Group {
     /// parent decide.
     async fn escalate(&mut self) {
         self.down = true;
-        let window = Duration::from_secs(self.host.config.supervisor.max_seconds.into());
+        let window = Duration::from_secs(self.sup.config.supervisor.max_seconds.into());
         if self.released_at.elapsed() > window.saturating_mul(2) {
             self.escalations = 0;
         }
         self.escalations = self.escalations.saturating_add(1);
         let to = match &self.parent {
-            Parent::Group(link) => Some(link.group.to_string()),
-            Parent::Root => None,
+            Above::Group(link) => Some(link.group.to_string()),
+            Above::Root => None,
         };
         tracing::warn!(
             group = %self.id,
             "restart intensity exceeded; stopping the group and escalating to {}",
             to.as_deref().unwrap_or("the root")
         );
-        let status = match (&self.parent, self.host.config.supervisor.on_exhausted) {
-            (Parent::Group(_), _) => Status::Restarting,
-            (Parent::Root, OnExhausted::Backoff) => Status::Backoff,
-            (Parent::Root, OnExhausted::Fail) => Status::Failed,
+        let status = match (&self.parent, self.sup.config.supervisor.on_exhausted) {
+            (Above::Group(_), _) => Status::Restarting,
+            (Above::Root, OnExhausted::Backoff) => Status::Backoff,
+            (Above::Root, OnExhausted::Fail) => Status::Failed,
         };
         self.hold_from(0, status).await;
         let delay_ms = match status {
             Status::Backoff => Some(backoff_delay(self.escalations).as_millis() as u64),
             _ => None,
         };
-        self.host.events.emit(Event::GroupEscalated {
+        self.sup.env.events.emit(Event::GroupEscalated {
             id: self.id.to_string(),
             to: to.clone(),
             delay_ms,
         });
         match &self.parent {
-            Parent::Group(link) => link.exited(self.epoch.load(Ordering::Acquire)),
-            Parent::Root => {
+            Above::Group(link) => link.exited(self.epoch.load(Ordering::Acquire)),
+            Above::Root => {
                 if let Some(ms) = delay_ms {
                     // The root restarts the group later; meanwhile the group
                     // still answers its members and the host.

@@ -1,153 +1,325 @@
-//! Restart decisions. Every exit of a child is decided here, and only here:
-//! the child driver reports the exit and carries out the decision.
+//! Layer 4, supervision: the dynamic supervisor (start, stop, restore
+//! children), the restart policy, restart intensity, supervision groups,
+//! the state database, and the port every instance reaches the host by.
+//! Restarts are decided here, and only here: a child's task reports its
+//! exits to its [`Parent`] and carries out the decision.
 
-pub(crate) mod group;
-pub(crate) mod intensity;
+mod durable;
+mod group;
+mod intensity;
+mod policy;
+mod port;
 
-use crate::config::{OnExhausted, SupervisorConfig};
-use crate::types::{ExitReason, Restart};
-use intensity::{Intensity, Verdict, backoff_delay};
+use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent, mailbox};
+use crate::config::{Config, StaticChild};
+use crate::events::Event;
+use crate::names;
+use crate::registry::{Registry, Topics};
+use crate::types::{ChildError, ChildSpec, ExitReason, StartError};
+use crate::wasm::Port;
+use anyhow::Result;
+use bytes::Bytes;
+use durable::{Durable, Record};
+use futures_util::future::BoxFuture;
+use group::GroupHandle;
+use intensity::Intensity;
+use port::GuestPort;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// What happens to a child after its instance exited on its own (a trap, a
-/// kill, a guest `stop`, a failed init). Operator stops and restarts are not
-/// decided: they are orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Not restarted: remove the child and free its id.
-    Remove,
-    /// Start a new instance after `delay` (zero within intensity).
-    Restart { delay: Duration },
-    /// Intensity exceeded with `on_exhausted = "fail"`: stay down, keep the id.
-    Fail,
+/// The dynamic supervisor and what its children share: the registry and
+/// topics they are found by, the environment their tasks run in, the
+/// config, and the state database.
+pub(crate) struct Supervisor {
+    pub(crate) env: Arc<Env>,
+    pub(crate) registry: Registry,
+    pub(crate) topics: Topics,
+    pub(crate) config: Config,
+    /// Dynamic children, durably (none when ephemeral).
+    durable: Option<Arc<Durable>>,
+    /// Set by `shutdown`: children stop without being forgotten.
+    shutting_down: AtomicBool,
+    /// The config's top-level supervision groups, in start order.
+    groups: Mutex<Vec<GroupHandle>>,
 }
 
-/// Whether the policy restarts after this exit (OTP semantics).
-pub(crate) fn wants_restart(policy: Restart, reason: &ExitReason) -> bool {
-    match policy {
-        Restart::Permanent => true,
-        Restart::Transient => !reason.is_clean(),
-        Restart::Temporary => false,
-    }
-}
-
-/// The decision for a dynamic child, counting intensity per child.
-pub(crate) fn decide(
-    policy: Restart,
-    reason: &ExitReason,
-    config: &SupervisorConfig,
-    intensity: &mut Intensity,
-    uptime: Duration,
-    now: Instant,
-) -> Decision {
-    if !wants_restart(policy, reason) {
-        return Decision::Remove;
-    }
-    match intensity.record(now, uptime) {
-        Verdict::Within => Decision::Restart {
-            delay: Duration::ZERO,
-        },
-        Verdict::Exceeded(n) => match config.on_exhausted {
-            OnExhausted::Backoff => Decision::Restart {
-                delay: backoff_delay(n),
-            },
-            OnExhausted::Fail => Decision::Fail,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reasons() -> Vec<ExitReason> {
-        vec![
-            ExitReason::Normal,
-            ExitReason::Shutdown,
-            ExitReason::Trap("t".into()),
-            ExitReason::Killed("k".into()),
-            ExitReason::InitFailed("i".into()),
-        ]
+impl Supervisor {
+    /// The supervisor over `env`, with the state database under the data
+    /// dir unless the config is ephemeral; and the stored children to bring
+    /// back with [`Supervisor::restore`].
+    pub(crate) fn open(config: Config, env: Arc<Env>) -> Result<(Arc<Supervisor>, Vec<Record>)> {
+        let (durable, stored) = match config.ephemeral {
+            true => (None, Vec::new()),
+            false => {
+                let (d, stored) = Durable::open(&config.data_dir)?;
+                (Some(Arc::new(d)), stored)
+            }
+        };
+        let sup = Arc::new(Supervisor {
+            env,
+            registry: Registry::default(),
+            topics: Topics::default(),
+            config,
+            durable,
+            shutting_down: AtomicBool::new(false),
+            groups: Mutex::default(),
+        });
+        Ok((sup, stored))
     }
 
-    #[test]
-    fn every_policy_and_exit_reason() {
-        let config = SupervisorConfig::default();
-        for reason in reasons() {
-            for (policy, expect_restart) in [
-                (Restart::Permanent, true),
-                (Restart::Transient, !reason.is_clean()),
-                (Restart::Temporary, false),
-            ] {
-                let mut i = Intensity::new(3, 5);
-                let d = decide(
-                    policy,
-                    &reason,
-                    &config,
-                    &mut i,
-                    Duration::ZERO,
-                    Instant::now(),
-                );
-                let restarted = matches!(d, Decision::Restart { delay } if delay.is_zero());
-                assert_eq!(restarted, expect_restart, "{policy} after {reason}: {d:?}");
-                if !expect_restart {
-                    assert_eq!(d, Decision::Remove);
-                }
+    /// Whether dynamic children are stored (not ephemeral).
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// Registers `spec` under its id and starts its child's task; resolves
+    /// once the first start was tried. `Err` when the id is taken, or when
+    /// an [`Origin::Started`] child's first start failed (its id is free
+    /// again by then).
+    async fn spawn(
+        self: &Arc<Self>,
+        spec: ChildSpec,
+        origin: Origin,
+        parent: Box<dyn Parent>,
+        group: Option<Arc<str>>,
+    ) -> Result<Arc<Cell>, StartError> {
+        let (tx, rx) = mailbox(self.config.mailbox_bound(&spec.plugin));
+        let cell = Arc::new(Cell::new(spec, tx));
+        {
+            let mut state = cell.state();
+            state.group = group;
+            state.restored = matches!(origin, Origin::Restored { .. });
+        }
+        if self.registry.insert_new(cell.clone()).is_err() {
+            return Err(StartError::AlreadyStarted(cell.id.to_string()));
+        }
+        let started = Child::spawn(&self.env, cell.clone(), rx, origin, parent).await;
+        let failed = match started {
+            Ok(Ok(())) => return Ok(cell),
+            Ok(Err(e)) => e,
+            Err(_) => StartError::Unavailable("the child's task ended during start".into()),
+        };
+        self.registry.remove(&cell);
+        Err(failed)
+    }
+
+    /// The dynamic supervisor's `start_child`: starts the child, waits until
+    /// its first `init` returned, and stores it before answering.
+    pub(crate) async fn start_child(
+        self: &Arc<Self>,
+        spec: ChildSpec,
+    ) -> Result<Arc<Cell>, StartError> {
+        names::validate_id(&spec.id).map_err(StartError::Invalid)?;
+        names::validate_plugin(&spec.plugin).map_err(StartError::Invalid)?;
+        if self.env.wasm.catalog.current(&spec.plugin).is_none() {
+            return Err(StartError::UnknownPlugin(spec.plugin));
+        }
+        let parent = DynamicParent::boxed(self, true);
+        let cell = self.spawn(spec, Origin::Started, parent, None).await?;
+        if let Err(e) = self.persist(&cell).await {
+            // Not durable means not acknowledged: undo the start.
+            let _ = self.stop_child(&cell.id).await;
+            return Err(StartError::Unavailable(format!(
+                "cannot store the child: {e:#}"
+            )));
+        }
+        Ok(cell)
+    }
+
+    /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
+    /// then the child is removed and its id is free.
+    pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
+        let cell = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let (done, stopped) = oneshot::channel();
+        cell.control.push(Control::Stop { done });
+        let _ = stopped.await;
+        Ok(())
+    }
+
+    /// Brings back a stored child. Its first start is awaited so that
+    /// children come back in start order; a failure is an exit like any
+    /// other.
+    pub(crate) async fn restore(self: &Arc<Self>, record: Record) {
+        let id = record.spec.id.clone();
+        let origin = Origin::Restored {
+            failed: record.failed,
+        };
+        let parent = DynamicParent::boxed(self, true);
+        if let Err(e) = self.spawn(record.spec, origin, parent, None).await {
+            tracing::error!("stored child {id} was not brought back: {e}");
+        }
+    }
+
+    /// Starts a config child (top-level, or a member of a group) and waits
+    /// until its first start was tried. It is not stored: the config brings
+    /// it back.
+    async fn start_config_child(
+        self: &Arc<Self>,
+        child: &StaticChild,
+        parent: Box<dyn Parent>,
+        group: Option<Arc<str>>,
+    ) -> Option<Arc<Cell>> {
+        let spec = ChildSpec::new(&child.id, &child.plugin, &child.args).restart(child.restart);
+        match self.spawn(spec, Origin::Config, parent, group).await {
+            Ok(cell) => Some(cell),
+            Err(e) => {
+                tracing::error!("config child {} was not started: {e}", child.id);
+                None
             }
         }
     }
 
-    #[test]
-    fn exhaustion_backs_off_or_fails() {
-        let now = Instant::now();
-        let trap = ExitReason::Trap("t".into());
-        let mut config = SupervisorConfig::default();
-        let mut i = Intensity::new(3, 5);
-        let decisions: Vec<_> = (0..5)
-            .map(|_| {
-                decide(
-                    Restart::Permanent,
-                    &trap,
-                    &config,
-                    &mut i,
-                    Duration::ZERO,
-                    now,
-                )
+    /// Starts the config's `[[children]]`, then its `[[groups]]`, in order.
+    pub(crate) async fn start_config(self: &Arc<Self>) {
+        for child in &self.config.children {
+            let parent = DynamicParent::boxed(self, false);
+            self.start_config_child(child, parent, None).await;
+        }
+        for config in &self.config.groups {
+            let handle = group::start_top(self, config).await;
+            self.groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
+        }
+    }
+
+    /// Publishes `msg` on `topic`, to subscribers and event streams.
+    pub(crate) fn publish(&self, topic: &str, msg: Bytes) {
+        if self.env.events.has_listeners() {
+            self.env.events.emit(Event::Topic {
+                topic: topic.to_string(),
+                msg: msg.clone(),
+            });
+        }
+        self.topics.publish(topic, &msg);
+    }
+
+    /// Stores a started child, on disk before it returns.
+    async fn persist(&self, cell: &Cell) -> Result<()> {
+        let Some(durable) = self.durable.clone() else {
+            return Ok(());
+        };
+        let record = Record {
+            spec: cell.spec.clone(),
+            seq: durable.next_seq(),
+            failed: None,
+        };
+        tokio::task::spawn_blocking(move || durable.put(&record)).await?
+    }
+
+    /// Forgets a removed child durably; while the host shuts down, children
+    /// stop without being forgotten.
+    async fn forget(&self, id: &str) {
+        let Some(durable) = self.durable.clone() else {
+            return;
+        };
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let id = id.to_string();
+        let result = tokio::task::spawn_blocking(move || durable.remove(&id)).await;
+        if let Ok(Err(e)) | Err(e) = result.map_err(anyhow::Error::from) {
+            tracing::error!("cannot forget a removed child in the state database: {e:#}");
+        }
+    }
+
+    /// Records durably whether a child is `failed`. Not synced to disk (see
+    /// `Durable::set_failed`), so cheap enough to do in place.
+    fn remember_failed(&self, id: &str, failed: Option<ExitReason>) {
+        if let Some(d) = &self.durable
+            && let Err(e) = d.set_failed(id, failed)
+        {
+            tracing::error!("cannot record a failed child in the state database: {e:#}");
+        }
+    }
+
+    /// Stops every child (`terminate(shutdown)`): the groups' members in
+    /// reverse order, the last group first, then the rest. Children stay
+    /// stored, so a restarted host brings them back.
+    pub(crate) async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        for group in groups.iter().rev() {
+            group.shutdown().await;
+        }
+        let waits: Vec<_> = self
+            .registry
+            .all()
+            .into_iter()
+            .map(|cell| {
+                let (done, stopped) = oneshot::channel();
+                cell.control.push(Control::Stop { done });
+                stopped
             })
             .collect();
-        assert_eq!(
-            decisions[2],
-            Decision::Restart {
-                delay: Duration::ZERO
-            }
-        );
-        assert_eq!(
-            decisions[3],
-            Decision::Restart {
-                delay: Duration::from_millis(100)
-            }
-        );
-        assert_eq!(
-            decisions[4],
-            Decision::Restart {
-                delay: Duration::from_millis(200)
-            }
-        );
+        for w in waits {
+            let _ = w.await;
+        }
+        self.env.tasks.idle().await;
+    }
+}
 
-        config.on_exhausted = OnExhausted::Fail;
-        let mut i = Intensity::new(3, 5);
-        let last = (0..4)
-            .map(|_| {
-                decide(
-                    Restart::Permanent,
-                    &trap,
-                    &config,
-                    &mut i,
-                    Duration::ZERO,
-                    now,
-                )
-            })
-            .last();
-        assert_eq!(last, Some(Decision::Fail));
+/// The parent of a dynamic child, or of a config child outside any group:
+/// the child's own restart intensity decides.
+struct DynamicParent {
+    sup: Arc<Supervisor>,
+    intensity: Intensity,
+    /// Whether the child is in the state database (dynamic children are,
+    /// config children are not).
+    stored: bool,
+}
+
+impl DynamicParent {
+    fn boxed(sup: &Arc<Supervisor>, stored: bool) -> Box<dyn Parent> {
+        let s = &sup.config.supervisor;
+        Box::new(DynamicParent {
+            intensity: Intensity::new(s.max_restarts, s.max_seconds),
+            sup: sup.clone(),
+            stored,
+        })
+    }
+}
+
+impl Parent for DynamicParent {
+    fn port(&self, cell: &Arc<Cell>, generation: u64) -> Box<dyn Port> {
+        GuestPort::boxed(&self.sup, cell, generation)
+    }
+
+    fn exited(&mut self, cell: &Cell, reason: &ExitReason, uptime: Duration) -> Decision {
+        let decision = policy::decide(
+            cell.spec.restart,
+            reason,
+            &self.sup.config.supervisor,
+            &mut self.intensity,
+            uptime,
+            Instant::now(),
+        );
+        if decision == Decision::Fail && self.stored {
+            self.sup.remember_failed(&cell.id, Some(reason.clone()));
+        }
+        decision
+    }
+
+    fn revived(&mut self, cell: &Cell, was_failed: bool) {
+        self.intensity.reset();
+        if was_failed && self.stored {
+            self.sup.remember_failed(&cell.id, None);
+        }
+    }
+
+    fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
+        let (sup, cell, stored) = (self.sup.clone(), cell.clone(), self.stored);
+        Box::pin(async move {
+            sup.registry.remove(&cell);
+            if stored {
+                sup.forget(&cell.id).await;
+            }
+        })
     }
 }

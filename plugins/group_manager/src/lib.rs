@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use wasmvisor_sdk::{ChildSpec, Info, Level, Plugin, Restart, json};
+use wasmvisor_sdk::{ChildSpec, Info, Level, Plugin, Restart, StartError, json};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +64,7 @@ impl GroupManager {
             match wasmvisor_sdk::start_child(&spec) {
                 Ok(()) => {}
                 // Still running from before (a restart of this manager).
-                Err(e) if e.starts_with("already_started") => {}
+                Err(StartError::AlreadyStarted) => {}
                 Err(e) => {
                     wasmvisor_sdk::log(Level::Warn, &format!("cannot start {id}: {e}"));
                     continue;

@@ -1,0 +1,415 @@
+//! The benchmark's results: the JSON keys of ARCHITECTURE.md and a table
+//! with the targets, each a ratio to a reference measured in the same run.
+
+use crate::beam::Beam;
+use crate::system::System;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Every figure the benchmark produces. The first keys are the ones
+/// ARCHITECTURE.md documents; the rest give context.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// µs per tracker spawned (start_child until init returned), 10,000 spawned.
+    pub spawn_us: f64,
+    /// Calls per second from one client.
+    pub call_1c_per_s: f64,
+    /// Call latency, median, µs.
+    pub call_p50_us: f64,
+    /// Call latency, 99th percentile, µs.
+    pub call_p99_us: f64,
+    /// Calls per second from 4 concurrent clients.
+    pub call_4c_per_s: f64,
+    /// Casts per second, until every cast was handled.
+    pub cast_per_s: f64,
+    /// crash → restarted → serving, median, µs.
+    pub restart_p50_us: f64,
+    /// crash → restarted → serving, 99th percentile, µs.
+    pub restart_p99_us: f64,
+    /// The 1e7-iteration CPU loop in a guest, ms.
+    pub cpu_1e7_ms: f64,
+    /// Resident memory per spawned tracker, KiB.
+    pub rss_per_instance_kib: f64,
+    /// Instances that ran at once in the density run.
+    pub max_live_instances: usize,
+    /// Hot reload of 1,000 running instances, file renamed → all serving, ms.
+    pub reload_1000_ms: f64,
+    /// Native baseline: µs per actor spawned.
+    pub native_spawn_us: f64,
+    /// Native baseline: calls/s from one client.
+    pub native_call_1c_per_s: f64,
+    /// Native baseline: median call, µs.
+    pub native_call_p50_us: f64,
+    /// Native baseline: p99 call, µs.
+    pub native_call_p99_us: f64,
+    /// Native baseline: calls/s from 4 clients.
+    pub native_call_4c_per_s: f64,
+    /// Native baseline: casts/s.
+    pub native_cast_per_s: f64,
+    /// Native baseline: crash (state reset) → serving, median, µs.
+    pub native_restart_p50_us: f64,
+    /// Native baseline: p99, µs.
+    pub native_restart_p99_us: f64,
+    /// Native baseline: the CPU loop, ms.
+    pub native_cpu_1e7_ms: f64,
+    /// Native baseline: resident memory per actor, KiB.
+    pub native_rss_per_instance_kib: f64,
+    /// Resident memory per idle instance at each density step: (instances, KiB).
+    pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
+    /// Page tables per spawned tracker, KiB: kernel memory outside RSS.
+    pub page_tables_per_instance_kib: f64,
+    /// Page tables per idle instance at each density step: (instances, KiB).
+    pub page_tables_per_idle_instance_kib: Vec<(usize, f64)>,
+    /// Memory mappings per live instance: what its pool slot took when the
+    /// pool was created (its fiber stack and guard page) plus what a spawn
+    /// added (its linear memory), measured in the spawn run.
+    pub maps_per_instance: f64,
+    /// CPU time per spawn, µs, all threads: (user, system). Wall time per
+    /// spawn cannot fall below their sum divided by the cores.
+    pub spawn_cpu_us: (f64, f64),
+    /// CPU time per crash → serving cycle, µs, all threads: (user, system).
+    pub restart_cpu_us: (f64, f64),
+    /// The kernel's price of one fresh anonymous page (fault, allocation,
+    /// zeroing), µs: every page a new instance touches costs this.
+    pub fresh_page_us: f64,
+    /// What ended the density run.
+    pub density_limit: String,
+    /// Iterations of the CPU loop (1e7, or fewer with --quick).
+    pub cpu_iterations: u64,
+    /// Instances in the reload run (1,000, or fewer with --quick).
+    pub reload_instances: usize,
+    /// The small sizes of `--quick`.
+    pub quick: bool,
+    /// The machine.
+    pub system: System,
+    /// The BEAM GenServer reference, when Erlang is installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam: Option<Beam>,
+}
+
+/// One figure of the table: wasmvisor's, the references', and the target
+/// it is held to, if any.
+struct Row {
+    name: &'static str,
+    value: f64,
+    native: Option<f64>,
+    beam: Option<f64>,
+    unit: &'static str,
+    goal: Goal,
+}
+
+/// What a figure is held to.
+enum Goal {
+    /// Information only.
+    None,
+    /// At least the BEAM's (a rate).
+    AtLeastBeam,
+    /// At most the BEAM's (a latency).
+    AtMostBeam,
+    /// At most this many times the native baseline.
+    RatioToNativeAtMost(f64),
+}
+
+impl Report {
+    pub fn new(quick: bool) -> Report {
+        Report {
+            quick,
+            ..Report::default()
+        }
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let b = self.beam.as_ref();
+        let row = |name, value, native, beam: Option<f64>, unit, goal| Row {
+            name,
+            value,
+            native,
+            beam,
+            unit,
+            goal,
+        };
+        vec![
+            row(
+                "spawn per tracker",
+                self.spawn_us,
+                Some(self.native_spawn_us),
+                b.map(|b| b.spawn_us),
+                "µs",
+                Goal::None,
+            ),
+            row(
+                "calls, 1 client",
+                self.call_1c_per_s,
+                Some(self.native_call_1c_per_s),
+                b.map(|b| b.call_1c_per_s),
+                "/s",
+                Goal::AtLeastBeam,
+            ),
+            row(
+                "call p50",
+                self.call_p50_us,
+                Some(self.native_call_p50_us),
+                b.map(|b| b.call_p50_us),
+                "µs",
+                Goal::AtMostBeam,
+            ),
+            row(
+                "call p99",
+                self.call_p99_us,
+                Some(self.native_call_p99_us),
+                b.map(|b| b.call_p99_us),
+                "µs",
+                Goal::None,
+            ),
+            row(
+                "calls, 4 clients",
+                self.call_4c_per_s,
+                Some(self.native_call_4c_per_s),
+                b.map(|b| b.call_4c_per_s),
+                "/s",
+                Goal::AtLeastBeam,
+            ),
+            row(
+                "casts",
+                self.cast_per_s,
+                Some(self.native_cast_per_s),
+                b.map(|b| b.cast_per_s),
+                "/s",
+                Goal::AtLeastBeam,
+            ),
+            row(
+                "crash → serving p50",
+                self.restart_p50_us,
+                Some(self.native_restart_p50_us),
+                b.map(|b| b.restart_p50_us),
+                "µs",
+                Goal::AtMostBeam,
+            ),
+            row(
+                "crash → serving p99",
+                self.restart_p99_us,
+                Some(self.native_restart_p99_us),
+                b.map(|b| b.restart_p99_us),
+                "µs",
+                Goal::AtMostBeam,
+            ),
+            row(
+                "CPU loop",
+                self.cpu_1e7_ms,
+                Some(self.native_cpu_1e7_ms),
+                None,
+                "ms",
+                Goal::RatioToNativeAtMost(1.3),
+            ),
+            row(
+                "RSS per spawned instance",
+                self.rss_per_instance_kib,
+                Some(self.native_rss_per_instance_kib),
+                b.map(|b| b.rss_per_instance_kib),
+                "KiB",
+                Goal::None,
+            ),
+            row(
+                "live instances",
+                self.max_live_instances as f64,
+                None,
+                None,
+                "",
+                Goal::None,
+            ),
+            row(
+                "hot reload",
+                self.reload_1000_ms,
+                None,
+                None,
+                "ms",
+                Goal::None,
+            ),
+        ]
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let s = &self.system;
+        let _ = writeln!(
+            out,
+            "wasmvisor bench{} on {} ({} cores, {:.0} GiB, vm.max_map_count {})\n",
+            if self.quick {
+                " --quick (small sizes; targets are for the full run)"
+            } else {
+                ""
+            },
+            s.cpu,
+            s.cores,
+            s.memory_gib,
+            s.max_map_count
+        );
+        let _ = writeln!(
+            out,
+            "{:<26} {:>13} {:>13} {:>13} {:>8}  target",
+            "workload", "wasmvisor", "native tokio", "BEAM", "vs BEAM"
+        );
+        let (rows, skipped): (Vec<_>, Vec<_>) =
+            self.rows().into_iter().partition(|r| r.value > 0.0);
+        for r in rows {
+            let shown = |v: Option<f64>| {
+                v.filter(|v| *v > 0.0)
+                    .map_or("-".to_string(), |v| fmt(v, r.unit))
+            };
+            let beam = r.beam.filter(|b| *b > 0.0);
+            let vs_beam = beam.map_or("-".to_string(), |b| format!("{:.2}x", r.value / b));
+            let (goal, met) = match r.goal {
+                Goal::None => ("-".to_string(), None),
+                Goal::AtLeastBeam => ("≥ BEAM".to_string(), beam.map(|b| r.value >= b)),
+                Goal::AtMostBeam => ("≤ BEAM".to_string(), beam.map(|b| r.value <= b)),
+                Goal::RatioToNativeAtMost(g) => (
+                    format!("≤ {g}x native"),
+                    r.native.filter(|n| *n > 0.0).map(|n| r.value / n <= g),
+                ),
+            };
+            let mark = match (met, self.quick) {
+                (_, true) | (None, _) => "",
+                (Some(true), false) => "met",
+                (Some(false), false) => "MISSED",
+            };
+            let _ = writeln!(
+                out,
+                "{:<26} {:>13} {:>13} {:>13} {:>8}  {:<14} {mark}",
+                r.name,
+                fmt(r.value, r.unit),
+                shown(r.native),
+                shown(beam),
+                vs_beam,
+                goal
+            );
+        }
+        if self.beam.is_none() {
+            let _ = writeln!(
+                out,
+                "no BEAM reference (install Erlang, e.g. apt-get install erlang-base, for the ≥/≤ BEAM targets)"
+            );
+        }
+        if !skipped.is_empty() {
+            let names: Vec<_> = skipped.iter().map(|r| r.name).collect();
+            let _ = writeln!(out, "not run (--only): {}", names.join(", "));
+        }
+        let _ = writeln!(out);
+        for (n, kib) in &self.rss_per_idle_instance_kib {
+            let _ = writeln!(out, "RSS per idle instance at {n} instances: {kib:.1} KiB");
+        }
+        if self.page_tables_per_instance_kib > 0.0 {
+            let _ = writeln!(
+                out,
+                "page tables per spawned instance: {:.1} KiB (kernel memory, not in RSS)",
+                self.page_tables_per_instance_kib
+            );
+        }
+        for (n, kib) in &self.page_tables_per_idle_instance_kib {
+            let _ = writeln!(
+                out,
+                "page tables per idle instance at {n} instances: {kib:.1} KiB (not in RSS)"
+            );
+        }
+        if self.maps_per_instance > 0.0 {
+            let _ = writeln!(
+                out,
+                "memory mappings per live instance (its memory and fiber stack): {:.1}",
+                self.maps_per_instance
+            );
+        }
+        if !self.density_limit.is_empty() {
+            let _ = writeln!(out, "density run: {}", self.density_limit);
+        }
+        for (what, (user, sys)) in [
+            ("spawn", self.spawn_cpu_us),
+            ("crash → serving cycle", self.restart_cpu_us),
+        ] {
+            if user + sys == 0.0 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "CPU per {what}: {user:.1} µs user + {sys:.1} µs system (all threads)"
+            );
+        }
+        if self.fresh_page_us > 0.0 {
+            let _ = writeln!(
+                out,
+                "a fresh page of memory costs {:.2} µs here (first write after madvise)",
+                self.fresh_page_us
+            );
+        }
+        if self.cpu_iterations > 0 {
+            let _ = writeln!(out, "CPU loop: {} iterations", self.cpu_iterations);
+        }
+        if self.reload_instances > 0 {
+            let _ = writeln!(out, "hot reload: {} instances", self.reload_instances);
+        }
+        out
+    }
+}
+
+fn fmt(v: f64, unit: &str) -> String {
+    match unit {
+        "/s" => format!("{:.0}/s", v),
+        "" => format!("{v:.0}"),
+        u if v >= 100.0 => format!("{v:.0} {u}"),
+        u => format!("{v:.1} {u}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_latencies_are_held_to_the_beam_and_the_rest_is_information() {
+        let report = Report {
+            spawn_us: 50.0,
+            native_spawn_us: 3.0,
+            call_1c_per_s: 100_000.0,
+            native_call_1c_per_s: 1_000_000.0,
+            cast_per_s: 900_000.0,
+            spawn_cpu_us: (40.0, 70.0),
+            page_tables_per_instance_kib: 4.3,
+            beam: Some(Beam {
+                spawn_us: 2.0,
+                call_1c_per_s: 180_000.0,
+                cast_per_s: 600_000.0,
+                ..Beam::default()
+            }),
+            ..Report::default()
+        };
+        let table = report.table();
+        let line = |start: &str| table.lines().find(|l| l.starts_with(start)).unwrap();
+        assert!(line("calls, 1 client").contains("MISSED"), "{table}");
+        assert!(line("casts").contains("met"), "{table}");
+        assert!(line("casts").contains("1.50x"), "{table}");
+        assert!(!line("spawn").contains("MISSED"), "{table}");
+        assert_eq!(table.matches("MISSED").count(), 1, "{table}");
+        assert!(table.contains("not run (--only): call p50"), "{table}");
+        assert!(
+            table.contains("CPU per spawn: 40.0 µs user + 70.0 µs system"),
+            "{table}"
+        );
+        assert!(!table.contains("CPU per crash"), "{table}");
+        assert!(
+            table.contains("page tables per spawned instance: 4.3 KiB"),
+            "{table}"
+        );
+        assert!(!table.contains("per idle instance"), "{table}");
+        assert!(!table.contains("no BEAM reference"), "{table}");
+    }
+
+    #[test]
+    fn without_erlang_the_table_says_so_and_marks_nothing_against_it() {
+        let report = Report {
+            call_1c_per_s: 100_000.0,
+            ..Report::default()
+        };
+        let table = report.table();
+        assert!(table.contains("no BEAM reference"), "{table}");
+        assert!(!table.contains("MISSED"), "{table}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Supervision signals for a child (stop, restart, kill, reload, and a
+//! group's hold and release). They bypass the
+//! mailbox, so a kill reaches a child whose mailbox is full or whose guest is
+//! spinning, and they cost nothing until used: an idle child holds an empty
+//! queue and a `Notify`.
+
+use crate::wasm::Version;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, oneshot};
+
+/// What an operator, a supervisor or the reloader asks of a child.
+pub(crate) enum Control {
+    /// Run `terminate(shutdown)` and remove the child for good.
+    Stop { done: oneshot::Sender<()> },
+    /// Run `terminate(shutdown)` and start a fresh instance with the same
+    /// args; also revives a child in backoff or failed.
+    Restart { done: oneshot::Sender<()> },
+    /// End the instance now with `killed(reason)`; restarted per policy.
+    Kill { reason: String },
+    /// The plugin's file is gone: run `terminate(shutdown)` and wait for it
+    /// (status `waiting`), keeping the spec.
+    Suspend { done: oneshot::Sender<()> },
+    /// Move to `version`, carrying state through snapshot/restore (or, for a
+    /// child that is down, start on it now); the outcome goes to `done`.
+    Reload {
+        version: Arc<Version>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// From the child's supervision group: run `terminate(shutdown)` and stay
+    /// down, showing `status`, until the group releases it.
+    Hold {
+        status: crate::types::Status,
+        done: oneshot::Sender<()>,
+    },
+    /// From the child's supervision group: start now; `done` is told once
+    /// the start was tried (at once if the child already runs).
+    Release { done: oneshot::Sender<()> },
+}
+
+#[derive(Default)]
+pub(crate) struct ControlSlot {
+    pending: AtomicBool,
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    signals: VecDeque<Control>,
+    /// The child is gone: a signal pushed now is dropped at once, so whoever
+    /// waits on its `done` hears about it instead of waiting forever.
+    closed: bool,
+}
+
+impl ControlSlot {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn push(&self, control: Control) {
+        let mut queue = self.queue();
+        if queue.closed {
+            return;
+        }
+        queue.signals.push_back(control);
+        drop(queue);
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn take(&self, pick: impl Fn(&Control) -> bool) -> Option<Control> {
+        if !self.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut queue = self.queue();
+        let signals = &mut queue.signals;
+        let found = signals
+            .iter()
+            .position(pick)
+            .and_then(|i| signals.remove(i));
+        self.pending.store(!signals.is_empty(), Ordering::Release);
+        found
+    }
+
+    /// The next signal, in arrival order.
+    pub(crate) async fn next(&self) -> Control {
+        loop {
+            if let Some(c) = self.take(|_| true) {
+                return c;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Resolves when a kill arrives; other signals stay queued for
+    /// [`ControlSlot::next`]. Used while a guest callback runs, because only a
+    /// kill interrupts a callback.
+    pub(crate) async fn killed(&self) -> String {
+        loop {
+            if let Some(Control::Kill { reason }) = self.take(|c| matches!(c, Control::Kill { .. }))
+            {
+                return reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Takes everything queued and refuses what comes later (the child is
+    /// going away).
+    pub(crate) fn close(&self) -> Vec<Control> {
+        let mut queue = self.queue();
+        queue.closed = true;
+        self.pending.store(false, Ordering::Release);
+        queue.signals.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn kill_overtakes_queued_signals() {
+        let slot = ControlSlot::default();
+        let (done, _rx) = oneshot::channel();
+        slot.push(Control::Stop { done });
+        slot.push(Control::Kill {
+            reason: "operator".into(),
+        });
+        assert_eq!(slot.killed().await, "operator");
+        assert!(matches!(slot.next().await, Control::Stop { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_signal_to_a_closed_slot_is_dropped_at_once() {
+        let slot = ControlSlot::default();
+        assert!(slot.close().is_empty());
+        let (done, stopped) = oneshot::channel();
+        slot.push(Control::Stop { done });
+        assert!(stopped.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_signal_sent_before_waiting_is_not_lost() {
+        let slot = Arc::new(ControlSlot::default());
+        slot.push(Control::Kill {
+            reason: "early".into(),
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), slot.next()).await;
+        assert!(matches!(got, Ok(Control::Kill { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken() {
+        let slot = Arc::new(ControlSlot::default());
+        let waiter = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.killed().await }
+        });
+        tokio::task::yield_now().await;
+        slot.push(Control::Kill {
+            reason: "late".into(),
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), "late");
+    }
+}

@@ -1,0 +1,193 @@
+//! What the host shows about itself: children (`ps`, `GET /v1/children`),
+//! plugins (`GET /v1/plugins`) and `/metrics`.
+
+use super::Host;
+use crate::child::Cell;
+use crate::metrics::Gauge;
+use crate::types::{ExitReason, Restart, Status};
+use serde::Serialize;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What `ps` and `GET /v1/children/{id}` show about a child.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChildInfo {
+    /// The registry id.
+    pub id: String,
+    /// The plugin.
+    pub plugin: String,
+    /// `starting`, `running`, `restarting`, `backoff`, `failed` or `waiting`.
+    pub status: Status,
+    /// The version (short content hash) of the current or last instance.
+    pub version: Option<String>,
+    /// How many times a new instance replaced an exited one.
+    pub restarts: u64,
+    /// Why the last instance exited, if one did.
+    pub last_exit: Option<ExitReason>,
+    /// The restart policy.
+    pub restart: Restart,
+    /// The init args.
+    pub args: serde_json::Value,
+    /// Messages waiting in its mailbox (calls, casts and notifications).
+    pub queued: usize,
+    /// Whether it was brought back from the state database at host start.
+    pub restored: bool,
+    /// The supervision group it belongs to (config children only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// When the current instance started (Unix ms).
+    pub started_at_ms: u64,
+    /// In backoff: when the next restart happens (Unix ms).
+    pub backoff_until_ms: Option<u64>,
+}
+
+/// What `GET /v1/plugins` shows about a plugin.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PluginInfo {
+    /// The plugin name.
+    pub name: String,
+    /// The current version (short content hash), if one is loaded.
+    pub version: Option<String>,
+    /// When it was loaded (Unix ms).
+    pub loaded_at_ms: Option<u64>,
+    /// How long compiling it took, ms.
+    pub compile_ms: Option<f64>,
+    /// The `.wasm` size, bytes.
+    pub size: Option<usize>,
+    /// Whether the current version came from the compile cache.
+    pub cached: Option<bool>,
+    /// How many children run this plugin.
+    pub instances: usize,
+    /// Why the last load failed, if it did.
+    pub last_error: Option<String>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn child_info(cell: &Cell) -> ChildInfo {
+    let state = cell.state();
+    ChildInfo {
+        id: cell.id.to_string(),
+        plugin: cell.spec.plugin.clone(),
+        status: state.status,
+        version: state.version.as_ref().map(|v| v.hash.clone()),
+        restarts: state.restarts,
+        last_exit: state.last_exit.clone(),
+        restart: cell.spec.restart,
+        args: serde_json::from_slice(&cell.spec.args).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
+        }),
+        queued: cell.mailbox.queued(),
+        restored: state.restored,
+        group: state.group.as_deref().map(str::to_string),
+        started_at_ms: unix_ms(state.started_at),
+        backoff_until_ms: state.backoff_until.map(unix_ms),
+    }
+}
+
+impl Host {
+    /// Every child, sorted by id.
+    pub fn children(&self) -> Vec<ChildInfo> {
+        let mut all: Vec<_> = self
+            .sup
+            .registry
+            .all()
+            .iter()
+            .map(|c| child_info(c))
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// One child.
+    pub fn child(&self, id: &str) -> Option<ChildInfo> {
+        self.sup.registry.get(id).map(|c| child_info(&c))
+    }
+
+    /// Every plugin the host knows.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let children = self.sup.registry.all();
+        self.sup
+            .env
+            .wasm
+            .catalog
+            .list()
+            .into_iter()
+            .map(|(name, entry)| {
+                let v = entry.current.as_ref();
+                PluginInfo {
+                    instances: children.iter().filter(|c| c.spec.plugin == name).count(),
+                    name,
+                    version: v.map(|v| v.hash.clone()),
+                    loaded_at_ms: v.map(|v| unix_ms(v.loaded_at)),
+                    compile_ms: v.map(|v| v.compile_ms),
+                    size: v.map(|v| v.size),
+                    cached: v.map(|v| v.cached),
+                    last_error: entry.last_error,
+                }
+            })
+            .collect()
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let statuses = [
+            Status::Starting,
+            Status::Running,
+            Status::Restarting,
+            Status::Backoff,
+            Status::Failed,
+            Status::Waiting,
+        ];
+        let mut counts = [0u64; 6];
+        for cell in self.sup.registry.all() {
+            let status = cell.state().status;
+            if let Some(i) = statuses.iter().position(|s| *s == status) {
+                counts[i] += 1;
+            }
+        }
+        let plugins = self
+            .sup
+            .env
+            .wasm
+            .catalog
+            .list()
+            .iter()
+            .filter(|(_, e)| e.current.is_some())
+            .count();
+        let pool = self.sup.env.wasm.pool_usage();
+        let gauges = [
+            Gauge {
+                name: "wasmvisor_children",
+                help: "Children by status.",
+                samples: statuses
+                    .iter()
+                    .zip(counts)
+                    .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n))
+                    .collect(),
+            },
+            Gauge {
+                name: "wasmvisor_plugins",
+                help: "Plugins with a loaded version.",
+                samples: vec![(String::new(), plugins as u64)],
+            },
+            Gauge {
+                name: "wasmvisor_instances",
+                help: "Live wasm instances in the pool ([pool] max_instances at most).",
+                samples: vec![(String::new(), pool.instances)],
+            },
+            Gauge {
+                name: "wasmvisor_pool_unused_resident_bytes",
+                help: "Bytes freed pool slots keep resident for the next instance ([pool] keep_resident_kib).",
+                samples: pool
+                    .kept
+                    .into_iter()
+                    .map(|(kind, bytes)| (format!("{{kind=\"{kind}\"}}"), bytes))
+                    .collect(),
+            },
+        ];
+        self.sup.env.metrics.render(&gauges)
+    }
+}

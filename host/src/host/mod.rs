@@ -1,0 +1,192 @@
+//! Layer 5, the host: the library's entry point. [`Host`] builds the layers
+//! below (the wasm engine, the supervisor and its registry) and offers what
+//! the HTTP API, the command line and embedders use: the dynamic
+//! supervisor's operations, calls and casts, plugins and their hot reload,
+//! events and metrics.
+
+mod info;
+mod reload;
+mod watch;
+
+pub use info::{ChildInfo, PluginInfo};
+pub use reload::{LoadReport, PluginChange, RELOAD_BATCH};
+pub use watch::{SETTLE, Watcher};
+
+use crate::child::{Address, Control, Env, Tasks};
+use crate::config::Config;
+use crate::events::{Event, EventBus};
+use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
+use crate::types::{CallError, ChildError, ChildSpec, StartError};
+use crate::wasm::Wasm;
+use anyhow::Result;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+
+/// A running wasmvisor host. Cheap to clone; all clones are the same host.
+///
+/// Every child's task holds the host's supervisor, so dropping the last
+/// `Host` handle does not stop the children: call [`Host::shutdown`] to stop
+/// them (and release the engine and its instance pool).
+#[derive(Clone)]
+pub struct Host {
+    sup: Arc<Supervisor>,
+    /// Plugin loads, reloads and removals happen one at a time.
+    plugin_changes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Host {
+    /// Creates the engine, the linker and the epoch ticker, loads every
+    /// plugin in `config.plugins_dir` (a file that fails is reported and
+    /// skipped), starts the config's children and groups, and brings back
+    /// the stored children. Must run inside a multi-threaded tokio runtime.
+    pub async fn new(config: Config) -> Result<Host> {
+        let env = Arc::new(Env {
+            wasm: Wasm::new(&config)?,
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            tasks: Arc::new(Tasks::default()),
+        });
+        let (sup, stored) = Supervisor::open(config, env)?;
+        let host = Host {
+            sup,
+            plugin_changes: Arc::default(),
+        };
+        let dir = host.sup.config.plugins_dir.clone();
+        if dir.is_dir() {
+            host.load_dir(&dir).await?;
+        } else {
+            tracing::warn!(
+                "plugins folder {} does not exist; no plugins loaded",
+                dir.display()
+            );
+        }
+        host.sup.start_config().await;
+        let total = stored.len();
+        for (i, record) in stored.into_iter().enumerate() {
+            tracing::info!(
+                "[{}/{total}] restoring child {} ({})",
+                i + 1,
+                record.spec.id,
+                record.spec.plugin
+            );
+            host.sup.restore(record).await;
+        }
+        if total > 0 {
+            tracing::info!("restored {total} children from the state database");
+        }
+        Ok(host)
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &Config {
+        &self.sup.config
+    }
+
+    /// Starts a dynamic child and waits until its `init` returned.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<Address, StartError> {
+        self.sup.start_child(spec).await.map(Address)
+    }
+
+    /// The address registered under `id`.
+    pub fn lookup(&self, id: &str) -> Option<Address> {
+        self.sup.registry.get(id).map(Address)
+    }
+
+    /// Calls child `id` and waits at most `timeout` for the reply.
+    pub async fn call(
+        &self,
+        id: &str,
+        msg: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let metrics = &self.sup.env.metrics;
+        metrics.call();
+        let result = match self.sup.registry.get(id) {
+            Some(cell) => cell.call(msg, timeout).await,
+            None => Err(CallError::NotFound),
+        };
+        if let Err(e) = &result {
+            metrics.call_error(e);
+        }
+        result
+    }
+
+    /// Casts to child `id`.
+    pub fn cast(&self, id: &str, msg: Vec<u8>) -> Result<(), CallError> {
+        let metrics = &self.sup.env.metrics;
+        metrics.cast();
+        let result = match self.sup.registry.get(id) {
+            Some(cell) => cell.cast(msg),
+            None => Err(CallError::NotFound),
+        };
+        if let Err(e) = &result {
+            metrics.call_error(e);
+        }
+        result
+    }
+
+    /// Stops child `id` (`terminate(shutdown)`) and removes it.
+    pub async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
+        self.sup.stop_child(id).await
+    }
+
+    /// Restarts child `id` with a fresh instance and the same args; revives
+    /// a child in `backoff` or `failed`. Returns once the new instance has
+    /// started (its `init` returned) or failed to, as OTP's
+    /// `supervisor:restart_child` does; a failed start goes on per the
+    /// child's restart policy.
+    pub async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
+        let cell = self
+            .sup
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
+        let (done, restarted) = oneshot::channel();
+        cell.control.push(Control::Restart { done });
+        let _ = restarted.await;
+        Ok(())
+    }
+
+    /// Kills child `id` now: exit reason `killed(reason)`, restarted per its
+    /// policy, like `Process.exit(pid, :kill)`.
+    pub fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
+        let cell = self
+            .sup
+            .registry
+            .get(id)
+            .ok_or_else(|| ChildError::NotFound(id.into()))?;
+        cell.control.push(Control::Kill {
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    /// How many children exist.
+    pub fn count_children(&self) -> usize {
+        self.sup.registry.len()
+    }
+
+    /// Whether dynamic children are stored (not `--ephemeral`).
+    pub fn is_durable(&self) -> bool {
+        self.sup.is_durable()
+    }
+
+    /// Publishes `msg` on `topic`, to subscribers and event streams.
+    pub fn publish(&self, topic: &str, msg: Vec<u8>) {
+        self.sup.publish(topic, Bytes::from(msg));
+    }
+
+    /// Subscribes to the host's events (lifecycle and topics).
+    pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.sup.env.events.subscribe()
+    }
+
+    /// Stops every child (`terminate(shutdown)`), as the host does when it
+    /// exits. Stored children stay stored.
+    pub async fn shutdown(&self) {
+        self.sup.shutdown().await;
+    }
+}

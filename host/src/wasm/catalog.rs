@@ -1,0 +1,229 @@
+//! The plugin catalog: every plugin by name, each with its current compiled
+//! version. A version is compiled once and its `InstancePre` is shared by
+//! every (re)start of every instance of that version.
+
+use super::bindings::PluginPre;
+use super::cache::ArtifactCache;
+use super::state::InstanceState;
+use crate::config::PluginConfig;
+use crate::names;
+use anyhow::{Context, Result, anyhow};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+/// One compiled version of a plugin.
+pub struct Version {
+    /// The plugin's name.
+    pub plugin: Arc<str>,
+    /// A short content hash (12 hex digits) that names this version.
+    pub hash: String,
+    /// The full content hash (SHA-256, hex).
+    pub content_hash: String,
+    /// Whether it came from the compile cache instead of the compiler.
+    pub cached: bool,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// How long compiling it took, ms.
+    pub compile_ms: f64,
+    /// The size of the `.wasm` file, bytes.
+    pub size: usize,
+    /// The plugin's limits, fixed when it was loaded.
+    pub limits: Arc<PluginConfig>,
+    pub(crate) component: Component,
+    pub(crate) pre: PluginPre<InstanceState>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("plugin", &self.plugin)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the catalog knows about one plugin name.
+#[derive(Debug, Clone, Default)]
+pub struct PluginEntry {
+    /// The version new instances get, if one loaded.
+    pub current: Option<Arc<Version>>,
+    /// Why the last load or reload failed, if it did.
+    pub last_error: Option<String>,
+    /// The content hash of the file that failed, so that the same bytes are
+    /// not tried (and reported) again.
+    pub rejected: Option<String>,
+}
+
+/// Every plugin the host knows, by name.
+#[derive(Default)]
+pub struct Catalog {
+    plugins: RwLock<BTreeMap<String, PluginEntry>>,
+}
+
+/// The content hash of a plugin file: SHA-256, hex.
+pub(crate) fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles a component and checks it against the `plugin` world: a file that
+/// is not a component, imports something the host does not offer, or lacks
+/// an export fails here, never at instantiation.
+pub(crate) fn compile(
+    engine: &Engine,
+    linker: &Linker<InstanceState>,
+    name: &str,
+    bytes: &[u8],
+    limits: PluginConfig,
+    cache: Option<&ArtifactCache>,
+) -> Result<Version> {
+    if bytes.is_empty() {
+        return Err(anyhow!("the file is empty"));
+    }
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+        return Err(anyhow!(
+            "this is a core wasm module, not a component; build the plugin for \
+             wasm32-wasip2 (cargo build --target wasm32-wasip2)"
+        ));
+    }
+    let started = Instant::now();
+    let content_hash = content_hash(bytes);
+    let cached = cache.and_then(|c| c.load(engine, &content_hash));
+    let was_cached = cached.is_some();
+    let component = match cached {
+        Some(component) => component,
+        None => Component::new(engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("not a valid wasm component")?,
+    };
+    if let Some(needs) = component.resources_required() {
+        let cap = u64::from(limits.memory_mb) * 1024 * 1024;
+        if let Some(initial) = needs.max_initial_memory_size {
+            anyhow::ensure!(
+                initial <= cap,
+                "its initial memory ({} KiB) exceeds memory_mb = {}",
+                initial / 1024,
+                limits.memory_mb
+            );
+        }
+    }
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .context("it imports something the host does not provide (is it built against the wasmvisor:plugin world?)")?;
+    let pre = PluginPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("it does not export the wasmvisor:plugin world")?;
+    Ok(Version {
+        plugin: name.into(),
+        hash: content_hash[..12].to_string(),
+        content_hash,
+        cached: was_cached,
+        component,
+        loaded_at: SystemTime::now(),
+        compile_ms: started.elapsed().as_secs_f64() * 1e3,
+        size: bytes.len(),
+        limits: Arc::new(limits),
+        pre,
+    })
+}
+
+impl Catalog {
+    /// The version new instances of `name` get.
+    pub fn current(&self, name: &str) -> Option<Arc<Version>> {
+        self.read().get(name).and_then(|e| e.current.clone())
+    }
+
+    /// Every plugin with its state.
+    pub fn list(&self) -> Vec<(String, PluginEntry)> {
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Makes `version` the current one of its plugin.
+    pub(crate) fn install(&self, version: Arc<Version>) {
+        let mut plugins = self.write();
+        let entry = plugins.entry(version.plugin.to_string()).or_default();
+        entry.current = Some(version);
+        entry.last_error = None;
+        entry.rejected = None;
+    }
+
+    /// Forgets the current version of `name` (its file is gone); the entry
+    /// stays, so the plugin is listed with its waiting children.
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<Version>> {
+        self.write().get_mut(name).and_then(|e| e.current.take())
+    }
+
+    /// Records why loading content `hash` as `name` failed; a good current
+    /// version stays.
+    pub(crate) fn record_error(&self, name: &str, hash: Option<String>, error: String) {
+        let mut plugins = self.write();
+        let entry = plugins.entry(name.to_string()).or_default();
+        entry.last_error = Some(error);
+        if hash.is_some() {
+            entry.rejected = hash;
+        }
+    }
+
+    /// Whether content `hash` is what `name` runs, or what it last rejected.
+    pub(crate) fn seen(&self, name: &str, hash: &str) -> bool {
+        self.read().get(name).is_some_and(|e| {
+            e.current.as_ref().is_some_and(|v| v.content_hash == hash)
+                || e.rejected.as_deref() == Some(hash)
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PluginEntry>> {
+        // A panic while holding this lock leaves the map intact (every write
+        // is a single insert), so a poisoned lock is still usable.
+        self.plugins.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, PluginEntry>> {
+        self.plugins.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The plugin name of a path in the plugins folder: `NAME.wasm` with a valid
+/// name, or `None` for anything else.
+pub(crate) fn plugin_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    names::validate_plugin(stem).ok()?;
+    Some(stem.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_come_from_wasm_files_only() {
+        assert_eq!(
+            plugin_name(Path::new("dir/chaos.wasm")).as_deref(),
+            Some("chaos")
+        );
+        assert_eq!(plugin_name(Path::new("dir/chaos.wasm.tmp")), None);
+        assert_eq!(plugin_name(Path::new("dir/.chaos.wasm.swp")), None);
+        assert_eq!(plugin_name(Path::new("dir/bad name.wasm")), None);
+        assert_eq!(plugin_name(Path::new("dir/README.md")), None);
+    }
+
+    #[test]
+    fn hashes_are_hex_sha256() {
+        assert_eq!(
+            content_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}
