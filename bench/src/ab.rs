@@ -109,6 +109,9 @@ type Metric = (&'static str, &'static str, fn(&Report) -> f64);
 const METRICS: &[Metric] = &[
     ("spawn", "spawn_us", |r| r.spawn_us),
     ("spawn", "rss_per_instance_kib", |r| r.rss_per_instance_kib),
+    ("spawn", "kept_per_freed_instance_kib", |r| {
+        r.kept_per_freed_instance_kib
+    }),
     ("calls", "call_1c_per_s", |r| r.call_1c_per_s),
     ("calls", "call_p50_us", |r| r.call_p50_us),
     ("calls", "call_p99_us", |r| r.call_p99_us),

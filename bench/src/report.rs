@@ -56,6 +56,10 @@ pub struct Report {
     pub native_rss_per_instance_kib: f64,
     /// Resident memory per idle instance at each density step: (instances, KiB).
     pub rss_per_idle_instance_kib: Vec<(usize, f64)>,
+    /// What a stopped tracker's pool slot keeps resident for the next
+    /// instance (`[pool] keep_resident_kib`), KiB: an idle host holds this
+    /// for every slot that was in use at once.
+    pub kept_per_freed_instance_kib: f64,
     /// Page tables per spawned tracker, KiB: kernel memory outside RSS.
     pub page_tables_per_instance_kib: f64,
     /// Page tables per idle instance at each density step: (instances, KiB).
@@ -234,7 +238,7 @@ impl Report {
         let s = &self.system;
         let _ = writeln!(
             out,
-            "wasmvisor bench{} on {} ({} cores, {:.0} GiB, vm.max_map_count {})\n",
+            "wasmvisor-bench{} on {} ({} cores, {:.0} GiB, vm.max_map_count {})\n",
             if self.quick {
                 " --quick (small sizes; targets are for the full run)"
             } else {
@@ -297,6 +301,13 @@ impl Report {
         let _ = writeln!(out);
         for (n, kib) in &self.rss_per_idle_instance_kib {
             let _ = writeln!(out, "RSS per idle instance at {n} instances: {kib:.1} KiB");
+        }
+        if self.kept_per_freed_instance_kib > 0.0 {
+            let _ = writeln!(
+                out,
+                "kept resident by a stopped tracker's pool slot: {:.1} KiB (keep_resident_kib)",
+                self.kept_per_freed_instance_kib
+            );
         }
         if self.page_tables_per_instance_kib > 0.0 {
             let _ = writeln!(

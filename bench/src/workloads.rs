@@ -197,6 +197,8 @@ pub async fn run(opts: Options) -> Result<Report> {
         for i in 0..sizes.spawn {
             host.stop_child(&format!("s{i}")).await?;
         }
+        r.kept_per_freed_instance_kib =
+            kept_resident_bytes(&host) as f64 / 1024.0 / sizes.spawn as f64;
         native.clear();
     }
 
@@ -323,6 +325,16 @@ pub async fn run(opts: Options) -> Result<Report> {
     r.fresh_page_us = system::fresh_page_us();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(r)
+}
+
+/// What freed pool slots keep resident (`[pool] keep_resident_kib`), from
+/// the host's `/metrics` text.
+fn kept_resident_bytes(host: &Host) -> u64 {
+    host.metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("wasmvisor_pool_unused_resident_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn progress(what: &str) {

@@ -198,8 +198,8 @@ pub struct PoolConfig {
     /// it, KiB; its table and native stack keep as much each. A restart, a
     /// reload or a new child of the same plugin on that slot then takes
     /// fewer page faults, but the pages stay with the slot for as long as
-    /// the host runs: up to this much for every slot that was ever in use at
-    /// once. 0 gives every freed page back at once.
+    /// the host runs: up to three times this for every slot that was ever
+    /// in use at once. 0 gives every freed page back at once.
     pub keep_resident_kib: u32,
 }
 
@@ -226,7 +226,7 @@ impl Default for PoolConfig {
         PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
-            keep_resident_kib: 0,
+            keep_resident_kib: 16,
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::{Deserialize, Serialize};
-use wasmvisor_sdk::__private::{Slot, handle_call, init};
+use std::cell::RefCell;
+use wasmvisor_sdk::__private::{handle_call, init};
 use wasmvisor_sdk::Plugin;
 
 #[derive(Deserialize)]
@@ -83,6 +84,11 @@ impl Plugin for Fuzzed {
     }
 }
 
+thread_local! {
+    // What `export!` declares for a plugin; `init` fills it anew each run.
+    static SLOT: RefCell<Option<Fuzzed>> = const { RefCell::new(None) };
+}
+
 fuzz_target!(|data: &[u8]| {
     // The first byte splits the input into init args and one call.
     let Some((&split, rest)) = data.split_first() else {
@@ -90,16 +96,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let split = (split as usize).min(rest.len());
     let (args, call) = rest.split_at(split);
-    let slot = Slot::<Fuzzed>::new();
-    let args = if init(&slot, args.to_vec()).is_ok() {
+    let slot = &SLOT;
+    let args = if init(slot, args.to_vec()).is_ok() {
         args.to_vec()
     } else {
         // Calls must also decode after a valid init.
         let valid = br#"{"name": "fuzz"}"#.to_vec();
-        init(&slot, valid.clone()).expect("valid args initialise");
+        init(slot, valid.clone()).expect("valid args initialise");
         valid
     };
-    let reply = handle_call(&slot, call.to_vec());
+    let reply = handle_call(slot, call.to_vec());
     let reply: serde_json::Value = serde_json::from_slice(&reply)
         .unwrap_or_else(|e| panic!("reply to {call:?} (args {args:?}) is not JSON: {e}"));
     if let Some(error) = reply.get("error") {

@@ -2,13 +2,16 @@
 //! group's hold and release). They bypass the
 //! mailbox, so a kill reaches a child whose mailbox is full or whose guest is
 //! spinning, and they cost nothing until used: an idle child holds an empty
-//! queue and a `Notify`.
+//! queue and no waker.
 
 use crate::wasm::Version;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, oneshot};
+use std::task::{Context, Poll};
+use tokio::sync::oneshot;
 
 /// What an operator, a supervisor or the reloader asks of a child.
 pub(crate) enum Control {
@@ -39,11 +42,13 @@ pub(crate) enum Control {
     Release { done: oneshot::Sender<()> },
 }
 
+/// The signals queued for one child. Only the child's task waits on them,
+/// so one waker is enough.
 #[derive(Default)]
 pub(crate) struct ControlSlot {
     pending: AtomicBool,
     queue: Mutex<Queue>,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -67,7 +72,7 @@ impl ControlSlot {
         queue.signals.push_back(control);
         drop(queue);
         self.pending.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     fn take(&self, pick: impl Fn(&Control) -> bool) -> Option<Control> {
@@ -84,27 +89,35 @@ impl ControlSlot {
         found
     }
 
+    /// Ready with `take`'s signal once there is one; the caller's task is
+    /// woken by the next push otherwise.
+    fn poll<T>(&self, cx: &mut Context<'_>, take: impl Fn() -> Option<T>) -> Poll<T> {
+        if let Some(found) = take() {
+            return Poll::Ready(found);
+        }
+        // Register before looking again, so that a push between the two
+        // looks wakes this task.
+        self.waker.register(cx.waker());
+        match take() {
+            Some(found) => Poll::Ready(found),
+            None => Poll::Pending,
+        }
+    }
+
     /// The next signal, in arrival order.
     pub(crate) async fn next(&self) -> Control {
-        loop {
-            if let Some(c) = self.take(|_| true) {
-                return c;
-            }
-            self.notify.notified().await;
-        }
+        poll_fn(|cx| self.poll(cx, || self.take(|_| true))).await
     }
 
     /// Resolves when a kill arrives; other signals stay queued for
     /// [`ControlSlot::next`]. Used while a guest callback runs, because only a
     /// kill interrupts a callback.
     pub(crate) async fn killed(&self) -> String {
-        loop {
-            if let Some(Control::Kill { reason }) = self.take(|c| matches!(c, Control::Kill { .. }))
-            {
-                return reason;
-            }
-            self.notify.notified().await;
-        }
+        let kill = || match self.take(|c| matches!(c, Control::Kill { .. })) {
+            Some(Control::Kill { reason }) => Some(reason),
+            _ => None,
+        };
+        poll_fn(|cx| self.poll(cx, kill)).await
     }
 
     /// Takes everything queued and refuses what comes later (the child is

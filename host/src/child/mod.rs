@@ -7,12 +7,14 @@
 
 mod address;
 mod control;
+mod deadline;
 mod mailbox;
 mod parent;
 
 pub use address::Address;
 pub(crate) use address::Cell;
 pub(crate) use control::Control;
+pub(crate) use deadline::tick;
 pub(crate) use mailbox::{Envelope, Receiver, mailbox};
 pub(crate) use parent::{Decision, Origin, Parent};
 

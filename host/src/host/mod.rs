@@ -12,7 +12,7 @@ pub use info::{ChildInfo, PluginInfo};
 pub use reload::{LoadReport, PluginChange, RELOAD_BATCH};
 pub use watch::{SETTLE, Watcher};
 
-use crate::child::{Address, Control, Env, Tasks};
+use crate::child::{Address, Env, Tasks};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 /// A running wasmvisor host. Cheap to clone; all clones are the same host.
 ///
@@ -44,7 +44,8 @@ impl Host {
     /// the stored children. Must run inside a multi-threaded tokio runtime.
     pub async fn new(config: Config) -> Result<Host> {
         let env = Arc::new(Env {
-            wasm: Wasm::new(&config)?,
+            // The engine's millisecond clock also bounds calls' waits.
+            wasm: Wasm::new(&config, crate::child::tick)?,
             events: EventBus::default(),
             metrics: Metrics::default(),
             tasks: Arc::new(Tasks::default()),
@@ -139,29 +140,13 @@ impl Host {
     /// `supervisor:restart_child` does; a failed start goes on per the
     /// child's restart policy.
     pub async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
-        let cell = self
-            .sup
-            .registry
-            .get(id)
-            .ok_or_else(|| ChildError::NotFound(id.into()))?;
-        let (done, restarted) = oneshot::channel();
-        cell.control.push(Control::Restart { done });
-        let _ = restarted.await;
-        Ok(())
+        self.sup.restart_child(id).await
     }
 
     /// Kills child `id` now: exit reason `killed(reason)`, restarted per its
     /// policy, like `Process.exit(pid, :kill)`.
     pub fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
-        let cell = self
-            .sup
-            .registry
-            .get(id)
-            .ok_or_else(|| ChildError::NotFound(id.into()))?;
-        cell.control.push(Control::Kill {
-            reason: reason.to_string(),
-        });
-        Ok(())
+        self.sup.kill_child(id, reason)
     }
 
     /// How many children exist.

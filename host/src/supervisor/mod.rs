@@ -131,13 +131,42 @@ impl Supervisor {
     /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
     /// then the child is removed and its id is free.
     pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
-        let cell = self
-            .registry
+        self.order(id, |done| Control::Stop { done }).await
+    }
+
+    /// A fresh instance with the same args, once the old one's
+    /// `terminate(shutdown)` ran; revives a child in `backoff` or `failed`.
+    /// Resolves once the new instance started or failed to.
+    pub(crate) async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
+        self.order(id, |done| Control::Restart { done }).await
+    }
+
+    /// Ends child `id`'s instance now with `killed(reason)`.
+    pub(crate) fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
+        let cell = self.child(id)?;
+        cell.control.push(Control::Kill {
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    fn child(&self, id: &str) -> Result<Arc<Cell>, ChildError> {
+        self.registry
             .get(id)
-            .ok_or_else(|| ChildError::NotFound(id.into()))?;
-        let (done, stopped) = oneshot::channel();
-        cell.control.push(Control::Stop { done });
-        let _ = stopped.await;
+            .ok_or_else(|| ChildError::NotFound(id.into()))
+    }
+
+    /// Sends child `id` the signal `order` makes and waits until the child
+    /// carried it out.
+    async fn order(
+        &self,
+        id: &str,
+        order: impl FnOnce(oneshot::Sender<()>) -> Control,
+    ) -> Result<(), ChildError> {
+        let cell = self.child(id)?;
+        let (done, carried_out) = oneshot::channel();
+        cell.control.push(order(done));
+        let _ = carried_out.await;
         Ok(())
     }
 

@@ -109,9 +109,10 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     Ok(linker)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own.
-/// It holds only a weak reference, so it ends with the engine.
-pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
+/// and calls `on_tick` after each: the host's millisecond clock. It holds
+/// only a weak reference, so it ends with the engine.
+pub(crate) fn start_epoch_ticker(engine: &Engine, on_tick: fn()) -> Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasmvisor-epoch".into())
@@ -119,6 +120,7 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<()> {
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
+                on_tick();
                 std::thread::sleep(EPOCH_TICK);
             }
         })

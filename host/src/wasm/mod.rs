@@ -48,12 +48,13 @@ pub(crate) struct Wasm {
 }
 
 impl Wasm {
-    /// The engine (with its epoch ticker), the linker, an empty catalog and,
-    /// unless the config is ephemeral, the compile cache under the data dir.
-    pub(crate) fn new(config: &Config) -> Result<Wasm> {
+    /// The engine (with its epoch ticker, which calls `on_tick` every
+    /// millisecond), the linker, an empty catalog and, unless the config is
+    /// ephemeral, the compile cache under the data dir.
+    pub(crate) fn new(config: &Config, on_tick: fn()) -> Result<Wasm> {
         let engine = engine::engine(config)?;
         let linker = engine::linker(&engine)?;
-        engine::start_epoch_ticker(&engine)?;
+        engine::start_epoch_ticker(&engine, on_tick)?;
         let cache = match config.ephemeral {
             true => None,
             false => Some(Arc::new(ArtifactCache::open(&config.data_dir, &engine)?)),
