@@ -2,9 +2,10 @@
 //! to calls into here.
 
 use crate::bindings::wasmvisor::plugin::types as wit;
+use crate::http::{RequestId, Response};
 use crate::message::{Message, decode_bytes};
 use crate::plugin::{Info, Plugin};
-use crate::runtime::{Level, from_wit_reason, log};
+use crate::runtime::{Level, MonitorRef, ReplyTo, from_wit_reason, log};
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
@@ -28,11 +29,14 @@ macro_rules! export {
             struct __WasmvisorExport;
 
             impl $crate::bindings::Guest for __WasmvisorExport {
-                fn init(args: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                fn init(args: ::std::vec::Vec<u8>) -> ::core::result::Result<$crate::bindings::InitOutcome, ::std::string::String> {
                     $crate::__private::init(&__WASMVISOR_SLOT, args)
                 }
-                fn handle_call(msg: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
-                    $crate::__private::handle_call(&__WASMVISOR_SLOT, msg)
+                fn handle_continue(msg: ::std::vec::Vec<u8>) {
+                    $crate::__private::handle_continue(&__WASMVISOR_SLOT, msg)
+                }
+                fn handle_call(msg: ::std::vec::Vec<u8>, reply_to: u64) -> ::core::option::Option<::std::vec::Vec<u8>> {
+                    $crate::__private::handle_call(&__WASMVISOR_SLOT, msg, reply_to)
                 }
                 fn handle_cast(msg: ::std::vec::Vec<u8>) {
                     $crate::__private::handle_cast(&__WASMVISOR_SLOT, msg)
@@ -83,22 +87,63 @@ fn install_panic_hook() {
     }));
 }
 
+/// What `init` asked for besides succeeding.
+enum Asked {
+    Continue(Message),
+    Ignore,
+}
+
+std::thread_local! {
+    /// Set by [`continue_with`] or [`ignore`] during `init`.
+    static ASKED: RefCell<Option<Asked>> = const { RefCell::new(None) };
+}
+
+/// Called in [`Plugin::init`]: once `init` returns `Ok`, run
+/// [`Plugin::handle_continue`] with `msg` first, after the starter got its
+/// answer (OTP's `{:ok, state, {:continue, msg}}`). Outside `init` it does
+/// nothing.
+pub fn continue_with(msg: &impl serde::Serialize) {
+    ASKED.set(Some(Asked::Continue(Message::encode(msg))));
+}
+
+/// Called in [`Plugin::init`]: once `init` returns `Ok`, keep no child (OTP's
+/// `:ignore`). The start answers `ignored` and the id stays free; a child
+/// from the config is listed as `ignored`. Outside `init` it does nothing.
+pub fn ignore() {
+    ASKED.set(Some(Asked::Ignore));
+}
+
 /// `init` export.
-pub fn init<P: Plugin>(slot: &'static Slot<P>, args: Vec<u8>) -> Result<(), String> {
+pub fn init<P: Plugin>(slot: &'static Slot<P>, args: Vec<u8>) -> Result<wit::InitOutcome, String> {
     install_panic_hook();
+    ASKED.set(None);
     let args: P::Args = decode_bytes(&args).map_err(|e| format!("invalid args: {e}"))?;
     let mut plugin = P::default();
     plugin.init(args)?;
     slot.set(Some(plugin));
-    Ok(())
+    Ok(match ASKED.take() {
+        None => wit::InitOutcome::Ready,
+        Some(Asked::Continue(msg)) => wit::InitOutcome::Continue(msg.into_bytes()),
+        Some(Asked::Ignore) => wit::InitOutcome::Ignore,
+    })
+}
+
+/// `handle-continue` export.
+pub fn handle_continue<P: Plugin>(slot: &'static Slot<P>, msg: Vec<u8>) {
+    with(slot, |p| p.handle_continue(Message::from_bytes(msg)))
 }
 
 /// `handle-call` export. A request that does not decode is answered with
 /// `{"error": "bad_message", ...}` instead of reaching the plugin.
-pub fn handle_call<P: Plugin>(slot: &'static Slot<P>, msg: Vec<u8>) -> Vec<u8> {
+pub fn handle_call<P: Plugin>(
+    slot: &'static Slot<P>,
+    msg: Vec<u8>,
+    reply_to: u64,
+) -> Option<Vec<u8>> {
     match decode_bytes::<P::Call>(&msg) {
-        Ok(msg) => with(slot, |p| Message::encode(&p.handle_call(msg)).into_bytes()),
-        Err(e) => Message::error("bad_message", &e.to_string()).into_bytes(),
+        Ok(msg) => with(slot, |p| p.handle_call_from(msg, ReplyTo(reply_to)))
+            .map(|reply| Message::encode(&reply).into_bytes()),
+        Err(e) => Some(Message::error("bad_message", &e.to_string()).into_bytes()),
     }
 }
 
@@ -116,12 +161,25 @@ pub fn handle_info<P: Plugin>(slot: &'static Slot<P>, info: wit::Info) {
     let info = match info {
         wit::Info::Timer(msg) => Info::Timer(Message::from_bytes(msg)),
         wit::Info::Down(d) => Info::Down {
+            monitor: MonitorRef(d.ref_),
             id: d.id,
             reason: from_wit_reason(d.reason),
         },
         wit::Info::Event(e) => Info::Event {
             topic: e.topic,
             msg: Message::from_bytes(e.msg),
+        },
+        wit::Info::Exit(e) => Info::Exit {
+            id: e.id,
+            reason: from_wit_reason(e.reason),
+        },
+        wit::Info::HttpResponse(r) => Info::Http {
+            id: RequestId(r.id),
+            result: r.result.map(|reply| Response {
+                status: reply.status,
+                headers: reply.headers,
+                body: reply.body,
+            }),
         },
     };
     with(slot, |p| p.handle_info(info))
@@ -137,8 +195,13 @@ pub fn snapshot<P: Plugin>(slot: &'static Slot<P>) -> Option<Vec<u8>> {
     with(slot, |p| p.snapshot()).map(Message::into_bytes)
 }
 
-/// `restore` export.
+/// `restore` export: a reload that continues the child runs no `init`, so
+/// the plugin value is made here.
 pub fn restore<P: Plugin>(slot: &'static Slot<P>, state: Vec<u8>) -> Result<(), String> {
+    if slot.with_borrow(Option::is_none) {
+        install_panic_hook();
+        slot.set(Some(P::default()));
+    }
     with(slot, |p| p.restore(Message::from_bytes(state)))
 }
 
@@ -185,26 +248,26 @@ mod tests {
         // `init` also installs the panic hook, which logs through the host:
         // fill the slot as `init` does instead.
         SLOT.set(Some(Counter(1)));
-        assert_eq!(handle_call(&SLOT, b"2".to_vec()), b"3");
+        assert_eq!(handle_call(&SLOT, b"2".to_vec(), 1), Some(b"3".to_vec()));
         handle_cast(&SLOT, b"4".to_vec());
         assert_eq!(snapshot(&SLOT), Some(b"7".to_vec()));
         assert_eq!(restore(&SLOT, b"10".to_vec()), Ok(()));
-        assert_eq!(handle_call(&SLOT, b"0".to_vec()), b"10");
+        assert_eq!(handle_call(&SLOT, b"0".to_vec(), 2), Some(b"10".to_vec()));
     }
 
     #[test]
     fn a_call_that_does_not_decode_does_not_reach_the_plugin() {
         SLOT.set(Some(Counter(1)));
-        let reply = handle_call(&SLOT, b"\"one\"".to_vec());
+        let reply = handle_call(&SLOT, b"\"one\"".to_vec(), 1).unwrap();
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
         assert_eq!(reply["error"], "bad_message");
-        assert_eq!(handle_call(&SLOT, b"0".to_vec()), b"1");
+        assert_eq!(handle_call(&SLOT, b"0".to_vec(), 2), Some(b"1".to_vec()));
     }
 
     #[test]
     #[should_panic(expected = "before init")]
     fn a_callback_before_init_traps() {
         SLOT.set(None);
-        handle_call(&SLOT, b"1".to_vec());
+        handle_call(&SLOT, b"1".to_vec(), 1);
     }
 }

@@ -1,11 +1,23 @@
-//! Outbound HTTP over `wasi:http/outgoing-handler`.
+//! Outbound HTTP.
 //!
-//! The host lets a plugin reach only the hosts listed in its config's
-//! `allowed_hosts`; any other destination fails with [`HttpError::Denied`].
+//! Two ways, both limited to the hosts listed in the plugin's config
+//! (`allowed_hosts`):
+//!
+//! - [`send_async`] sends a request and returns at once; the response
+//!   arrives later as [`Info::Http`](crate::Info::Http), while the instance
+//!   keeps handling its other messages. This is the OTP way to talk to a
+//!   slow source: defer the caller's reply, and answer it when the response
+//!   comes (see [`reply`](crate::reply)).
+//! - [`get`] waits for the response inside the current callback, over
+//!   `wasi:http/outgoing-handler`: simple, but the child handles nothing
+//!   else meanwhile.
 //!
 //! ```ignore
 //! let resp = wasmvisor_sdk::http::get("http://api.example.com/mentions")?;
 //! let items: Vec<serde_json::Value> = resp.json()?;
+//!
+//! let id = wasmvisor_sdk::http::send_async(&Request::get("http://api.example.com/slow"));
+//! // later, in handle_info: Info::Http { id, result } ...
 //! ```
 
 use crate::message::{DecodeError, decode_bytes};
@@ -19,13 +31,79 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// How long [`get`] waits for a connection, and then for the first byte.
 pub const TIMEOUT_MS: u64 = 10_000;
 
-/// A response: its status and whole body.
+/// A response: its status, headers and whole body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
+    /// The headers, as name and value (empty for [`get`]).
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+/// A request for [`send_async`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// An `http://` or `https://` URL whose host is in `allowed_hosts`.
+    pub url: String,
+    /// Request headers, as name and value.
+    pub headers: Vec<(String, String)>,
+    /// The body (empty for none).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// `GET url`.
+    pub fn get(url: impl Into<String>) -> Request {
+        Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// `POST url` with `body`.
+    pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Request {
+        Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What [`send_async`] returns; the response arrives as
+/// [`Info::Http`](crate::Info::Http) with the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+/// Sends `request` without waiting: the response, or why there is none (a
+/// host not in `allowed_hosts`, a connection error, the plugin's
+/// `http_timeout_ms`, a body over its `http_body_kib`), arrives as
+/// [`Info::Http`](crate::Info::Http). A request ends with the instance's
+/// incarnation: an exit cancels it, a hot reload that continues the child
+/// does not.
+pub fn send_async(request: &Request) -> RequestId {
+    use crate::bindings::wasmvisor::plugin::types::HttpRequest;
+    RequestId(
+        crate::bindings::wasmvisor::plugin::runtime::http_send_async(&HttpRequest {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        }),
+    )
 }
 
 impl Response {
@@ -144,7 +222,11 @@ pub fn get(url: &str) -> Result<Response, HttpError> {
         }
     }
     drop(stream);
-    Ok(Response { status, body: out })
+    Ok(Response {
+        status,
+        headers: Vec::new(),
+        body: out,
+    })
 }
 
 #[cfg(test)]

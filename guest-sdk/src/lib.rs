@@ -72,7 +72,7 @@
 //!                     self.count += n;
 //!                 }
 //!             }
-//!             Info::Down { .. } => {}
+//!             _ => {}
 //!         }
 //!     }
 //!
@@ -124,19 +124,22 @@ mod message;
 mod plugin;
 mod runtime;
 
+pub use export::{continue_with, ignore};
 pub use message::{DecodeError, Message};
 pub use plugin::{ExitReason, Info, Plugin};
 pub use runtime::{
-    CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, Restart, StartError, StopError, TimerRef,
-    call, call_raw, call_timeout, cancel_timer, cast, log, monitor, publish, self_id, send_after,
-    start_child, stop, stop_child, subscribe, unsubscribe,
+    CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, MonitorRef, ReplyTo, Restart, StartError,
+    Started, StopError, TimerRef, call, call_raw, call_timeout, cancel_timer, cast, demonitor,
+    link, log, monitor, publish, reply, self_id, send_after, start_child, stop, stop_child,
+    subscribe, trap_exits, unlink, unsubscribe,
 };
 pub use serde_json::{Value, json};
 
 #[doc(hidden)]
 pub mod __private {
     pub use crate::export::{
-        Slot, handle_call, handle_cast, handle_info, init, restore, snapshot, terminate,
+        Slot, handle_call, handle_cast, handle_continue, handle_info, init, restore, snapshot,
+        terminate,
     };
     pub use wit_bindgen::rt as wit_bindgen;
 }

@@ -114,7 +114,8 @@ pub fn cast(to: &str, msg: &impl Serialize) -> Result<(), CallError> {
 pub struct TimerRef(pub u64);
 
 /// Delivers [`Info::Timer`](crate::Info::Timer) with `msg` to this instance
-/// after `delay_ms`. The timer dies with the instance.
+/// after `delay_ms`. The timer ends with the incarnation: an exit cancels
+/// it, a hot reload that continues the child does not.
 pub fn send_after(delay_ms: u64, msg: &impl Serialize) -> TimerRef {
     TimerRef(rt::send_after(delay_ms, Message::encode(msg).as_bytes()))
 }
@@ -177,6 +178,15 @@ impl ChildSpec {
     }
 }
 
+/// What [`start_child`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The child runs.
+    Running,
+    /// Its `init` asked to be ignored: no child is kept and its id is free.
+    Ignored,
+}
+
 /// Why [`start_child`] did not start a child.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartError {
@@ -184,6 +194,8 @@ pub enum StartError {
     AlreadyStarted,
     /// No plugin of that name is loaded.
     UnknownPlugin,
+    /// The host runs its `max_children` dynamic children already.
+    MaxChildren,
     /// The spec is invalid (its id or plugin name); why.
     Invalid(String),
     /// The new child's `init` returned an error or trapped; why.
@@ -200,6 +212,7 @@ impl StartError {
         match self {
             StartError::AlreadyStarted => "already_started",
             StartError::UnknownPlugin => "unknown_plugin",
+            StartError::MaxChildren => "max_children",
             StartError::Invalid(_) => "bad_request",
             StartError::InitFailed(_) => "init_failed",
             StartError::Unavailable(_) => "unavailable",
@@ -249,7 +262,7 @@ impl fmt::Display for StopError {
 impl std::error::Error for StopError {}
 
 /// Starts a dynamic child and waits until its `init` returned.
-pub fn start_child(spec: &ChildSpec) -> Result<(), StartError> {
+pub fn start_child(spec: &ChildSpec) -> Result<Started, StartError> {
     let spec = wit::ChildSpec {
         id: spec.id.clone(),
         plugin: spec.plugin.clone(),
@@ -261,12 +274,17 @@ pub fn start_child(spec: &ChildSpec) -> Result<(), StartError> {
         },
         shutdown_ms: spec.shutdown_ms,
     };
-    rt::start_child(&spec).map_err(|e| match e {
+    let started = rt::start_child(&spec).map_err(|e| match e {
         wit::StartError::AlreadyStarted => StartError::AlreadyStarted,
         wit::StartError::UnknownPlugin => StartError::UnknownPlugin,
+        wit::StartError::MaxChildren => StartError::MaxChildren,
         wit::StartError::Invalid(m) => StartError::Invalid(m),
         wit::StartError::InitFailed(m) => StartError::InitFailed(m),
         wit::StartError::Unavailable(m) => StartError::Unavailable(m),
+    })?;
+    Ok(match started {
+        wit::StartOutcome::Started => Started::Running,
+        wit::StartOutcome::Ignored => Started::Ignored,
     })
 }
 
@@ -279,10 +297,55 @@ pub fn stop_child(id: &str) -> Result<(), StopError> {
     })
 }
 
-/// Monitors `id`: [`Info::Down`](crate::Info::Down) arrives once when it
-/// exits, or at once (with `Noproc`) if it is not running.
-pub fn monitor(id: &str) {
-    rt::monitor(id)
+/// A monitor, returned by [`monitor`]; its `down` carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MonitorRef(pub u64);
+
+/// Monitors `id`: [`Info::Down`](crate::Info::Down) with the returned
+/// reference arrives once when it exits, or at once (with `Noproc`) if it
+/// is not running. Monitors end with this instance's incarnation.
+pub fn monitor(id: &str) -> MonitorRef {
+    MonitorRef(rt::monitor(id))
+}
+
+/// Removes a monitor, and its `down` if one already waits in the mailbox
+/// (OTP's `demonitor(ref, [:flush])`): no `down` for it arrives after this.
+/// True when the monitor was still set.
+pub fn demonitor(monitor: MonitorRef) -> bool {
+    rt::demonitor(monitor.0)
+}
+
+/// Links this child with `id`, both ways (OTP's `Process.link`): when either
+/// exits with a reason other than `Normal`, the other exits too, with
+/// [`ExitReason::Linked`], unless it traps exits ([`trap_exits`]). Fails
+/// with `NotFound` when `id` is not running.
+pub fn link(id: &str) -> Result<(), CallError> {
+    rt::link(id).map_err(CallError::from)
+}
+
+/// Removes the link with `id`, if there is one.
+pub fn unlink(id: &str) {
+    rt::unlink(id)
+}
+
+/// With true, a linked child's exit arrives as
+/// [`Info::Exit`](crate::Info::Exit) instead of ending this instance. Reset
+/// whenever the child starts.
+pub fn trap_exits(on: bool) {
+    rt::trap_exits(on)
+}
+
+/// The handle of a call that [`Plugin::handle_call_from`](crate::Plugin::handle_call_from)
+/// left unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplyTo(pub u64);
+
+/// Answers a call left unanswered (OTP's `GenServer.reply/2`), from any
+/// callback of the same incarnation. False when that call no longer waits
+/// (answered already, or the incarnation ended). A reply after the caller's
+/// timeout is dropped.
+pub fn reply(to: ReplyTo, value: &impl Serialize) -> bool {
+    rt::reply(to.0, Message::encode(value).as_bytes())
 }
 
 /// Publishes `msg` on `topic` to every subscriber and event stream.
@@ -341,6 +404,7 @@ pub(crate) fn to_wit_reason(reason: ExitReason) -> wit::ExitReason {
         ExitReason::Killed(m) => wit::ExitReason::Killed(m),
         ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m),
         ExitReason::Noproc => wit::ExitReason::Noproc,
+        ExitReason::Linked(id) => wit::ExitReason::Linked(id),
     }
 }
 
@@ -352,5 +416,6 @@ pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
         wit::ExitReason::Killed(m) => ExitReason::Killed(m),
         wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
         wit::ExitReason::Noproc => ExitReason::Noproc,
+        wit::ExitReason::Linked(id) => ExitReason::Linked(id),
     }
 }

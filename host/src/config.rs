@@ -58,6 +58,8 @@ pub struct SupervisorConfig {
     pub max_seconds: u32,
     /// What a dynamic child that exceeds its intensity does.
     pub on_exhausted: OnExhausted,
+    /// The most dynamic children the host runs at once (none by default).
+    pub max_children: Option<u32>,
 }
 
 impl Default for SupervisorConfig {
@@ -66,6 +68,7 @@ impl Default for SupervisorConfig {
             max_restarts: 3,
             max_seconds: 5,
             on_exhausted: OnExhausted::Backoff,
+            max_children: None,
         }
     }
 }
@@ -152,6 +155,10 @@ pub struct PluginConfig {
     pub mailbox: u32,
     /// Hosts (`host` or `host:port`) the plugin may reach over HTTP.
     pub allowed_hosts: Vec<String>,
+    /// The most of a response body an `http-send-async` request reads, KiB.
+    pub http_body_kib: u32,
+    /// How long an `http-send-async` request may take, ms.
+    pub http_timeout_ms: u32,
     /// Environment variables the guest sees (none by default).
     pub env: BTreeMap<String, String>,
     /// Host folders the guest may open (none by default).
@@ -178,6 +185,8 @@ impl Default for PluginConfig {
             cpu_ms: 1_000,
             mailbox: 10_000,
             allowed_hosts: Vec::new(),
+            http_body_kib: 1024,
+            http_timeout_ms: 30_000,
             env: BTreeMap::new(),
             dirs: Vec::new(),
         }
@@ -269,6 +278,14 @@ impl Config {
             );
             anyhow::ensure!(p.cpu_ms > 0, "plugins.{name}.cpu_ms must be at least 1");
             anyhow::ensure!(p.mailbox > 0, "plugins.{name}.mailbox must be at least 1");
+            anyhow::ensure!(
+                p.http_body_kib > 0,
+                "plugins.{name}.http_body_kib must be at least 1"
+            );
+            anyhow::ensure!(
+                p.http_timeout_ms > 0,
+                "plugins.{name}.http_timeout_ms must be at least 1"
+            );
             for d in &p.dirs {
                 anyhow::ensure!(
                     d.guest.starts_with('/'),

@@ -19,7 +19,7 @@ pub(crate) struct Metrics {
     casts: AtomicU64,
     call_errors: [AtomicU64; 6],
     restarts: AtomicU64,
-    exits: [AtomicU64; 5],
+    exits: [AtomicU64; 6],
     plugin_loads: AtomicU64,
     plugin_load_failures: AtomicU64,
 }
@@ -32,7 +32,14 @@ const CALL_ERROR_CODES: [&str; 6] = [
     "mailbox_full",
     "failed",
 ];
-const EXIT_CODES: [&str; 5] = ["normal", "shutdown", "trap", "killed", "init_failed"];
+const EXIT_CODES: [&str; 6] = [
+    "normal",
+    "shutdown",
+    "trap",
+    "killed",
+    "init_failed",
+    "linked",
+];
 
 fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +77,7 @@ impl Metrics {
             ExitReason::Trap(_) => 2,
             ExitReason::Killed(_) => 3,
             ExitReason::InitFailed(_) => 4,
+            ExitReason::Linked(_) => 5,
             // Only ever in `down` notifications, never an instance's exit.
             ExitReason::Noproc => return,
         };

@@ -66,6 +66,9 @@ pub enum ExitReason {
     InitFailed(String),
     /// Only in `down` notifications: the monitored id was not running.
     Noproc,
+    /// A linked child exited with a reason other than `normal` and this
+    /// one does not trap exits; the linked child's id.
+    Linked(String),
 }
 
 impl ExitReason {
@@ -76,7 +79,7 @@ impl ExitReason {
     }
 
     /// The reason's code: `normal`, `shutdown`, `trap`, `killed`,
-    /// `init_failed` or `noproc`.
+    /// `init_failed`, `noproc` or `linked`.
     pub fn code(&self) -> &'static str {
         match self {
             ExitReason::Normal => "normal",
@@ -85,11 +88,12 @@ impl ExitReason {
             ExitReason::Killed(_) => "killed",
             ExitReason::InitFailed(_) => "init_failed",
             ExitReason::Noproc => "noproc",
+            ExitReason::Linked(_) => "linked",
         }
     }
 
-    /// What a caller whose message was being handled when the instance died
-    /// is told.
+    /// What a caller whose message was being handled, or whose reply was
+    /// deferred, when the instance exited is told.
     pub(crate) fn to_call_error(&self) -> CallError {
         match self {
             ExitReason::Trap(m) => CallError::Trapped(m.clone()),
@@ -102,9 +106,10 @@ impl ExitReason {
 impl fmt::Display for ExitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitReason::Trap(m) | ExitReason::Killed(m) | ExitReason::InitFailed(m) => {
-                write!(f, "{}: {m}", self.code())
-            }
+            ExitReason::Trap(m)
+            | ExitReason::Killed(m)
+            | ExitReason::InitFailed(m)
+            | ExitReason::Linked(m) => write!(f, "{}: {m}", self.code()),
             other => f.write_str(other.code()),
         }
     }
@@ -187,6 +192,16 @@ impl CallError {
     }
 }
 
+/// What a start did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOutcome {
+    /// The child runs.
+    Started,
+    /// Its `init` returned `ignore`: no child is kept and its id is free.
+    Ignored,
+}
+
 /// Why a child could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
@@ -196,6 +211,9 @@ pub enum StartError {
     /// No plugin of that name is loaded.
     #[error("unknown_plugin: no plugin named {0:?} is loaded")]
     UnknownPlugin(String),
+    /// The host runs `[supervisor] max_children` dynamic children already.
+    #[error("max_children: the host runs {0} dynamic children, its [supervisor] max_children")]
+    MaxChildren(u32),
     /// The spec is invalid (id, plugin name, args).
     #[error("bad_request: {0}")]
     Invalid(String),
@@ -214,6 +232,7 @@ impl StartError {
         match self {
             StartError::AlreadyStarted(_) => "already_started",
             StartError::UnknownPlugin(_) => "unknown_plugin",
+            StartError::MaxChildren(_) => "max_children",
             StartError::Invalid(_) => "bad_request",
             StartError::InitFailed(_) => "init_failed",
             StartError::Unavailable(_) => "unavailable",
@@ -255,6 +274,9 @@ pub enum Status {
     Failed,
     /// Its plugin's file was removed; it starts again when the file returns.
     Waiting,
+    /// A config child whose `init` returned `ignore`: it has no instance
+    /// until an operator restarts it.
+    Ignored,
 }
 
 impl Status {
@@ -267,6 +289,7 @@ impl Status {
             Status::Backoff => "backoff",
             Status::Failed => "failed",
             Status::Waiting => "waiting",
+            Status::Ignored => "ignored",
         }
     }
 }

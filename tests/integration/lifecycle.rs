@@ -15,7 +15,8 @@ async fn start_lookup_call_cast() {
     let addr = host
         .start_child(spec("t1", "tracker", json!({"transaction_id": "txn_1"})))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a tracker is not ignored");
     assert_eq!(addr.id(), "t1");
     assert_eq!(call_ok(&host, "t1", json!({"observe": 1})).await, json!(1));
     cast(&host, "t1", json!({"observe": "two"})).unwrap();
@@ -86,7 +87,8 @@ async fn a_trap_restarts_with_the_same_args_and_address() {
     let addr = host
         .start_child(spec("c1", "chaos", json!({"k": "v"})))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("chaos is not ignored");
     assert_eq!(call_ok(&host, "c1", json!({"add": 5})).await, json!(5));
     crash_and_find_args_kept(&host, "c1", json!({"k": "v"})).await;
     assert!(host.lookup("c1").unwrap().same(&addr));
@@ -197,11 +199,11 @@ async fn operator_stop_removes_any_policy_and_runs_terminate() {
     let (host, _dir) = host().await;
     start_ok(&host, "w", "chaos", json!(null)).await;
     start_ok(&host, "p", "chaos", json!(null)).await;
-    call_ok(&host, "w", json!({"monitor": "p"})).await;
+    let monitor = call_ok(&host, "w", json!({"monitor": "p"})).await;
     host.stop_child("p").await.unwrap();
     assert!(host.child("p").is_none());
     wait_for_info(&host, "w", "down(p, shutdown)", |i| {
-        i == &json!({"down": {"id": "p", "reason": "shutdown"}})
+        i == &json!({"down": {"ref": monitor, "id": "p", "reason": "shutdown"}})
     })
     .await;
     assert!(host.stop_child("p").await.is_err());

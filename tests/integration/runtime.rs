@@ -83,10 +83,11 @@ async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
     let (host, _dir) = host().await;
     start_ok(&host, "watcher", "chaos", json!(null)).await;
     start_ok(&host, "target", "chaos", json!(null)).await;
-    call_ok(&host, "watcher", json!({"monitor": "target"})).await;
-    call_ok(&host, "watcher", json!({"monitor": "ghost"})).await;
+    let target = call_ok(&host, "watcher", json!({"monitor": "target"})).await;
+    let ghost = call_ok(&host, "watcher", json!({"monitor": "ghost"})).await;
+    assert_ne!(target, ghost, "each monitor has its own reference");
     wait_for_info(&host, "watcher", "down(ghost, noproc)", |i| {
-        i == &json!({"down": {"id": "ghost", "reason": "noproc"}})
+        i == &json!({"down": {"ref": ghost, "id": "ghost", "reason": "noproc"}})
     })
     .await;
     let _ = call(&host, "target", json!("crash")).await;
@@ -95,6 +96,7 @@ async fn down_is_delivered_on_exit_and_at_once_for_an_id_never_running() {
     })
     .await;
     let down = got.iter().find(|i| i["down"]["id"] == "target").unwrap();
+    assert_eq!(down["down"]["ref"], target, "{down}");
     assert!(
         down["down"]["reason"]["trap"]
             .as_str()
@@ -132,10 +134,10 @@ async fn down_reports_normal_exits_too() {
     ))
     .await
     .unwrap();
-    call_ok(&host, "watcher", json!({"monitor": "worker"})).await;
+    let monitor = call_ok(&host, "watcher", json!({"monitor": "worker"})).await;
     call_ok(&host, "worker", json!("stop")).await;
     wait_for_info(&host, "watcher", "down(worker, normal)", |i| {
-        i == &json!({"down": {"id": "worker", "reason": "normal"}})
+        i == &json!({"down": {"ref": monitor, "id": "worker", "reason": "normal"}})
     })
     .await;
     wait_gone(&host, "worker").await;

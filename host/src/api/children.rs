@@ -131,9 +131,14 @@ pub(crate) async fn start(
         shutdown_ms: req.shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS),
     };
     let id = spec.id.clone();
-    host.start_child(spec).await?;
+    if host.start_child(spec).await?.is_none() {
+        return Ok((StatusCode::OK, Json(json!({"ignored": id}))));
+    }
     let info = host.child(&id).ok_or_else(|| ApiError::not_found(&id))?;
-    Ok((StatusCode::CREATED, Json(info)))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(info).unwrap_or_default()),
+    ))
 }
 
 pub(crate) async fn stop(

@@ -89,7 +89,9 @@ impl From<StartError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             StartError::Invalid(_) => StatusCode::BAD_REQUEST,
-            StartError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StartError::Unavailable(_) | StartError::MaxChildren(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         ApiError {
             status,

@@ -2,20 +2,29 @@
 //! mailbox, so it outlives every instance that serves it: messages that wait
 //! while an instance restarts or reloads go to the next instance.
 
-use super::control::ControlSlot;
+use super::control::{Control, ControlSlot};
 use super::deadline;
 use super::mailbox::{Envelope, Refused, Sender};
 use crate::types::{CallError, ChildSpec, ExitReason, Status};
 use crate::wasm::{Info, Version};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
-/// A watcher that wants a `down` when this child exits.
+/// A watcher's incarnation that wants a `down` when this child exits.
 pub(crate) struct Monitor {
-    pub watcher: Weak<Cell>,
-    pub generation: u64,
+    watcher: Weak<Cell>,
+    generation: u64,
+    reference: u64,
+}
+
+/// One end of a link between an incarnation of this child and one of
+/// `partner`.
+pub(crate) struct Link {
+    partner: Weak<Cell>,
+    partner_generation: u64,
+    generation: u64,
 }
 
 /// The mutable, rarely read part of a child: what `ps` shows.
@@ -27,6 +36,7 @@ pub(crate) struct CellState {
     pub started_at: SystemTime,
     pub backoff_until: Option<SystemTime>,
     pub monitors: Vec<Monitor>,
+    pub links: Vec<Link>,
     /// Brought back from the state database at host start.
     pub restored: bool,
     /// The supervision group it belongs to, if any.
@@ -39,8 +49,12 @@ pub struct Cell {
     pub(crate) spec: ChildSpec,
     pub(crate) mailbox: Sender,
     pub(crate) control: ControlSlot,
+    /// The current (or last) incarnation.
     generation: AtomicU64,
-    timer_ids: AtomicU64,
+    /// The last reference handed out (timers, monitors, replies, requests).
+    ids: AtomicU64,
+    /// Whether the current incarnation traps exit signals.
+    pub(crate) trap_exits: AtomicBool,
     state: Mutex<CellState>,
 }
 
@@ -52,7 +66,8 @@ impl Cell {
             mailbox,
             control: ControlSlot::default(),
             generation: AtomicU64::new(0),
-            timer_ids: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
+            trap_exits: AtomicBool::new(false),
             state: Mutex::new(CellState {
                 status: Status::Starting,
                 version: None,
@@ -61,6 +76,7 @@ impl Cell {
                 started_at: SystemTime::now(),
                 backoff_until: None,
                 monitors: Vec::new(),
+                links: Vec::new(),
                 restored: false,
                 group: None,
             }),
@@ -78,21 +94,29 @@ impl Cell {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current (or last) instance's generation. A restart (not a
-    /// reload) starts a new one; timers, monitors and subscriptions belong
-    /// to one.
+    /// The current (or last) incarnation. A start begins a new one;
+    /// timers, monitors, links and subscriptions belong to one.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Begins a new incarnation: its number. It traps no exits yet.
     pub(crate) fn next_generation(&self) -> u64 {
+        self.trap_exits.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Timer references are unique per child, across its instances, so a
-    /// stale timer message can never pass for a live timer.
-    pub(crate) fn next_timer_id(&self) -> u64 {
-        self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1
+    /// Goes back to incarnation `generation` (trapping exits or not), whose
+    /// instance goes on after a reload whose new instance did not start.
+    pub(crate) fn resume_generation(&self, generation: u64, trapping: bool) {
+        self.generation.store(generation, Ordering::Release);
+        self.trap_exits.store(trapping, Ordering::Release);
+    }
+
+    /// References are unique per child, across its incarnations, so a
+    /// stale timer, monitor or reply can never pass for a live one.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Sends a request and waits for the reply, at most `timeout`; a late
@@ -131,35 +155,24 @@ impl Cell {
             .send_notification(Envelope::Info { generation, info });
     }
 
-    /// Adds a monitor, or answers at once with `noproc` when no instance is
-    /// running. Both happen under the state lock, so a monitor set while the
-    /// child exits is never missed.
-    pub(crate) fn monitor(&self, watcher: &Arc<Cell>, generation: u64) {
+    /// Adds a monitor for `watcher`'s incarnation `generation`, or answers
+    /// at once with `noproc` when no instance is running. Both happen under
+    /// the state lock, so a monitor set while the child exits is never
+    /// missed.
+    pub(crate) fn monitor(&self, watcher: &Arc<Cell>, generation: u64, reference: u64) {
         let mut state = self.state();
-        if matches!(state.status, Status::Running | Status::Starting) {
-            // Drop monitors of earlier incarnations of the same watcher (they
-            // died with it); one monitor per incarnation is enough, since a
-            // `down` carries no reference to tell two apart.
-            state.monitors.retain(|m| {
-                m.watcher
-                    .upgrade()
-                    .is_some_and(|w| !Arc::ptr_eq(&w, watcher) || m.generation == generation)
+        if is_alive(state.status) {
+            state.monitors.push(Monitor {
+                watcher: Arc::downgrade(watcher),
+                generation,
+                reference,
             });
-            let exists = state
-                .monitors
-                .iter()
-                .any(|m| m.generation == generation && m.watcher.as_ptr() == Arc::as_ptr(watcher));
-            if !exists {
-                state.monitors.push(Monitor {
-                    watcher: Arc::downgrade(watcher),
-                    generation,
-                });
-            }
         } else {
             drop(state);
             watcher.post_info(
                 generation,
                 Info::Down {
+                    reference,
                     id: self.id.clone(),
                     reason: ExitReason::Noproc,
                 },
@@ -167,24 +180,122 @@ impl Cell {
         }
     }
 
-    /// Records an exit: sets the new status and sends `down` to every
-    /// monitor, atomically with respect to [`Cell::monitor`].
+    /// Removes `watcher`'s monitor `reference`; whether it was still set.
+    pub(crate) fn demonitor(&self, watcher: &Cell, reference: u64) -> bool {
+        let mut state = self.state();
+        let before = state.monitors.len();
+        state
+            .monitors
+            .retain(|m| !(m.reference == reference && std::ptr::eq(m.watcher.as_ptr(), watcher)));
+        state.monitors.len() != before
+    }
+
+    /// Links this child's incarnation `generation` with `partner`'s current
+    /// one, both ways; `not_found` when the partner is not running.
+    pub(crate) fn link(
+        self: &Arc<Cell>,
+        generation: u64,
+        partner: &Arc<Cell>,
+    ) -> Result<(), CallError> {
+        let partner_generation = {
+            let mut theirs = partner.state();
+            if !is_alive(theirs.status) {
+                return Err(CallError::NotFound);
+            }
+            let partner_generation = partner.generation();
+            let known = theirs.links.iter().any(|l| {
+                l.generation == partner_generation
+                    && l.partner_generation == generation
+                    && std::ptr::eq(l.partner.as_ptr(), Arc::as_ptr(self))
+            });
+            if known {
+                return Ok(());
+            }
+            theirs.links.push(Link {
+                partner: Arc::downgrade(self),
+                partner_generation: generation,
+                generation: partner_generation,
+            });
+            partner_generation
+        };
+        self.state().links.push(Link {
+            partner: Arc::downgrade(partner),
+            partner_generation,
+            generation,
+        });
+        Ok(())
+    }
+
+    /// Removes the links of this child's incarnation `generation` with
+    /// `partner` (every link when `partner` is `None`), both ways, with no
+    /// exit signal: an `unlink`, or an incarnation that ends without an
+    /// exit (a reload that starts the child anew).
+    pub(crate) fn unlink(&self, generation: u64, partner: Option<&Cell>) {
+        let gone = {
+            let mut state = self.state();
+            let (gone, kept) = std::mem::take(&mut state.links).into_iter().partition(|l| {
+                l.generation == generation
+                    && partner.is_none_or(|p| std::ptr::eq(l.partner.as_ptr(), p))
+            });
+            state.links = kept;
+            gone
+        };
+        for link in gone {
+            if let Some(partner) = link.partner.upgrade() {
+                partner.forget_link(link.partner_generation, self, generation);
+            }
+        }
+    }
+
+    /// Removes this child's link of incarnation `generation` with
+    /// `partner`'s incarnation `partner_generation`.
+    fn forget_link(&self, generation: u64, partner: &Cell, partner_generation: u64) {
+        self.state().links.retain(|l| {
+            !(l.generation == generation
+                && l.partner_generation == partner_generation
+                && std::ptr::eq(l.partner.as_ptr(), partner))
+        });
+    }
+
+    /// Records an exit of the current incarnation: sets the new status,
+    /// sends `down` to every monitor (atomically with respect to
+    /// [`Cell::monitor`]), and an exit signal to every linked child unless
+    /// the exit is `normal`.
     pub(crate) fn exited(&self, reason: &ExitReason, status: Status) {
-        let monitors = {
+        let generation = self.generation();
+        let (monitors, links) = {
             let mut state = self.state();
             state.status = status;
             state.last_exit = Some(reason.clone());
-            std::mem::take(&mut state.monitors)
+            let (links, kept) = std::mem::take(&mut state.links)
+                .into_iter()
+                .partition(|l| l.generation == generation);
+            state.links = kept;
+            (std::mem::take(&mut state.monitors), links)
         };
         for m in monitors {
             if let Some(watcher) = m.watcher.upgrade() {
                 watcher.post_info(
                     m.generation,
                     Info::Down {
+                        reference: m.reference,
                         id: self.id.clone(),
                         reason: reason.clone(),
                     },
                 );
+            }
+        }
+        for link in links {
+            let Some(partner) = link.partner.upgrade() else {
+                continue;
+            };
+            partner.forget_link(link.partner_generation, self, generation);
+            if *reason != ExitReason::Normal && partner.generation() == link.partner_generation {
+                partner.control.push(Control::Exit {
+                    from: self.id.clone(),
+                    reason: reason.clone(),
+                    generation: link.partner_generation,
+                });
             }
         }
     }
@@ -192,6 +303,12 @@ impl Cell {
     pub(crate) fn set_status(&self, status: Status) {
         self.state().status = status;
     }
+}
+
+/// Whether a child with this status has an instance (or is getting its
+/// first): the ones that can be monitored and linked.
+fn is_alive(status: Status) -> bool {
+    matches!(status, Status::Running | Status::Starting)
 }
 
 /// A handle to a child that stays valid across its restarts, like a name

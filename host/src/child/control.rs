@@ -1,9 +1,10 @@
-//! Supervision signals for a child (stop, restart, kill, reload, and a
-//! group's hold and release). They bypass the
+//! Supervision signals for a child (stop, restart, kill, a linked child's
+//! exit, reload, and a group's hold and release). They bypass the
 //! mailbox, so a kill reaches a child whose mailbox is full or whose guest is
 //! spinning, and they cost nothing until used: an idle child holds an empty
 //! queue and no waker.
 
+use crate::types::ExitReason;
 use crate::wasm::Version;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
@@ -22,6 +23,15 @@ pub(crate) enum Control {
     Restart { done: oneshot::Sender<()> },
     /// End the instance now with `killed(reason)`; restarted per policy.
     Kill { reason: String },
+    /// Linked child `from` exited with `reason` (not `normal`), while
+    /// linked to this child's incarnation `generation`: that incarnation
+    /// ends with `linked(from)` unless it traps exits, when the signal
+    /// becomes an `exit` notification instead.
+    Exit {
+        from: Arc<str>,
+        reason: ExitReason,
+        generation: u64,
+    },
     /// The plugin's file is gone: run `terminate(shutdown)` and wait for it
     /// (status `waiting`), keeping the spec.
     Suspend { done: oneshot::Sender<()> },
@@ -109,15 +119,27 @@ impl ControlSlot {
         poll_fn(|cx| self.poll(cx, || self.take(|_| true))).await
     }
 
-    /// Resolves when a kill arrives; other signals stay queued for
-    /// [`ControlSlot::next`]. Used while a guest callback runs, because only a
-    /// kill interrupts a callback.
-    pub(crate) async fn killed(&self) -> String {
-        let kill = || match self.take(|c| matches!(c, Control::Kill { .. })) {
-            Some(Control::Kill { reason }) => Some(reason),
-            _ => None,
+    /// Resolves when a signal arrives that ends incarnation `generation`
+    /// at once: a kill, or an exit signal for it that it does not trap
+    /// (`trapping` is read when the signal is taken). Other signals stay
+    /// queued for [`ControlSlot::next`]. Used while a guest callback runs,
+    /// which only these interrupt.
+    pub(crate) async fn interrupted(&self, generation: u64, trapping: &AtomicBool) -> ExitReason {
+        let interrupt = || {
+            let ends = |c: &Control| match c {
+                Control::Kill { .. } => true,
+                Control::Exit { generation: g, .. } => {
+                    *g == generation && !trapping.load(Ordering::Acquire)
+                }
+                _ => false,
+            };
+            match self.take(ends)? {
+                Control::Kill { reason } => Some(ExitReason::Killed(reason)),
+                Control::Exit { from, .. } => Some(ExitReason::Linked(from.to_string())),
+                _ => None,
+            }
         };
-        poll_fn(|cx| self.poll(cx, kill)).await
+        poll_fn(|cx| self.poll(cx, interrupt)).await
     }
 
     /// Takes everything queued and refuses what comes later (the child is
@@ -143,7 +165,11 @@ mod tests {
         slot.push(Control::Kill {
             reason: "operator".into(),
         });
-        assert_eq!(slot.killed().await, "operator");
+        let trapping = AtomicBool::new(false);
+        assert_eq!(
+            slot.interrupted(1, &trapping).await,
+            ExitReason::Killed("operator".into())
+        );
         assert!(matches!(slot.next().await, Control::Stop { .. }));
     }
 
@@ -171,13 +197,40 @@ mod tests {
         let slot = Arc::new(ControlSlot::default());
         let waiter = tokio::spawn({
             let slot = slot.clone();
-            async move { slot.killed().await }
+            async move { slot.interrupted(1, &AtomicBool::new(false)).await }
         });
         tokio::task::yield_now().await;
         slot.push(Control::Kill {
             reason: "late".into(),
         });
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert_eq!(got.unwrap().unwrap(), "late");
+        assert_eq!(got.unwrap().unwrap(), ExitReason::Killed("late".into()));
+    }
+
+    #[tokio::test]
+    async fn an_exit_signal_interrupts_only_an_incarnation_that_does_not_trap_it() {
+        let slot = ControlSlot::default();
+        let exit = |generation| Control::Exit {
+            from: "partner".into(),
+            reason: ExitReason::Trap("boom".into()),
+            generation,
+        };
+        slot.push(exit(1));
+        slot.push(exit(2));
+        let trapping = AtomicBool::new(true);
+        let mut trapped = std::pin::pin!(slot.interrupted(2, &trapping));
+        let first = poll_fn(|cx| Poll::Ready(trapped.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "a trapped exit does not interrupt");
+        trapping.store(false, Ordering::Release);
+        assert_eq!(
+            slot.interrupted(2, &trapping).await,
+            ExitReason::Linked("partner".into())
+        );
+        // The signal for an earlier incarnation is left for `next`, whose
+        // caller drops it.
+        assert!(matches!(
+            slot.next().await,
+            Control::Exit { generation: 1, .. }
+        ));
     }
 }

@@ -2,16 +2,11 @@
 //! bound on what callers may queue. A `VecDeque` behind a mutex and one
 //! waker, the child's task's: an idle child's mailbox costs a few words.
 
-use crate::types::CallError;
-use crate::wasm::Info;
+use crate::wasm::{Info, ReplyTx};
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use tokio::sync::oneshot;
-
-/// What a caller waits on.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Vec<u8>, CallError>>;
 
 /// One entry of a mailbox.
 pub(crate) enum Envelope {
@@ -19,9 +14,9 @@ pub(crate) enum Envelope {
     Call { msg: Vec<u8>, reply: ReplyTx },
     /// A message without a reply.
     Cast { msg: Vec<u8> },
-    /// A runtime notification for instance generation `generation` only:
-    /// timers, monitors and subscriptions die with the instance that made
-    /// them, so a notification for an earlier instance is dropped.
+    /// A runtime notification for incarnation `generation` only: timers,
+    /// monitors, subscriptions and requests end with the incarnation that
+    /// made them, so a notification for an earlier one is dropped.
     Info { generation: u64, info: Info },
 }
 
@@ -112,6 +107,19 @@ impl Sender {
     /// no caller to push back on.
     pub(crate) fn send_notification(&self, envelope: Envelope) {
         let _ = self.queue.push(envelope, usize::MAX);
+    }
+
+    /// Removes a `down` for monitor `reference` of incarnation `generation`
+    /// that waits in the mailbox (a demonitor's flush); whether there was
+    /// one.
+    pub(crate) fn remove_down(&self, generation: u64, reference: u64) -> bool {
+        let mut state = self.queue.lock();
+        let before = state.items.len();
+        state.items.retain(|e| {
+            !matches!(e, Envelope::Info { generation: g, info: Info::Down { reference: r, .. } }
+                if *g == generation && *r == reference)
+        });
+        state.items.len() != before
     }
 
     /// Messages waiting.

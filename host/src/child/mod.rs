@@ -20,9 +20,8 @@ pub(crate) use parent::{Decision, Origin, Parent};
 
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
-use crate::types::{CallError, ExitReason, StartError, Status};
-use crate::wasm::{Instance, StartFailure, Version, Wasm};
-use control::ControlSlot;
+use crate::types::{CallError, ExitReason, StartError, StartOutcome, Status};
+use crate::wasm::{Incarnation, Info, Init, Instance, StartFailure, Version, Wasm};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -67,37 +66,44 @@ enum Wake {
 enum Upgrade {
     /// It already runs that version.
     Unchanged,
-    /// The new instance serves, with the old one's state.
-    Done(Instance),
-    /// The new version failed; the old instance goes on, untouched.
+    /// The new instance serves: it continued the child, or started it anew
+    /// (then maybe with a message for `handle-continue`).
+    Done(Instance, Option<Vec<u8>>),
+    /// The new version failed; the old instance goes on.
     Kept(String),
     /// The old instance died (its snapshot trapped, or a kill arrived).
     Died(ExitReason),
 }
 
-/// Runs `work` unless a kill arrives first (then `Err(reason)`). A kill
-/// drops the guest call in flight, which unwinds the guest; the instance is
+/// The answer to whoever started a child, once its first start was tried.
+type Ready = oneshot::Sender<Result<StartOutcome, StartError>>;
+
+/// Runs `work` unless a signal that ends incarnation `generation` arrives
+/// first (a kill, or an exit signal it does not trap): then `Err` with the
+/// exit. Dropping a guest call in flight unwinds the guest; the instance is
 /// then discarded.
-async fn unless_killed<T>(
-    control: &ControlSlot,
+async fn interruptible<T>(
+    cell: &Cell,
+    generation: u64,
     work: impl Future<Output = T>,
-) -> Result<T, String> {
+) -> Result<T, ExitReason> {
     let work = pin!(work);
     tokio::select! {
         biased;
-        reason = control.killed() => Err(reason),
+        reason = cell.control.interrupted(generation, &cell.trap_exits) => Err(reason),
         result = work => Ok(result),
     }
 }
 
-/// [`unless_killed`] for guest calls: a kill is one more way to exit.
+/// [`interruptible`] for guest calls: an interruption is one more exit.
 async fn guarded<T>(
-    control: &ControlSlot,
+    cell: &Cell,
+    generation: u64,
     work: impl Future<Output = Result<T, ExitReason>>,
 ) -> Result<T, ExitReason> {
-    unless_killed(control, work)
+    interruptible(cell, generation, work)
         .await
-        .unwrap_or_else(|reason| Err(ExitReason::Killed(reason)))
+        .unwrap_or_else(Err)
 }
 
 pub(crate) struct Child {
@@ -105,6 +111,9 @@ pub(crate) struct Child {
     cell: Arc<Cell>,
     mailbox: Receiver,
     parent: Box<dyn Parent>,
+    /// A config child: an `init` that returns `ignore` leaves it listed as
+    /// `ignored` instead of removing it.
+    config: bool,
     /// Counts this task among the running ones until it ends.
     _task: TaskGuard,
 }
@@ -112,14 +121,15 @@ pub(crate) struct Child {
 impl Child {
     /// Starts the child's task. The answer comes once its first start was
     /// tried: `Err` only for an [`Origin::Started`] child whose first start
-    /// failed, which then never existed.
+    /// failed, which then never existed; `Ignored` when its `init` returned
+    /// `ignore` (the child is then gone, unless it is a config child).
     pub(crate) fn spawn(
         env: &Arc<Env>,
         cell: Arc<Cell>,
         mailbox: Receiver,
         origin: Origin,
         parent: Box<dyn Parent>,
-    ) -> oneshot::Receiver<Result<(), StartError>> {
+    ) -> oneshot::Receiver<Result<StartOutcome, StartError>> {
         let (ready, started) = oneshot::channel();
         let child = Child {
             _task: env.tasks.enter(),
@@ -127,13 +137,14 @@ impl Child {
             cell,
             mailbox,
             parent,
+            config: origin == Origin::Config,
         };
         tokio::spawn(child.run(origin, ready));
         started
     }
 
     /// The child's life: starts, serving, restarts, until it is removed.
-    async fn run(mut self, origin: Origin, ready: oneshot::Sender<Result<(), StartError>>) {
+    async fn run(mut self, origin: Origin, ready: Ready) {
         // Told once the first start was tried; `strict`: a failed first
         // start means the child never existed.
         let strict = origin == Origin::Started;
@@ -145,7 +156,7 @@ impl Child {
         } = origin
         {
             self.cell.exited(&reason, Status::Failed);
-            tell(&mut ready, Ok(()));
+            tell(&mut ready, Ok(StartOutcome::Started));
             match self.wait(None).await {
                 Wake::Removed => return,
                 Wake::Start => {}
@@ -157,11 +168,11 @@ impl Child {
             let Some(version) = self.env.wasm.catalog.current(&self.cell.spec.plugin) else {
                 if strict && ready.is_some() {
                     let error = StartError::UnknownPlugin(self.cell.spec.plugin.clone());
-                    return self.abandon(&mut ready, error);
+                    return self.abandon(&mut ready, Err(error));
                 }
                 // The plugin's file is gone; wait for it (or an operator).
                 self.cell.set_status(Status::Waiting);
-                tell(&mut ready, Ok(()));
+                tell(&mut ready, Ok(StartOutcome::Started));
                 tell(&mut attempted, ());
                 match self.wait(None).await {
                     Wake::Start => continue,
@@ -172,15 +183,31 @@ impl Child {
                     Wake::Removed => return,
                 }
             };
-            let started = self.start(version).await;
-            let (ended, uptime) = match started {
-                Ok(Ok(instance)) => {
+            let (ended, uptime) = match self.start(version).await {
+                Ok(Ok((instance, Init::Ignore))) => {
+                    let wake = self
+                        .ignored(instance, &mut ready, strict, &mut attempted)
+                        .await;
+                    match wake {
+                        Wake::Removed => return,
+                        Wake::Start => continue,
+                        Wake::Release(done) => {
+                            attempted = Some(done);
+                            continue;
+                        }
+                    }
+                }
+                Ok(Ok((instance, init))) => {
                     self.running(&instance.version, first);
                     first = false;
-                    tell(&mut ready, Ok(()));
+                    tell(&mut ready, Ok(StartOutcome::Started));
                     tell(&mut attempted, ());
                     let up = Instant::now();
-                    let ended = self.serve(instance).await;
+                    let first_message = match init {
+                        Init::Continue(msg) => Some(msg),
+                        Init::Ready | Init::Ignore => None,
+                    };
+                    let ended = self.serve(instance, first_message).await;
                     (ended, up.elapsed())
                 }
                 Ok(Err(failure)) => {
@@ -189,21 +216,20 @@ impl Child {
                             StartFailure::Init(m) => StartError::InitFailed(m),
                             StartFailure::Unavailable(m) => StartError::Unavailable(m),
                         };
-                        return self.abandon(&mut ready, error);
+                        return self.abandon(&mut ready, Err(error));
                     }
                     let (StartFailure::Init(m) | StartFailure::Unavailable(m)) = failure;
                     (Ended::Exit(ExitReason::InitFailed(m)), Duration::ZERO)
                 }
-                Err(killed) => {
-                    let reason = ExitReason::Killed(killed);
+                Err(reason) => {
                     if strict && ready.is_some() {
-                        return self
-                            .abandon(&mut ready, StartError::InitFailed(reason.to_string()));
+                        let error = StartError::InitFailed(reason.to_string());
+                        return self.abandon(&mut ready, Err(error));
                     }
                     (Ended::Exit(reason), Duration::ZERO)
                 }
             };
-            tell(&mut ready, Ok(()));
+            tell(&mut ready, Ok(StartOutcome::Started));
             tell(&mut attempted, ());
             let wake = match ended {
                 Ended::Stop(done) => {
@@ -240,28 +266,56 @@ impl Child {
         }
     }
 
-    /// A new instance of `version`, unless a kill cuts it short (then
-    /// `Err(reason)`).
+    /// *Starts* the child on `version` (a new incarnation, then `init`),
+    /// unless a kill cuts it short (then `Err` with the exit).
     async fn start(
         &mut self,
         version: Arc<Version>,
-    ) -> Result<Result<Instance, StartFailure>, String> {
+    ) -> Result<Result<(Instance, Init), StartFailure>, ExitReason> {
         let generation = self.cell.next_generation();
-        let port = self.parent.port(&self.cell, generation);
+        let incarnation = Incarnation::new(self.parent.port(&self.cell, generation));
         let args = self.cell.spec.args.to_vec();
-        let start = Instance::start(&self.env.wasm.engine, version, port, generation, &args);
-        unless_killed(&self.cell.control, start).await
+        let start = Instance::start(&self.env.wasm.engine, version, incarnation, &args);
+        interruptible(&self.cell, generation, start).await
     }
 
-    /// The first start of a child that must start or never exist failed:
-    /// the starter hears why (and frees the id); the task ends.
-    fn abandon(
-        &self,
-        ready: &mut Option<oneshot::Sender<Result<(), StartError>>>,
-        error: StartError,
-    ) {
+    /// `init` returned `ignore`: a child being started for its starter is
+    /// dropped before anyone saw it; a config child stays listed as
+    /// `ignored` until an operator restarts it; any other is removed.
+    async fn ignored(
+        &mut self,
+        instance: Instance,
+        ready: &mut Option<Ready>,
+        strict: bool,
+        attempted: &mut Option<oneshot::Sender<()>>,
+    ) -> Wake {
+        let generation = self.cell.generation();
+        instance.end(&CallError::Failed(
+            "the child's init returned ignore".into(),
+        ));
+        self.cell.unlink(generation, None);
+        tracing::info!(child = %self.cell.id, "init returned ignore");
+        tell(attempted, ());
+        if strict && ready.is_some() {
+            self.abandon(ready, Ok(StartOutcome::Ignored));
+            return Wake::Removed;
+        }
+        tell(ready, Ok(StartOutcome::Ignored));
+        if self.config {
+            self.cell.set_status(Status::Ignored);
+            return self.wait(None).await;
+        }
+        self.cell.exited(&ExitReason::Normal, Status::Restarting);
+        self.remove().await;
+        Wake::Removed
+    }
+
+    /// The first start of a child that must start or never exist failed
+    /// (or was ignored): the starter hears it (and frees the id); the task
+    /// ends.
+    fn abandon(&self, ready: &mut Option<Ready>, outcome: Result<StartOutcome, StartError>) {
         self.cell.control.close();
-        tell(ready, Err(error));
+        tell(ready, outcome);
     }
 
     /// Marks the child running on `version` and announces it.
@@ -340,10 +394,35 @@ impl Child {
         }
     }
 
-    /// Serves the mailbox with `instance` until it ends. Supervision signals
-    /// come first; a kill also interrupts the message being handled.
-    async fn serve(&mut self, mut instance: Instance) -> Ended {
+    /// Serves the mailbox with `instance` until it ends, first with
+    /// `handle-continue(first)` if `init` asked for it; then the
+    /// incarnation ends with the exit, and every call still waiting for a
+    /// deferred reply hears it.
+    async fn serve(&mut self, mut instance: Instance, first: Option<Vec<u8>>) -> Ended {
+        let ended = self.serving(&mut instance, first).await;
+        let reason = match &ended {
+            Ended::Exit(reason) => reason.clone(),
+            _ => ExitReason::Shutdown,
+        };
+        instance.end(&reason.to_call_error());
+        ended
+    }
+
+    /// Supervision signals come first; a kill (or an exit signal the
+    /// incarnation does not trap) also interrupts the message being handled.
+    async fn serving(&mut self, instance: &mut Instance, mut first: Option<Vec<u8>>) -> Ended {
         loop {
+            if let Some(msg) = first.take() {
+                let generation = instance.generation();
+                let work = instance.handle_continue(&msg);
+                if let Err(reason) = guarded(&self.cell, generation, work).await {
+                    return Ended::Exit(reason);
+                }
+                if let Some(reason) = instance.take_stop_request() {
+                    self.terminate(instance, &reason).await;
+                    return Ended::Exit(reason);
+                }
+            }
             let next = tokio::select! {
                 biased;
                 control = self.cell.control.next() => Err(control),
@@ -351,32 +430,48 @@ impl Child {
             };
             match next {
                 Err(Control::Kill { reason }) => return Ended::Exit(ExitReason::Killed(reason)),
+                Err(Control::Exit {
+                    from,
+                    reason,
+                    generation,
+                }) => {
+                    // Meant for an incarnation that already ended.
+                    if generation != instance.generation() {
+                        continue;
+                    }
+                    if !self.cell.trap_exits.load(Ordering::Acquire) {
+                        return Ended::Exit(ExitReason::Linked(from.to_string()));
+                    }
+                    self.cell
+                        .post_info(generation, Info::Exit { id: from, reason });
+                }
                 Err(Control::Stop { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    self.terminate(instance, &ExitReason::Shutdown).await;
                     return Ended::Stop(done);
                 }
                 Err(Control::Restart { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    self.terminate(instance, &ExitReason::Shutdown).await;
                     return Ended::Restart(done);
                 }
                 Err(Control::Suspend { done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    self.terminate(instance, &ExitReason::Shutdown).await;
                     return Ended::Suspend(done);
                 }
                 Err(Control::Hold { status, done }) => {
-                    self.terminate(&mut instance, &ExitReason::Shutdown).await;
+                    self.terminate(instance, &ExitReason::Shutdown).await;
                     return Ended::Held(status, done);
                 }
                 Err(Control::Release { done }) => {
                     let _ = done.send(());
                 }
                 Err(Control::Reload { version, done }) => {
-                    match self.upgrade(&mut instance, version).await {
+                    match self.upgrade(instance, version).await {
                         Upgrade::Unchanged => {
                             let _ = done.send(Ok(()));
                         }
-                        Upgrade::Done(new) => {
-                            instance = new;
+                        Upgrade::Done(new, continued) => {
+                            *instance = new;
+                            first = continued;
                             let _ = done.send(Ok(()));
                         }
                         Upgrade::Kept(why) => {
@@ -391,11 +486,11 @@ impl Child {
                 // The cell holds the sender for as long as this task runs.
                 Ok(None) => return Ended::Exit(ExitReason::Shutdown),
                 Ok(Some(envelope)) => {
-                    if let Err(reason) = self.dispatch(&mut instance, envelope).await {
+                    if let Err(reason) = self.dispatch(instance, envelope).await {
                         return Ended::Exit(reason);
                     }
                     if let Some(reason) = instance.take_stop_request() {
-                        self.terminate(&mut instance, &reason).await;
+                        self.terminate(instance, &reason).await;
                         return Ended::Exit(reason);
                     }
                 }
@@ -403,55 +498,74 @@ impl Child {
         }
     }
 
-    /// Moves this child to `version` (OTP's `code_change`): the mailbox waits
-    /// meanwhile; the old instance's `snapshot()` goes to the new instance's
-    /// `restore()` after its `init(args)`. Any failure of the new version
-    /// leaves the old instance serving with its state.
+    /// Moves this child to `version` (OTP's `code_change`) while its
+    /// mailbox waits. With a snapshot from the old instance, the new one
+    /// *continues* the child: the incarnation moves to it and it runs
+    /// `restore(snapshot)`, no `init`. Without one, the new instance
+    /// *starts* the child: a new incarnation and `init(args)`, and the old
+    /// incarnation ends. Any failure of the new version leaves the old
+    /// instance serving, with its incarnation.
     async fn upgrade(&mut self, old: &mut Instance, version: Arc<Version>) -> Upgrade {
         if old.version.hash == version.hash {
             return Upgrade::Unchanged;
         }
-        let control = &self.cell.control;
-        let state = match guarded(control, old.snapshot()).await {
+        let generation = old.generation();
+        let engine = &self.env.wasm.engine;
+        let state = match guarded(&self.cell, generation, old.snapshot()).await {
             Ok(state) => state,
             Err(reason) => return Upgrade::Died(reason),
         };
-        let port = self.parent.port(&self.cell, old.generation());
-        let args = self.cell.spec.args.to_vec();
-        let start = Instance::start(
-            &self.env.wasm.engine,
-            version.clone(),
-            port,
-            old.generation(),
-            &args,
-        );
-        let mut new = match unless_killed(control, start).await {
-            Ok(Ok(new)) => new,
-            Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
-                return Upgrade::Kept(format!("the new version did not start: {m}"));
+        let upgrade = match state {
+            Some(state) => {
+                let incarnation = old.take_incarnation();
+                let resume = Instance::resume(engine, version.clone(), incarnation, &state);
+                match interruptible(&self.cell, generation, resume).await {
+                    Ok(Ok(new)) => Upgrade::Done(new, None),
+                    Ok(Err((why, incarnation))) => {
+                        old.put_incarnation(incarnation);
+                        return Upgrade::Kept(why);
+                    }
+                    // The incarnation went with the dropped restore.
+                    Err(reason) => return Upgrade::Died(reason),
+                }
             }
-            Err(kill) => return Upgrade::Died(ExitReason::Killed(kill)),
-        };
-        if let Some(state) = state {
-            let why = match unless_killed(control, new.restore(&state)).await {
-                Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(refused))) => {
-                    Some(format!("the new version refused the state: {refused}"))
-                }
-                Ok(Err(failed)) => Some(format!("the new version failed in restore: {failed}")),
-                Err(kill) => {
-                    new.discard_beside(old);
-                    return Upgrade::Died(ExitReason::Killed(kill));
-                }
-            };
-            if let Some(why) = why {
-                new.discard_beside(old);
+            None => {
+                let trapping = self.cell.trap_exits.load(Ordering::Acquire);
+                let started = self.start(version.clone()).await;
+                let fresh = self.cell.generation();
+                let why = match started {
+                    Ok(Ok((new, Init::Ignore))) => {
+                        new.end(&CallError::Failed(
+                            "the new version's init returned ignore".into(),
+                        ));
+                        "the new version's init returned ignore".to_string()
+                    }
+                    Ok(Ok((new, init))) => {
+                        let first = match init {
+                            Init::Continue(msg) => Some(msg),
+                            Init::Ready | Init::Ignore => None,
+                        };
+                        // The old incarnation ends without an exit.
+                        let old_end = CallError::Failed(
+                            "the child was started anew by a hot reload before it replied".into(),
+                        );
+                        old.take_incarnation().end(&old_end);
+                        self.cell.unlink(generation, None);
+                        self.cell.state().version = Some(version);
+                        return Upgrade::Done(new, first);
+                    }
+                    Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
+                        format!("the new version did not start: {m}")
+                    }
+                    Err(reason) => return Upgrade::Died(reason),
+                };
+                self.cell.unlink(fresh, None);
+                self.cell.resume_generation(generation, trapping);
                 return Upgrade::Kept(why);
             }
-        }
-        new.take_over(old);
+        };
         self.cell.state().version = Some(version);
-        Upgrade::Done(new)
+        upgrade
     }
 
     async fn dispatch(
@@ -459,24 +573,18 @@ impl Child {
         instance: &mut Instance,
         envelope: Envelope,
     ) -> Result<(), ExitReason> {
-        let control = &self.cell.control;
+        let generation = instance.generation();
         match envelope {
             Envelope::Call { msg, reply } => {
-                match guarded(control, instance.handle_call(&msg)).await {
-                    Ok(out) => {
-                        let _ = reply.send(Ok(out));
-                        Ok(())
-                    }
-                    Err(reason) => {
-                        let _ = reply.send(Err(reason.to_call_error()));
-                        Err(reason)
-                    }
-                }
+                guarded(&self.cell, generation, instance.handle_call(&msg, reply)).await
             }
-            Envelope::Cast { msg } => guarded(control, instance.handle_cast(&msg)).await,
-            Envelope::Info { generation, info } => {
-                guarded(control, instance.handle_info(generation, info)).await
+            Envelope::Cast { msg } => {
+                guarded(&self.cell, generation, instance.handle_cast(&msg)).await
             }
+            Envelope::Info {
+                generation: to,
+                info,
+            } => guarded(&self.cell, generation, instance.handle_info(to, info)).await,
         }
     }
 
@@ -484,7 +592,8 @@ impl Child {
     /// kill.
     async fn terminate(&self, instance: &mut Instance, reason: &ExitReason) {
         let limit = Duration::from_millis(self.cell.spec.shutdown_ms.into());
-        let work = unless_killed(&self.cell.control, instance.terminate(reason));
+        let generation = instance.generation();
+        let work = interruptible(&self.cell, generation, instance.terminate(reason));
         if tokio::time::timeout(limit, work).await.is_err() {
             tracing::warn!(child = %self.cell.id, "terminate took longer than {limit:?}; killed");
         }
@@ -529,7 +638,7 @@ impl Child {
                     Control::Release { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } => {}
+                    Control::Kill { .. } | Control::Exit { .. } => {}
                 },
                 () = &mut sleep => return Wake::Start,
                 envelope = self.mailbox.recv(), if until.is_none() => {
@@ -574,7 +683,7 @@ impl Child {
                     Control::Suspend { done } => {
                         let _ = done.send(());
                     }
-                    Control::Kill { .. } => {}
+                    Control::Kill { .. } | Control::Exit { .. } => {}
                 },
                 envelope = self.mailbox.recv(), if failed => {
                     if let Some(Envelope::Call { reply, .. }) = envelope {
@@ -610,7 +719,7 @@ impl Child {
                 Control::Reload { done, .. } => {
                     let _ = done.send(Err("the child was removed".into()));
                 }
-                Control::Kill { .. } => {}
+                Control::Kill { .. } | Control::Exit { .. } => {}
             }
         }
         tracing::info!(child = %self.cell.id, "removed");

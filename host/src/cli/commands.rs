@@ -147,6 +147,13 @@ pub(super) async fn start(
     let child = client
         .json(Method::POST, "/v1/children", Some(&body))
         .await?;
+    if let Some(ignored) = child.get("ignored") {
+        println!(
+            "ignored {}: its init returned ignore; no child is kept",
+            text(ignored)
+        );
+        return Ok(());
+    }
     println!(
         "started {} ({} {}, {})",
         text(&child["id"]),

@@ -86,9 +86,11 @@ impl Host {
         &self.sup.config
     }
 
-    /// Starts a dynamic child and waits until its `init` returned.
-    pub async fn start_child(&self, spec: ChildSpec) -> Result<Address, StartError> {
-        self.sup.start_child(spec).await.map(Address)
+    /// Starts a dynamic child and waits until its `init` returned; `None`
+    /// when `init` returned `ignore` (no child is kept, the id stays free),
+    /// like OTP's `:ignore`.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<Option<Address>, StartError> {
+        Ok(self.sup.start_child(spec).await?.map(Address))
     }
 
     /// The address registered under `id`.

@@ -15,7 +15,7 @@ use crate::config::{Config, StaticChild};
 use crate::events::Event;
 use crate::names;
 use crate::registry::{Registry, Topics};
-use crate::types::{ChildError, ChildSpec, ExitReason, StartError};
+use crate::types::{ChildError, ChildSpec, ExitReason, StartError, StartOutcome};
 use crate::wasm::Port;
 use anyhow::Result;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use group::GroupHandle;
 use intensity::Intensity;
 use port::GuestPort;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -41,6 +41,8 @@ pub(crate) struct Supervisor {
     durable: Option<Arc<Durable>>,
     /// Set by `shutdown`: children stop without being forgotten.
     shutting_down: AtomicBool,
+    /// Dynamic children that exist, for `[supervisor] max_children`.
+    dynamic: AtomicUsize,
     /// The config's top-level supervision groups, in start order.
     groups: Mutex<Vec<GroupHandle>>,
 }
@@ -64,6 +66,7 @@ impl Supervisor {
             config,
             durable,
             shutting_down: AtomicBool::new(false),
+            dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
         });
         Ok((sup, stored))
@@ -77,14 +80,15 @@ impl Supervisor {
     /// Registers `spec` under its id and starts its child's task; resolves
     /// once the first start was tried. `Err` when the id is taken, or when
     /// an [`Origin::Started`] child's first start failed (its id is free
-    /// again by then).
+    /// again by then). With the cell, whether `init` returned `ignore` (a
+    /// config child is kept, listed `ignored`; any other is gone).
     async fn spawn(
         self: &Arc<Self>,
         spec: ChildSpec,
         origin: Origin,
         parent: Box<dyn Parent>,
         group: Option<Arc<str>>,
-    ) -> Result<Arc<Cell>, StartError> {
+    ) -> Result<(Arc<Cell>, StartOutcome), StartError> {
         let (tx, rx) = mailbox(self.config.mailbox_bound(&spec.plugin));
         let cell = Arc::new(Cell::new(spec, tx));
         {
@@ -95,9 +99,14 @@ impl Supervisor {
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
         }
+        let strict = origin == Origin::Started;
         let started = Child::spawn(&self.env, cell.clone(), rx, origin, parent).await;
         let failed = match started {
-            Ok(Ok(())) => return Ok(cell),
+            Ok(Ok(StartOutcome::Ignored)) if strict => {
+                self.registry.remove(&cell);
+                return Ok((cell, StartOutcome::Ignored));
+            }
+            Ok(Ok(outcome)) => return Ok((cell, outcome)),
             Ok(Err(e)) => e,
             Err(_) => StartError::Unavailable("the child's task ended during start".into()),
         };
@@ -106,18 +115,25 @@ impl Supervisor {
     }
 
     /// The dynamic supervisor's `start_child`: starts the child, waits until
-    /// its first `init` returned, and stores it before answering.
+    /// its first `init` returned, and stores it before answering. `None`
+    /// when `init` returned `ignore`: no child is kept.
     pub(crate) async fn start_child(
         self: &Arc<Self>,
         spec: ChildSpec,
-    ) -> Result<Arc<Cell>, StartError> {
+    ) -> Result<Option<Arc<Cell>>, StartError> {
         names::validate_id(&spec.id).map_err(StartError::Invalid)?;
         names::validate_plugin(&spec.plugin).map_err(StartError::Invalid)?;
         if self.env.wasm.catalog.current(&spec.plugin).is_none() {
             return Err(StartError::UnknownPlugin(spec.plugin));
         }
+        let slot = self.dynamic_slot()?;
         let parent = DynamicParent::boxed(self, true);
-        let cell = self.spawn(spec, Origin::Started, parent, None).await?;
+        let cell = match self.spawn(spec, Origin::Started, parent, None).await {
+            Ok((cell, StartOutcome::Started)) => cell,
+            Ok((_, StartOutcome::Ignored)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        slot.keep();
         if let Err(e) = self.persist(&cell).await {
             // Not durable means not acknowledged: undo the start.
             let _ = self.stop_child(&cell.id).await;
@@ -125,7 +141,21 @@ impl Supervisor {
                 "cannot store the child: {e:#}"
             )));
         }
-        Ok(cell)
+        Ok(Some(cell))
+    }
+
+    /// Counts one more dynamic child, unless `[supervisor] max_children`
+    /// are running; the count goes back down unless the slot is kept.
+    fn dynamic_slot(&self) -> Result<Slot<'_>, StartError> {
+        let taken = self.dynamic.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot {
+            count: &self.dynamic,
+            kept: false,
+        };
+        match self.config.supervisor.max_children {
+            Some(max) if taken >= max as usize => Err(StartError::MaxChildren(max)),
+            _ => Ok(slot),
+        }
     }
 
     /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
@@ -179,8 +209,16 @@ impl Supervisor {
             failed: record.failed,
         };
         let parent = DynamicParent::boxed(self, true);
-        if let Err(e) = self.spawn(record.spec, origin, parent, None).await {
-            tracing::error!("stored child {id} was not brought back: {e}");
+        // Brought back whatever `max_children` says now.
+        self.dynamic.fetch_add(1, Ordering::AcqRel);
+        match self.spawn(record.spec, origin, parent, None).await {
+            Ok((_, StartOutcome::Started)) => {}
+            // The child removed itself (and was uncounted).
+            Ok((_, StartOutcome::Ignored)) => {}
+            Err(e) => {
+                self.dynamic.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!("stored child {id} was not brought back: {e}");
+            }
         }
     }
 
@@ -195,7 +233,7 @@ impl Supervisor {
     ) -> Option<Arc<Cell>> {
         let spec = ChildSpec::new(&child.id, &child.plugin, &child.args).restart(child.restart);
         match self.spawn(spec, Origin::Config, parent, group).await {
-            Ok(cell) => Some(cell),
+            Ok((cell, _)) => Some(cell),
             Err(e) => {
                 tracing::error!("config child {} was not started: {e}", child.id);
                 None
@@ -345,10 +383,31 @@ impl Parent for DynamicParent {
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
         let (sup, cell, stored) = (self.sup.clone(), cell.clone(), self.stored);
         Box::pin(async move {
-            sup.registry.remove(&cell);
-            if stored {
+            if sup.registry.remove(&cell) && stored {
+                sup.dynamic.fetch_sub(1, Ordering::AcqRel);
                 sup.forget(&cell.id).await;
             }
         })
+    }
+}
+
+/// One place among the dynamic children, given back when dropped unless
+/// kept.
+struct Slot<'a> {
+    count: &'a AtomicUsize,
+    kept: bool,
+}
+
+impl Slot<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }

@@ -1,14 +1,15 @@
-//! The port each instance reaches the host by ([`Port`]): its child's own
-//! address, for timers, monitors and subscriptions, and the supervisor, for
-//! finding, starting and stopping other children.
+//! The port each incarnation reaches the host by ([`Port`]): its child's own
+//! address, for notifications, monitors, links and subscriptions, and the
+//! supervisor, for finding, starting and stopping other children.
 
 use super::Supervisor;
 use crate::child::Cell;
-use crate::types::{CallError, ChildError, ChildSpec, ExitReason, StartError};
+use crate::types::{CallError, ChildError, ChildSpec, StartError, StartOutcome};
 use crate::wasm::{Info, Port};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
@@ -33,6 +34,14 @@ impl Port for GuestPort {
         &self.cell.id
     }
 
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn next_id(&self) -> u64 {
+        self.cell.next_id()
+    }
+
     fn call(
         &self,
         to: &str,
@@ -55,9 +64,14 @@ impl Port for GuestPort {
         }
     }
 
-    fn start_child(&self, spec: ChildSpec) -> BoxFuture<'static, Result<(), StartError>> {
+    fn start_child(&self, spec: ChildSpec) -> BoxFuture<'static, Result<StartOutcome, StartError>> {
         let sup = self.sup.clone();
-        Box::pin(async move { sup.start_child(spec).await.map(|_| ()) })
+        Box::pin(async move {
+            sup.start_child(spec).await.map(|cell| match cell {
+                Some(_) => StartOutcome::Started,
+                None => StartOutcome::Ignored,
+            })
+        })
     }
 
     fn stop_child(&self, id: &str) -> BoxFuture<'static, Result<(), ChildError>> {
@@ -65,29 +79,56 @@ impl Port for GuestPort {
         Box::pin(async move { sup.stop_child(&id).await })
     }
 
-    fn send_after(&self, timer: u64, delay: Duration, msg: Vec<u8>) -> AbortHandle {
+    fn deliver_later(&self, info: BoxFuture<'static, Info>) -> AbortHandle {
         let (cell, generation) = (self.cell.clone(), self.generation);
         let task = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            cell.post_info(generation, Info::Timer { timer, msg });
+            let info = info.await;
+            cell.post_info(generation, info);
         });
         task.abort_handle()
     }
 
-    fn next_timer(&self) -> u64 {
-        self.cell.next_timer_id()
-    }
-
-    fn monitor(&self, id: &str) {
+    fn monitor(&self, id: &str, reference: u64) {
         match self.sup.registry.get(id) {
-            Some(target) => target.monitor(&self.cell, self.generation),
+            Some(target) => target.monitor(&self.cell, self.generation, reference),
             None => self.cell.post_info(
                 self.generation,
                 Info::Down {
+                    reference,
                     id: id.into(),
-                    reason: ExitReason::Noproc,
+                    reason: crate::types::ExitReason::Noproc,
                 },
             ),
+        }
+    }
+
+    fn demonitor(&self, id: &str, reference: u64) -> bool {
+        let active = self
+            .sup
+            .registry
+            .get(id)
+            .is_some_and(|target| target.demonitor(&self.cell, reference));
+        // A `down` already sent waits in this child's own mailbox.
+        self.cell.mailbox.remove_down(self.generation, reference);
+        active
+    }
+
+    fn link(&self, id: &str) -> Result<(), CallError> {
+        match self.sup.registry.get(id) {
+            Some(partner) => self.cell.link(self.generation, &partner),
+            None => Err(CallError::NotFound),
+        }
+    }
+
+    fn unlink(&self, id: &str) {
+        if let Some(partner) = self.sup.registry.get(id) {
+            self.cell.unlink(self.generation, Some(&partner));
+        }
+    }
+
+    fn trap_exits(&self, on: bool) {
+        if self.cell.generation() == self.generation {
+            self.cell.trap_exits.store(on, Ordering::Release);
         }
     }
 

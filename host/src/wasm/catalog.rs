@@ -112,6 +112,7 @@ pub(crate) fn compile(
             );
         }
     }
+    check_wit_version(engine, &component)?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
@@ -131,6 +132,35 @@ pub(crate) fn compile(
         limits: Arc::new(limits),
         pre,
     })
+}
+
+/// The WIT package plugins are built against, and the version this host
+/// implements.
+pub(crate) const WIT_PACKAGE: &str = "wasmvisor:plugin";
+pub(crate) const WIT_VERSION: &str = "0.2.0";
+
+/// Refuses a component built against another version of the
+/// `wasmvisor:plugin` package, naming both versions: its imports of the
+/// package's interfaces carry the version it was built against.
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<()> {
+    let prefix = format!("{WIT_PACKAGE}/");
+    for (name, _) in component.component_type().imports(engine) {
+        let Some(interface) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let built = interface.split_once('@').map(|(_, version)| version);
+        if built != Some(WIT_VERSION) {
+            let built = match built {
+                Some(version) => format!("{WIT_PACKAGE}@{version}"),
+                None => format!("an unversioned {WIT_PACKAGE}"),
+            };
+            anyhow::bail!(
+                "it was built against {built}, and this host runs {WIT_PACKAGE}@{WIT_VERSION}: \
+                 rebuild it against this host's wit/ (with the guest-sdk of this version)"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Catalog {

@@ -1,16 +1,25 @@
 //! The `wasmvisor:plugin/runtime` imports: what the host offers every guest.
-//! Each goes to the instance's own state or through its child's [`Port`].
+//! Each goes to the instance's incarnation or through its child's [`Port`].
+//!
+//! [`Port`]: super::port::Port
 
 use super::bindings::wasmvisor::plugin::runtime::Host;
 use super::bindings::wasmvisor::plugin::types as wit;
-use super::instance::from_wit_reason;
-use super::state::{InstanceState, Interrupted, MAX_TIMERS};
-use crate::types::{CallError, ChildError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart, StartError};
+use super::instance::{Info, from_wit_reason};
+use super::outbound;
+use super::state::{InstanceState, Interrupted};
+use crate::types::{
+    CallError, ChildError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart, StartError, StartOutcome,
+};
 use bytes::Bytes;
 use std::time::Duration;
 
 /// `call`'s timeout when the guest passes 0.
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5_000);
+
+/// What one incarnation may hold at once of timers, monitors and HTTP
+/// requests each; one more kills it.
+pub(crate) const MAX_PENDING: usize = 10_000;
 
 impl wit::Host for InstanceState {}
 
@@ -29,15 +38,28 @@ fn to_wit_start_error(e: StartError) -> wit::StartError {
     match e {
         StartError::AlreadyStarted(_) => wit::StartError::AlreadyStarted,
         StartError::UnknownPlugin(_) => wit::StartError::UnknownPlugin,
+        StartError::MaxChildren(_) => wit::StartError::MaxChildren,
         StartError::Invalid(m) => wit::StartError::Invalid(m),
         StartError::InitFailed(m) => wit::StartError::InitFailed(m),
         StartError::Unavailable(m) => wit::StartError::Unavailable(m),
     }
 }
 
+impl InstanceState {
+    /// Kills the instance when it holds too many of something; the guest
+    /// cannot grow host memory without bound.
+    fn check_pending(&mut self, held: usize, what: &str) -> wasmtime::Result<()> {
+        if held >= MAX_PENDING {
+            self.kill = Some(format!("more than {MAX_PENDING} pending {what}"));
+            return Err(wasmtime::Error::new(Interrupted));
+        }
+        Ok(())
+    }
+}
+
 impl Host for InstanceState {
     fn self_id(&mut self) -> wasmtime::Result<String> {
-        Ok(self.port.id().to_string())
+        Ok(self.id.to_string())
     }
 
     async fn call(
@@ -46,7 +68,7 @@ impl Host for InstanceState {
         msg: Vec<u8>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, wit::CallError>> {
-        if to == **self.port.id() {
+        if to == *self.id {
             // The caller is the only one who could answer: it would wait for
             // itself until the timeout (OTP exits with `calling_self`).
             return Ok(Err(wit::CallError::Failed(
@@ -57,29 +79,43 @@ impl Host for InstanceState {
             0 => DEFAULT_CALL_TIMEOUT,
             ms => Duration::from_millis(ms.into()),
         };
-        let reply = self.port.call(&to, msg, timeout).await;
+        let reply = self.incarnation().port.call(&to, msg, timeout).await;
         Ok(reply.map_err(to_wit_call_error))
     }
 
     fn cast(&mut self, to: String, msg: Vec<u8>) -> wasmtime::Result<Result<(), wit::CallError>> {
-        Ok(self.port.cast(&to, msg).map_err(to_wit_call_error))
+        let sent = self.incarnation().port.cast(&to, msg);
+        Ok(sent.map_err(to_wit_call_error))
+    }
+
+    fn reply(&mut self, reply_to: u64, msg: Vec<u8>) -> wasmtime::Result<bool> {
+        Ok(match self.incarnation().replies.remove(&reply_to) {
+            // A caller that timed out is gone: still answered, as far as
+            // the guest can tell.
+            Some(reply) => {
+                let _ = reply.send(Ok(msg));
+                true
+            }
+            None => false,
+        })
     }
 
     fn send_after(&mut self, delay_ms: u64, msg: Vec<u8>) -> wasmtime::Result<u64> {
-        if self.timers.len() >= MAX_TIMERS {
-            self.kill = Some(format!("more than {MAX_TIMERS} pending timers"));
-            return Err(wasmtime::Error::new(Interrupted));
-        }
-        let timer = self.port.next_timer();
-        let task = self
-            .port
-            .send_after(timer, Duration::from_millis(delay_ms), msg);
-        self.timers.insert(timer, task);
+        let held = self.incarnation().timers.len();
+        self.check_pending(held, "timers")?;
+        let incarnation = self.incarnation();
+        let timer = incarnation.port.next_id();
+        let delay = Duration::from_millis(delay_ms);
+        let task = incarnation.port.deliver_later(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Info::Timer { timer, msg }
+        }));
+        incarnation.timers.insert(timer, task);
         Ok(timer)
     }
 
     fn cancel_timer(&mut self, timer: u64) -> wasmtime::Result<bool> {
-        Ok(match self.timers.remove(&timer) {
+        Ok(match self.incarnation().timers.remove(&timer) {
             Some(task) => {
                 task.abort();
                 true
@@ -91,7 +127,7 @@ impl Host for InstanceState {
     async fn start_child(
         &mut self,
         spec: wit::ChildSpec,
-    ) -> wasmtime::Result<Result<(), wit::StartError>> {
+    ) -> wasmtime::Result<Result<wit::StartOutcome, wit::StartError>> {
         let spec = ChildSpec {
             id: spec.id,
             plugin: spec.plugin,
@@ -106,44 +142,103 @@ impl Host for InstanceState {
                 ms => ms,
             },
         };
-        let started = self.port.start_child(spec).await;
-        Ok(started.map_err(to_wit_start_error))
+        let started = self.incarnation().port.start_child(spec).await;
+        Ok(started
+            .map(|outcome| match outcome {
+                StartOutcome::Started => wit::StartOutcome::Started,
+                StartOutcome::Ignored => wit::StartOutcome::Ignored,
+            })
+            .map_err(to_wit_start_error))
     }
 
     async fn stop_child(&mut self, id: String) -> wasmtime::Result<Result<(), wit::StopError>> {
-        if id == **self.port.id() {
+        if id == *self.id {
             // Stopping waits for the child to finish its current message,
             // which is this one: `stop` is the way to stop oneself.
             return Ok(Err(wit::StopError::CallingSelf));
         }
-        let stopped = self.port.stop_child(&id).await;
+        let stopped = self.incarnation().port.stop_child(&id).await;
         Ok(stopped.map_err(|e| match e {
             ChildError::NotFound(_) => wit::StopError::NotFound,
         }))
     }
 
-    fn monitor(&mut self, id: String) -> wasmtime::Result<()> {
-        self.port.monitor(&id);
+    fn monitor(&mut self, id: String) -> wasmtime::Result<u64> {
+        let held = self.incarnation().monitors.len();
+        self.check_pending(held, "monitors")?;
+        let incarnation = self.incarnation();
+        let reference = incarnation.port.next_id();
+        incarnation.monitors.insert(reference, id.as_str().into());
+        incarnation.port.monitor(&id, reference);
+        Ok(reference)
+    }
+
+    fn demonitor(&mut self, reference: u64) -> wasmtime::Result<bool> {
+        let incarnation = self.incarnation();
+        Ok(match incarnation.monitors.remove(&reference) {
+            Some(id) => incarnation.port.demonitor(&id, reference),
+            None => false,
+        })
+    }
+
+    fn link(&mut self, id: String) -> wasmtime::Result<Result<(), wit::CallError>> {
+        if id == *self.id {
+            return Ok(Err(wit::CallError::Failed(
+                "calling_self: a child cannot link to itself".into(),
+            )));
+        }
+        let linked = self.incarnation().port.link(&id);
+        Ok(linked.map_err(to_wit_call_error))
+    }
+
+    fn unlink(&mut self, id: String) -> wasmtime::Result<()> {
+        self.incarnation().port.unlink(&id);
         Ok(())
     }
 
+    fn trap_exits(&mut self, on: bool) -> wasmtime::Result<()> {
+        self.incarnation().port.trap_exits(on);
+        Ok(())
+    }
+
+    fn http_send_async(&mut self, request: wit::HttpRequest) -> wasmtime::Result<u64> {
+        let held = self.incarnation().requests.len();
+        self.check_pending(held, "HTTP requests")?;
+        let fetch = self.http_policy().fetch(outbound::Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        });
+        let incarnation = self.incarnation();
+        let id = incarnation.port.next_id();
+        let task = incarnation.port.deliver_later(Box::pin(async move {
+            let result = fetch.await;
+            Info::Http { id, result }
+        }));
+        incarnation.requests.insert(id, task);
+        Ok(id)
+    }
+
     fn publish(&mut self, topic: String, msg: Vec<u8>) -> wasmtime::Result<()> {
-        self.port.publish(&topic, Bytes::from(msg));
+        self.incarnation().port.publish(&topic, Bytes::from(msg));
         Ok(())
     }
 
     fn subscribe(&mut self, topic: String) -> wasmtime::Result<()> {
-        if !self.subscriptions.iter().any(|t| **t == *topic) {
-            let key = self.port.subscribe(&topic);
-            self.subscriptions.push(key);
+        let incarnation = self.incarnation();
+        if !incarnation.subscriptions.iter().any(|t| **t == *topic) {
+            let key = incarnation.port.subscribe(&topic);
+            incarnation.subscriptions.push(key);
         }
         Ok(())
     }
 
     fn unsubscribe(&mut self, topic: String) -> wasmtime::Result<()> {
-        if let Some(i) = self.subscriptions.iter().position(|t| **t == *topic) {
-            let key = self.subscriptions.swap_remove(i);
-            self.port.unsubscribe(&[key]);
+        let incarnation = self.incarnation();
+        if let Some(i) = incarnation.subscriptions.iter().position(|t| **t == *topic) {
+            let key = incarnation.subscriptions.swap_remove(i);
+            incarnation.port.unsubscribe(&[key]);
         }
         Ok(())
     }
@@ -154,7 +249,7 @@ impl Host for InstanceState {
     }
 
     fn log(&mut self, level: wit::LogLevel, msg: String) -> wasmtime::Result<()> {
-        let child = &**self.port.id();
+        let child = &*self.id;
         match level {
             wit::LogLevel::Trace => tracing::trace!(target: "wasmvisor::guest", child, "{msg:?}"),
             wit::LogLevel::Debug => tracing::debug!(target: "wasmvisor::guest", child, "{msg:?}"),

@@ -1,23 +1,55 @@
-//! One instance: a fresh `Store` with its host state, the component instance
-//! in it, and the calls into its exports. An instance that trapped or was
-//! killed is never called again; its owner, the child's task, drops it.
+//! One instance: a fresh `Store` serving its child's incarnation, the
+//! component instance in it, and the calls into its exports. An instance
+//! that trapped or was killed is never called again; its owner, the child's
+//! task, ends its incarnation and drops it.
 
 use super::bindings;
 use super::bindings::wasmvisor::plugin::types as wit;
 use super::catalog::Version;
 use super::engine::EPOCH_TICK;
-use super::port::Port;
+use super::incarnation::{Incarnation, ReplyTx};
+use super::outbound;
 use super::state::{InstanceState, Interrupted};
-use crate::types::ExitReason;
+use crate::types::{CallError, ExitReason};
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
 
 /// A runtime notification for `handle-info`.
 pub(crate) enum Info {
-    Timer { timer: u64, msg: Vec<u8> },
-    Down { id: Arc<str>, reason: ExitReason },
-    Event { topic: Arc<str>, msg: Bytes },
+    Timer {
+        timer: u64,
+        msg: Vec<u8>,
+    },
+    Down {
+        reference: u64,
+        id: Arc<str>,
+        reason: ExitReason,
+    },
+    Event {
+        topic: Arc<str>,
+        msg: Bytes,
+    },
+    /// A linked child exited, and this one traps exits.
+    Exit {
+        id: Arc<str>,
+        reason: ExitReason,
+    },
+    Http {
+        id: u64,
+        result: Result<outbound::Reply, String>,
+    },
+}
+
+/// What a successful `init` asked for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Init {
+    /// Serve messages.
+    Ready,
+    /// Run `handle-continue` with this message first.
+    Continue(Vec<u8>),
+    /// Keep no child.
+    Ignore,
 }
 
 /// Why an instance could not be created.
@@ -34,28 +66,23 @@ pub(crate) enum StartFailure {
 pub(crate) struct Instance {
     store: Store<InstanceState>,
     exports: bindings::Plugin,
-    /// The child's incarnation it serves: notifications for another are
-    /// stale.
-    generation: u64,
     pub(crate) version: Arc<Version>,
 }
 
 impl Instance {
-    /// A fresh `Store` for `port`'s child, instantiated from the version's
-    /// `InstancePre`, then `init(args)`.
-    pub(crate) async fn start(
+    /// A fresh `Store` serving `incarnation`, instantiated from the
+    /// version's `InstancePre`. On failure the incarnation comes back.
+    async fn instantiate(
         engine: &Engine,
         version: Arc<Version>,
-        port: Box<dyn Port>,
-        generation: u64,
-        args: &Vec<u8>,
-    ) -> Result<Instance, StartFailure> {
+        incarnation: Box<Incarnation>,
+    ) -> Result<Instance, (StartFailure, Box<Incarnation>)> {
         let cpu_budget = version
             .limits
             .cpu_ms
             .div_ceil(EPOCH_TICK.as_millis() as u32);
-        let state = InstanceState::new(port, &version.plugin, &version.limits, cpu_budget)
-            .map_err(StartFailure::Init)?;
+        let state = InstanceState::new(incarnation, &version.plugin, &version.limits, cpu_budget)
+            .map_err(|(why, incarnation)| (StartFailure::Init(why), incarnation))?;
         let mut store = Store::new(engine, state);
         store.limiter(|s| s);
         store.epoch_deadline_callback(|mut ctx| {
@@ -76,22 +103,77 @@ impl Instance {
             ))
         });
         store.set_epoch_deadline(1);
-        let exports = match version.pre.instantiate_async(&mut store).await {
-            Ok(exports) => exports,
-            Err(e) => return Err(start_failure(e, store.data_mut())),
-        };
-        let mut instance = Instance {
-            store,
-            exports,
-            generation,
-            version,
-        };
+        match version.pre.instantiate_async(&mut store).await {
+            Ok(exports) => Ok(Instance {
+                store,
+                exports,
+                version,
+            }),
+            Err(e) => {
+                let failure = start_failure(e, store.data_mut());
+                let incarnation = store
+                    .data_mut()
+                    .take_incarnation()
+                    .expect("a store keeps its incarnation until it is taken");
+                Err((failure, incarnation))
+            }
+        }
+    }
+
+    /// *Starts* the child: a new instance serving the new `incarnation`,
+    /// then `init(args)`. A failed start drops the incarnation, which ends
+    /// what `init` set up.
+    pub(crate) async fn start(
+        engine: &Engine,
+        version: Arc<Version>,
+        incarnation: Box<Incarnation>,
+        args: &Vec<u8>,
+    ) -> Result<(Instance, Init), StartFailure> {
+        let mut instance = Self::instantiate(engine, version, incarnation)
+            .await
+            .map_err(|(failure, _)| failure)?;
         instance.begin();
         match instance.exports.call_init(&mut instance.store, args).await {
-            Ok(Ok(())) => Ok(instance),
+            Ok(Ok(outcome)) => {
+                let init = match outcome {
+                    wit::InitOutcome::Ready => Init::Ready,
+                    wit::InitOutcome::Continue(msg) => Init::Continue(msg),
+                    wit::InitOutcome::Ignore => Init::Ignore,
+                };
+                Ok((instance, init))
+            }
             Ok(Err(message)) => Err(StartFailure::Init(message)),
             Err(e) => Err(start_failure(e, instance.store.data_mut())),
         }
+    }
+
+    /// *Continues* the child: a new instance serving the same
+    /// `incarnation`, then `restore(state)` with no `init`. When the new
+    /// instance cannot start or does not take the state, the incarnation
+    /// comes back with why (some of what `restore` set up may stay in it).
+    pub(crate) async fn resume(
+        engine: &Engine,
+        version: Arc<Version>,
+        incarnation: Box<Incarnation>,
+        state: &Vec<u8>,
+    ) -> Result<Instance, (String, Box<Incarnation>)> {
+        let mut instance = match Self::instantiate(engine, version, incarnation).await {
+            Ok(instance) => instance,
+            Err((StartFailure::Init(m) | StartFailure::Unavailable(m), incarnation)) => {
+                return Err((format!("the new version did not start: {m}"), incarnation));
+            }
+        };
+        instance.begin();
+        let why = match instance
+            .exports
+            .call_restore(&mut instance.store, state)
+            .await
+        {
+            Ok(Ok(())) => return Ok(instance),
+            Ok(Err(refused)) => format!("the new version refused the state: {refused}"),
+            Err(e) => format!("the new version failed in restore: {}", instance.fail(e)),
+        };
+        Err((why, instance.take_incarnation()))
     }
 
     /// Resets the per-callback budget and context.
@@ -106,17 +188,61 @@ impl Instance {
         classify(error, self.store.data_mut())
     }
 
-    /// The child's incarnation this instance serves.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
+    /// The incarnation this instance serves.
+    pub(crate) fn generation(&mut self) -> u64 {
+        self.store.data_mut().incarnation().generation()
     }
 
-    pub(crate) async fn handle_call(&mut self, msg: &Vec<u8>) -> Result<Vec<u8>, ExitReason> {
+    /// Takes the incarnation out, to move it to a new instance (a reload
+    /// that continues the child). Put it back with
+    /// [`Instance::put_incarnation`] before calling this instance again.
+    pub(crate) fn take_incarnation(&mut self) -> Box<Incarnation> {
+        self.store
+            .data_mut()
+            .take_incarnation()
+            .expect("an instance serves an incarnation until it is taken")
+    }
+
+    /// Gives back the incarnation a failed reload took.
+    pub(crate) fn put_incarnation(&mut self, incarnation: Box<Incarnation>) {
+        self.store.data_mut().put_incarnation(incarnation);
+    }
+
+    /// The instance goes, and its incarnation (if it still has it) ends:
+    /// every call still waiting for a reply hears `error`.
+    pub(crate) fn end(mut self, error: &CallError) {
+        if let Some(incarnation) = self.store.data_mut().take_incarnation() {
+            incarnation.end(error);
+        }
+    }
+
+    /// `handle-call`: the reply goes to `reply` now, or later through
+    /// `runtime.reply` from any callback of this incarnation.
+    pub(crate) async fn handle_call(
+        &mut self,
+        msg: &Vec<u8>,
+        reply: ReplyTx,
+    ) -> Result<(), ExitReason> {
+        let incarnation = self.store.data_mut().incarnation();
+        let reply_to = incarnation.port.next_id();
+        incarnation.replies.insert(reply_to, reply);
         self.begin();
-        self.exports
-            .call_handle_call(&mut self.store, msg)
+        let answer = self
+            .exports
+            .call_handle_call(&mut self.store, msg, reply_to)
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        if let Some(answer) = answer
+            && let Some(reply) = self
+                .store
+                .data_mut()
+                .incarnation()
+                .replies
+                .remove(&reply_to)
+        {
+            let _ = reply.send(Ok(answer));
+        }
+        Ok(())
     }
 
     pub(crate) async fn handle_cast(&mut self, msg: &Vec<u8>) -> Result<(), ExitReason> {
@@ -127,31 +253,69 @@ impl Instance {
             .map_err(|e| self.fail(e))
     }
 
-    /// Delivers a notification, unless it belongs to another incarnation
-    /// or is a timer that was cancelled meanwhile.
+    /// `handle-continue(msg)`, the first message after an `init` that asked
+    /// for it.
+    pub(crate) async fn handle_continue(&mut self, msg: &Vec<u8>) -> Result<(), ExitReason> {
+        self.begin();
+        self.exports
+            .call_handle_continue(&mut self.store, msg)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Delivers a notification, unless it belongs to another incarnation,
+    /// or to a timer, monitor or request that ended meanwhile.
     pub(crate) async fn handle_info(
         &mut self,
         generation: u64,
         info: Info,
     ) -> Result<(), ExitReason> {
-        if generation != self.generation {
+        let incarnation = self.store.data_mut().incarnation();
+        if generation != incarnation.generation() {
             return Ok(());
         }
         let info = match info {
             Info::Timer { timer, msg } => {
-                if self.store.data_mut().timers.remove(&timer).is_none() {
+                if incarnation.timers.remove(&timer).is_none() {
                     return Ok(());
                 }
                 wit::Info::Timer(msg)
             }
-            Info::Down { id, reason } => wit::Info::Down(wit::Down {
-                id: id.to_string(),
-                reason: to_wit_reason(&reason),
-            }),
+            Info::Down {
+                reference,
+                id,
+                reason,
+            } => {
+                if incarnation.monitors.remove(&reference).is_none() {
+                    return Ok(());
+                }
+                wit::Info::Down(wit::Down {
+                    ref_: reference,
+                    id: id.to_string(),
+                    reason: to_wit_reason(&reason),
+                })
+            }
             Info::Event { topic, msg } => wit::Info::Event(wit::Event {
                 topic: topic.to_string(),
                 msg: msg.to_vec(),
             }),
+            Info::Exit { id, reason } => wit::Info::Exit(wit::ExitSignal {
+                id: id.to_string(),
+                reason: to_wit_reason(&reason),
+            }),
+            Info::Http { id, result } => {
+                if incarnation.requests.remove(&id).is_none() {
+                    return Ok(());
+                }
+                wit::Info::HttpResponse(wit::HttpResponse {
+                    id,
+                    result: result.map(|r| wit::HttpReply {
+                        status: r.status,
+                        headers: r.headers,
+                        body: r.body,
+                    }),
+                })
+            }
         };
         self.begin();
         self.exports
@@ -170,7 +334,7 @@ impl Instance {
             .await
         {
             let why = self.fail(e);
-            let id = self.store.data().port.id().clone();
+            let id = self.store.data().id.clone();
             tracing::warn!(child = %id, "terminate failed: {why}");
         }
     }
@@ -182,45 +346,6 @@ impl Instance {
             .call_snapshot(&mut self.store)
             .await
             .map_err(|e| self.fail(e))
-    }
-
-    /// `restore(state)` on a freshly started instance: the guest's refusal
-    /// inside, an exit outside.
-    pub(crate) async fn restore(
-        &mut self,
-        state: &Vec<u8>,
-    ) -> Result<Result<(), String>, ExitReason> {
-        self.begin();
-        self.exports
-            .call_restore(&mut self.store, state)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    /// Hot reload succeeded: this new instance continues `old`'s incarnation
-    /// and takes over its pending timers and its subscriptions (its own
-    /// `init` may have subscribed to some of them again; they are one
-    /// subscription). `old` is left owning nothing, so dropping it cancels
-    /// nothing.
-    pub(crate) fn take_over(&mut self, old: &mut Instance) {
-        let (new, old) = (self.store.data_mut(), old.store.data_mut());
-        new.timers.extend(old.timers.drain());
-        for topic in old.subscriptions.drain(..) {
-            if !new.subscriptions.contains(&topic) {
-                new.subscriptions.push(topic);
-            }
-        }
-    }
-
-    /// Hot reload failed: this new instance is dropped while `old` goes on.
-    /// It shares `old`'s incarnation, so it must not end the subscriptions
-    /// they have in common; its own timers and new subscriptions do end.
-    pub(crate) fn discard_beside(mut self, old: &Instance) {
-        let kept = &old.store.data().subscriptions;
-        self.store
-            .data_mut()
-            .subscriptions
-            .retain(|t| !kept.contains(t));
     }
 
     /// The exit the guest asked for with `runtime.stop`, if it did.
@@ -285,6 +410,7 @@ pub(crate) fn to_wit_reason(reason: &ExitReason) -> wit::ExitReason {
         ExitReason::Killed(m) => wit::ExitReason::Killed(m.clone()),
         ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m.clone()),
         ExitReason::Noproc => wit::ExitReason::Noproc,
+        ExitReason::Linked(id) => wit::ExitReason::Linked(id.clone()),
     }
 }
 
@@ -296,6 +422,7 @@ pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
         wit::ExitReason::Killed(m) => ExitReason::Killed(m),
         wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
         wit::ExitReason::Noproc => ExitReason::Noproc,
+        wit::ExitReason::Linked(id) => ExitReason::Linked(id),
     }
 }
 

@@ -9,6 +9,7 @@ mod cache;
 mod catalog;
 mod engine;
 mod imports;
+mod incarnation;
 mod instance;
 mod outbound;
 mod port;
@@ -18,7 +19,8 @@ mod stdio;
 pub(crate) use catalog::Catalog;
 pub use catalog::Version;
 pub(crate) use catalog::{content_hash, plugin_name};
-pub(crate) use instance::{Info, Instance, StartFailure};
+pub(crate) use incarnation::{Incarnation, ReplyTx};
+pub(crate) use instance::{Info, Init, Instance, StartFailure};
 pub(crate) use port::Port;
 
 use crate::config::Config;

@@ -1,10 +1,16 @@
-//! Outbound HTTP (`wasi:http/outgoing-handler`), limited to the plugin's
-//! `allowed_hosts`. Any other destination is refused before a connection is
-//! made: the guest gets `HTTP-request-denied`, the host logs it, and both
-//! keep running.
+//! Outbound HTTP, limited to the plugin's `allowed_hosts`: the guest's own
+//! `wasi:http/outgoing-handler` requests, which it waits for, and
+//! `runtime.http-send-async` requests, whose response arrives as a
+//! notification. Any other destination is refused before a connection is
+//! made: the guest gets `HTTP-request-denied` (or an error response), the
+//! host logs it, and both keep running.
 
 use crate::config::PluginConfig;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
 
 /// The outbound HTTP policy of one instance.
@@ -39,6 +45,121 @@ fn split_authority(authority: &str) -> (String, Option<u16>) {
     (authority, None)
 }
 
+/// A request from `runtime.http-send-async`.
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Its response.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpPolicy {
+    /// Whether `uri` may be reached; logs a refusal.
+    fn permits(&self, uri: &http::Uri) -> bool {
+        let default_port = match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let ok = allowed(&self.limits.allowed_hosts, authority, default_port);
+        if !ok {
+            tracing::warn!(
+                child = %self.child,
+                "outbound HTTP to {authority:?} denied: not in allowed_hosts of plugin {}",
+                self.plugin
+            );
+        }
+        ok
+    }
+
+    /// Sends `request` unless `allowed_hosts` forbid it, within the
+    /// plugin's `http_timeout_ms`, reading at most `http_body_kib` of the
+    /// response body: the response, or why there is none.
+    pub(crate) fn fetch(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>> {
+        let built = http::Request::builder()
+            .method(request.method.as_str())
+            .uri(request.url.as_str());
+        let built = request
+            .headers
+            .iter()
+            .fold(built, |b, (name, value)| b.header(name, value))
+            .body(Full::new(Bytes::from(request.body)).map_err(|never| match never {}));
+        let request = match built {
+            Ok(request) => request,
+            Err(e) => return Box::pin(std::future::ready(Err(format!("invalid request: {e}")))),
+        };
+        if !matches!(request.uri().scheme_str(), Some("http" | "https")) {
+            let why = format!("{} is not an http:// or https:// URL", request.uri());
+            return Box::pin(std::future::ready(Err(why)));
+        }
+        if !self.permits(request.uri()) {
+            let why = format!(
+                "denied: {} is not in the plugin's allowed_hosts",
+                request.uri().authority().map_or("", |a| a.as_str())
+            );
+            return Box::pin(std::future::ready(Err(why)));
+        }
+        let cap = self.limits.http_body_kib as usize * 1024;
+        let limit = Duration::from_millis(self.limits.http_timeout_ms.into());
+        Box::pin(async move {
+            let exchange = async {
+                let (response, io) = wasmtime_wasi_http::default_send_request(request, None)
+                    .await
+                    .map_err(|e| format!("{e}"))?;
+                let (parts, body) = response.into_parts();
+                let read = Limited::new(body, cap).collect();
+                // The connection is driven while the body is read; if it
+                // ends first, the body ends (or fails) with it.
+                let drive = async {
+                    let _ = io.await;
+                    std::future::pending::<std::convert::Infallible>().await
+                };
+                let body = tokio::select! {
+                    body = read => body,
+                    never = drive => match never {},
+                };
+                let body = body.map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+                    Some(_) => format!(
+                        "the response body is over http_body_kib ({} KiB)",
+                        cap / 1024
+                    ),
+                    None => format!("reading the response: {e}"),
+                })?;
+                let headers = parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.to_string(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                Ok(Reply {
+                    status: parts.status.as_u16(),
+                    headers,
+                    body: body.to_bytes().to_vec(),
+                })
+            };
+            match tokio::time::timeout(limit, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "no complete response within http_timeout_ms ({} ms)",
+                    limit.as_millis()
+                )),
+            }
+        })
+    }
+}
+
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
@@ -53,24 +174,11 @@ impl WasiHttpHooks for HttpPolicy {
                 )>,
             > + Send,
     > {
-        let uri = request.uri();
-        let default_port = match uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        };
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let hosts = &self.limits.allowed_hosts;
-        if !allowed(hosts, authority, default_port) {
-            tracing::warn!(
-                child = %self.child,
-                "outbound HTTP to {authority:?} denied: not in allowed_hosts of plugin {}",
-                self.plugin
-            );
+        if !self.permits(request.uri()) {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         drop(fut);
         Box::new(async move {
-            use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),

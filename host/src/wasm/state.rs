@@ -1,21 +1,16 @@
-//! The data of one instance's `Store`: its child's port, what the instance
-//! set up for itself (timers, subscriptions), its WASI and HTTP contexts,
-//! and the limits it runs under, with the hooks that enforce them.
+//! The data of one instance's `Store`: its child's incarnation, its WASI
+//! and HTTP contexts, and the limits it runs under, with the hooks that
+//! enforce them.
 
+use super::incarnation::Incarnation;
 use super::outbound::HttpPolicy;
-use super::port::Port;
 use super::stdio::GuestOutput;
 use crate::config::PluginConfig;
 use crate::types::ExitReason;
-use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::task::AbortHandle;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// Pending timers one instance may hold; setting one more kills it.
-pub(crate) const MAX_TIMERS: usize = 10_000;
 
 /// The error a host hook returns to stop the guest: the reason is in
 /// [`InstanceState::kill`].
@@ -30,14 +25,14 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// The data of one instance's `Store`: its child's port, what the instance
-/// set up for itself, and the limits it runs under.
+/// The data of one instance's `Store`: its child's incarnation, and the
+/// limits it runs under.
 pub(crate) struct InstanceState {
-    pub(super) port: Box<dyn Port>,
-    /// Timers this instance set, by reference: they die with it.
-    pub(super) timers: HashMap<u64, AbortHandle>,
-    /// Topics this instance subscribed to: the subscriptions end with it.
-    pub(super) subscriptions: Vec<Arc<str>>,
+    /// Always there while guest code runs; out only while a reload moves it
+    /// to the next instance.
+    incarnation: Option<Box<Incarnation>>,
+    /// The child's id, for log lines.
+    pub(super) id: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     http: wasmtime_wasi_http::WasiHttpCtx,
@@ -57,25 +52,28 @@ pub(crate) struct InstanceState {
 }
 
 impl InstanceState {
-    /// The state of a new instance of `plugin` for `port`'s child, under
+    /// The state of a new instance of `plugin` serving `incarnation`, under
     /// `limits`, with `cpu_budget` epoch ticks per callback. Fails only
     /// when a folder the config grants cannot be opened.
     pub(super) fn new(
-        port: Box<dyn Port>,
+        incarnation: Box<Incarnation>,
         plugin: &Arc<str>,
         limits: &Arc<PluginConfig>,
         cpu_budget: u32,
-    ) -> Result<InstanceState, String> {
-        let wasi = wasi_ctx(port.id(), limits)?;
+    ) -> Result<InstanceState, (String, Box<Incarnation>)> {
+        let id = incarnation.port.id().clone();
+        let wasi = match wasi_ctx(&id, limits) {
+            Ok(wasi) => wasi,
+            Err(why) => return Err((why, incarnation)),
+        };
         let http_policy = HttpPolicy {
-            child: port.id().clone(),
+            child: id.clone(),
             plugin: plugin.clone(),
             limits: limits.clone(),
         };
         Ok(InstanceState {
-            port,
-            timers: HashMap::new(),
-            subscriptions: Vec::new(),
+            incarnation: Some(incarnation),
+            id,
             wasi,
             table: ResourceTable::new(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
@@ -88,14 +86,28 @@ impl InstanceState {
             last_error_log: None,
         })
     }
-}
 
-impl Drop for InstanceState {
-    fn drop(&mut self) {
-        for (_, timer) in self.timers.drain() {
-            timer.abort();
-        }
-        self.port.unsubscribe(&self.subscriptions);
+    /// The child's incarnation.
+    pub(super) fn incarnation(&mut self) -> &mut Incarnation {
+        // `Instance` puts it back before any guest code runs again.
+        self.incarnation
+            .as_mut()
+            .expect("an instance runs guest code only with its incarnation")
+    }
+
+    /// Takes the incarnation out (an exit, or a reload moving it on).
+    pub(super) fn take_incarnation(&mut self) -> Option<Box<Incarnation>> {
+        self.incarnation.take()
+    }
+
+    /// Puts an incarnation back (a reload that failed gives it back).
+    pub(super) fn put_incarnation(&mut self, incarnation: Box<Incarnation>) {
+        self.incarnation = Some(incarnation);
+    }
+
+    /// The limits HTTP requests from this instance run under.
+    pub(super) fn http_policy(&self) -> &HttpPolicy {
+        &self.http_policy
     }
 }
 

@@ -1,9 +1,12 @@
 //! `chaos`: a plugin that misbehaves on request, for tests and the benchmark.
 //!
-//! Args: any JSON; kept and returned by `"state"`. Three keys act at `init`:
+//! Args: any JSON; kept and returned by `"state"`. These keys act at `init`:
 //! `{"subscribe": [T, ...]}` subscribes to those topics (so a restarted
 //! instance is subscribed again), `{"fail_init": "why"}` makes `init` return
-//! that error, and `{"crash_init": true}` makes `init` trap.
+//! that error, `{"crash_init": true}` makes `init` trap, `{"ignore_init":
+//! true}` makes it ask to be ignored, and `{"continue": M}` makes
+//! `handle_continue(M)` run first: it records `{"continue": M}`, and
+//! publishes when M is `{"publish": {"topic": T, "msg": X}}`.
 //!
 //! | message (call)                          | effect and reply                                         |
 //! |-----------------------------------------|----------------------------------------------------------|
@@ -20,29 +23,58 @@
 //! | `{"subscribe": T}`                      | subscribes to T (until the instance exits); `"ok"`       |
 //! | `{"send_after": {"ms": N, "msg": M}}`   | sets a timer; its id                                     |
 //! | `{"cancel_timer": ID}`                  | cancels a timer; whether it was pending                  |
-//! | `{"monitor": ID}`                       | monitors ID; `"ok"`                                      |
+//! | `{"monitor": ID}`                       | monitors ID; the monitor's reference                     |
+//! | `{"demonitor": REF}`                    | removes a monitor (and its waiting `down`); whether it was set |
+//! | `{"link": ID}`                          | links with ID; `"ok"` or `{"error": CODE, ...}`           |
+//! | `{"unlink": ID}`                        | removes the link with ID; `"ok"`                         |
+//! | `{"trap_exits": BOOL}`                  | traps exit signals of linked children or not; `"ok"`     |
+//! | `{"defer": {"ms": N, "msg": M}}`        | answers M after N ms, through a timer and a deferred reply; other calls are served meanwhile |
+//! | `{"fetch_async": URL}`                  | sends `GET URL` without waiting; the request id          |
 //! | `"infos"`                               | every info received so far, in order (see below)         |
 //! | `"self"`                                | this instance's id                                       |
 //! | `{"print": TEXT}`                       | writes TEXT to stdout and to stderr; `"ok"`              |
 //!
 //! Casts: `"bump"` adds 1, `{"add": n}` adds n, `"crash"` traps.
 //!
-//! Infos are recorded as `{"timer": M}`, `{"down": {"id": ID, "reason": R}}`
-//! and `{"event": {"topic": T, "msg": M}}`, where R is `"normal"`,
-//! `"shutdown"`, `"noproc"` or `{"trap": "..."}` and the like.
+//! Infos are recorded as `{"timer": M}`, `{"down": {"ref": REF, "id": ID,
+//! "reason": R}}`, `{"event": {"topic": T, "msg": M}}`, `{"exit": {"id": ID,
+//! "reason": R}}` and `{"http": {"id": ID, "status": S, "body": TEXT}}` (or
+//! `{"http": {"id": ID, "error": WHY}}`), where R is `"normal"`,
+//! `"shutdown"`, `"noproc"` or `{"trap": "..."}` and the like and TEXT is
+//! the body as UTF-8 text. The timers of `defer` are not recorded.
 //!
-//! `snapshot`/`restore` carry `count` across a hot reload.
+//! `snapshot`/`restore` carry everything a hot reload must keep: the args,
+//! the count, the infos and the calls waiting for a deferred reply.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use wasmvisor_sdk::{ExitReason, Info, Message, Plugin, TimerRef};
+use std::collections::BTreeMap;
+use wasmvisor_sdk::http::{self, Request};
+use wasmvisor_sdk::{ExitReason, Info, Message, MonitorRef, Plugin, ReplyTo, TimerRef};
 
 #[derive(Default)]
 struct Chaos {
+    state: State,
+    hoard: Vec<Vec<u8>>,
+}
+
+/// What a hot reload carries over: everything `init` set up and later
+/// messages read.
+#[derive(Default, Serialize, Deserialize)]
+struct State {
     args: Value,
     count: i64,
     infos: Vec<Value>,
-    hoard: Vec<Vec<u8>>,
+    /// Calls waiting for a deferred reply, by the number in their timer's
+    /// message: who to answer, and with what.
+    deferred: BTreeMap<u64, (u64, Value)>,
+    next_deferred: u64,
+}
+
+/// The message of a `defer` timer.
+#[derive(Serialize, Deserialize)]
+struct Deferred {
+    deferred: u64,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +98,12 @@ struct Timer {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Call {
+    Defer(Timer),
+    Demonitor(u64),
+    Link(String),
+    Unlink(String),
+    TrapExits(bool),
+    FetchAsync(String),
     State,
     Add(i64),
     Crash,
@@ -121,22 +159,66 @@ impl Plugin for Chaos {
         if args.get("crash_init") == Some(&Value::Bool(true)) {
             std::process::abort();
         }
+        if args.get("ignore_init") == Some(&Value::Bool(true)) {
+            wasmvisor_sdk::ignore();
+        }
         if let Some(topics) = args.get("subscribe").and_then(Value::as_array) {
             for topic in topics.iter().filter_map(Value::as_str) {
                 wasmvisor_sdk::subscribe(topic);
             }
         }
-        self.args = args;
+        if let Some(first) = args.get("continue") {
+            wasmvisor_sdk::continue_with(first);
+        }
+        self.state.args = args;
         Ok(())
     }
 
-    fn handle_call(&mut self, msg: Call) -> Value {
+    fn handle_continue(&mut self, msg: Message) {
+        let msg = msg.decode::<Value>().unwrap_or(Value::Null);
+        if let Ok(p) = serde_json::from_value::<Publish>(msg["publish"].clone()) {
+            wasmvisor_sdk::publish(&p.topic, &p.msg);
+        }
+        self.state.infos.push(json!({"continue": msg}));
+    }
+
+    fn handle_call_from(&mut self, msg: Call, from: ReplyTo) -> Option<Value> {
         match msg {
-            Call::State => json!({"args": self.args, "count": self.count}),
-            Call::Add(n) => {
-                self.count += n;
-                self.count.into()
+            Call::Defer(t) => {
+                let n = self.state.next_deferred;
+                self.state.next_deferred += 1;
+                self.state.deferred.insert(n, (from.0, t.msg));
+                wasmvisor_sdk::send_after(t.ms, &Deferred { deferred: n });
+                None
             }
+            other => Some(self.handle_call(other)),
+        }
+    }
+
+    fn handle_call(&mut self, msg: Call) -> Value {
+        let state = &mut self.state;
+        match msg {
+            Call::State => json!({"args": state.args, "count": state.count}),
+            Call::Add(n) => {
+                state.count += n;
+                state.count.into()
+            }
+            // Answered by `handle_call_from`.
+            Call::Defer(_) => Value::Null,
+            Call::Demonitor(reference) => wasmvisor_sdk::demonitor(MonitorRef(reference)).into(),
+            Call::Link(id) => match wasmvisor_sdk::link(&id) {
+                Ok(()) => "ok".into(),
+                Err(err) => error_value(err.code(), err.to_string()),
+            },
+            Call::Unlink(id) => {
+                wasmvisor_sdk::unlink(&id);
+                "ok".into()
+            }
+            Call::TrapExits(on) => {
+                wasmvisor_sdk::trap_exits(on);
+                "ok".into()
+            }
+            Call::FetchAsync(url) => http::send_async(&Request::get(url)).0.into(),
             Call::Crash => std::process::abort(),
             Call::Spin(n) => spin(n).into(),
             Call::AllocMb(n) => {
@@ -167,11 +249,8 @@ impl Plugin for Chaos {
             }
             Call::SendAfter(t) => wasmvisor_sdk::send_after(t.ms, &t.msg).0.into(),
             Call::CancelTimer(id) => wasmvisor_sdk::cancel_timer(TimerRef(id)).into(),
-            Call::Monitor(id) => {
-                wasmvisor_sdk::monitor(&id);
-                "ok".into()
-            }
-            Call::Infos => Value::Array(self.infos.clone()),
+            Call::Monitor(id) => wasmvisor_sdk::monitor(&id).0.into(),
+            Call::Infos => Value::Array(state.infos.clone()),
             Call::SelfId => wasmvisor_sdk::self_id().into(),
             Call::Print(text) => {
                 println!("{text}");
@@ -183,8 +262,8 @@ impl Plugin for Chaos {
 
     fn handle_cast(&mut self, msg: Cast) {
         match msg {
-            Cast::Bump => self.count += 1,
-            Cast::Add(n) => self.count += n,
+            Cast::Bump => self.state.count += 1,
+            Cast::Add(n) => self.state.count += n,
             Cast::Crash => std::process::abort(),
         }
     }
@@ -192,22 +271,44 @@ impl Plugin for Chaos {
     fn handle_info(&mut self, info: Info) {
         let decode = |m: &Message| m.decode::<Value>().unwrap_or(Value::Null);
         let recorded = match info {
-            Info::Timer(m) => json!({"timer": decode(&m)}),
-            Info::Down { id, reason } => json!({"down": {"id": id, "reason": reason}}),
+            Info::Timer(m) => {
+                if let Ok(Deferred { deferred }) = m.decode()
+                    && let Some((to, msg)) = self.state.deferred.remove(&deferred)
+                {
+                    wasmvisor_sdk::reply(ReplyTo(to), &msg);
+                    return;
+                }
+                json!({"timer": decode(&m)})
+            }
+            Info::Down {
+                monitor,
+                id,
+                reason,
+            } => json!({"down": {"ref": monitor.0, "id": id, "reason": reason}}),
             Info::Event { topic, msg } => json!({"event": {"topic": topic, "msg": decode(&msg)}}),
+            Info::Exit { id, reason } => json!({"exit": {"id": id, "reason": reason}}),
+            Info::Http { id, result } => match result {
+                Ok(r) => json!({"http": {
+                    "id": id.0,
+                    "status": r.status,
+                    "body": String::from_utf8_lossy(&r.body),
+                }}),
+                Err(why) => json!({"http": {"id": id.0, "error": why}}),
+            },
+            _ => return,
         };
-        self.infos.push(recorded);
+        self.state.infos.push(recorded);
     }
 
     fn snapshot(&self) -> Option<Message> {
-        Some(Message::encode(&self.count))
+        Some(Message::encode(&self.state))
     }
 
     fn restore(&mut self, state: Message) -> Result<(), String> {
         if cfg!(feature = "restore-traps") {
             std::process::abort();
         }
-        self.count = state.decode().map_err(|e| e.to_string())?;
+        self.state = state.decode().map_err(|e| e.to_string())?;
         Ok(())
     }
 }

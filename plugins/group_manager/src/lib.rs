@@ -12,11 +12,13 @@
 //!
 //! Every `interval_ms` it makes sure that `group:G` runs (a temporary
 //! child, monitored) for each active group G. When a worker goes down (its
-//! score fell below the floor, or it crashed), G leaves the active set.
+//! score fell below the floor, or it crashed), G leaves the active set. A
+//! deactivated group's monitor is removed before its worker stops, so that
+//! worker's `down` cannot drop the group if it is activated again.
 
 use serde::Deserialize;
-use std::collections::BTreeSet;
-use wasmvisor_sdk::{ChildSpec, Info, Level, Plugin, Restart, StartError, json};
+use std::collections::{BTreeMap, BTreeSet};
+use wasmvisor_sdk::{ChildSpec, Info, Level, MonitorRef, Plugin, Restart, StartError, json};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +42,8 @@ struct GroupManager {
     interval_ms: u64,
     worker: serde_json::Map<String, serde_json::Value>,
     active: BTreeSet<String>,
-    running: BTreeSet<String>,
+    /// Running workers, with the monitor on each.
+    running: BTreeMap<String, MonitorRef>,
 }
 
 const PREFIX: &str = "group:";
@@ -51,7 +54,7 @@ impl GroupManager {
         let missing: Vec<String> = self
             .active
             .iter()
-            .filter(|g| !self.running.contains(&format!("{PREFIX}{g}")))
+            .filter(|g| !self.running.contains_key(&format!("{PREFIX}{g}")))
             .cloned()
             .collect();
         for group in missing {
@@ -62,7 +65,7 @@ impl GroupManager {
                 .args(&args)
                 .restart(Restart::Temporary);
             match wasmvisor_sdk::start_child(&spec) {
-                Ok(()) => {}
+                Ok(_) => {}
                 // Still running from before (a restart of this manager).
                 Err(StartError::AlreadyStarted) => {}
                 Err(e) => {
@@ -71,13 +74,13 @@ impl GroupManager {
                 }
             }
             // A worker that stopped in between is reported down at once.
-            wasmvisor_sdk::monitor(&id);
-            self.running.insert(id);
+            let monitor = wasmvisor_sdk::monitor(&id);
+            self.running.insert(id, monitor);
         }
     }
 
     fn workers(&self) -> serde_json::Value {
-        json!(self.running)
+        json!(self.running.keys().collect::<Vec<_>>())
     }
 }
 
@@ -108,7 +111,10 @@ impl Plugin for GroupManager {
             Call::Deactivate(group) => {
                 self.active.remove(&group);
                 let id = format!("{PREFIX}{group}");
-                if self.running.remove(&id) {
+                if let Some(monitor) = self.running.remove(&id) {
+                    // Its `down` must not reach a worker started for the
+                    // group later: drop the monitor, and a `down` that waits.
+                    wasmvisor_sdk::demonitor(monitor);
                     let _ = wasmvisor_sdk::stop_child(&id);
                 }
             }
@@ -127,14 +133,16 @@ impl Plugin for GroupManager {
                 self.ensure();
                 wasmvisor_sdk::send_after(self.interval_ms, &"tick");
             }
-            Info::Down { id, .. } => {
-                if self.running.remove(&id)
-                    && let Some(group) = id.strip_prefix(PREFIX)
-                {
-                    self.active.remove(group);
+            Info::Down { monitor, id, .. } => {
+                // Only the worker running now counts.
+                if self.running.get(&id) == Some(&monitor) {
+                    self.running.remove(&id);
+                    if let Some(group) = id.strip_prefix(PREFIX) {
+                        self.active.remove(group);
+                    }
                 }
             }
-            Info::Event { .. } => {}
+            _ => {}
         }
     }
 }

@@ -13,9 +13,12 @@
 //! `{"group": G, "score": s}` is published on topic `groups:scores`; a score
 //! at or above `high` also publishes `{"group": G, "event": "hot"}` on
 //! `groups`, and a score below `floor` makes the worker stop (`normal`).
+//!
+//! A hot reload carries its whole state over, and its pending report timer
+//! with it: it reports at its period whatever the number of reloads.
 
-use serde::Deserialize;
-use wasmvisor_sdk::{ExitReason, Info, Plugin, json};
+use serde::{Deserialize, Serialize};
+use wasmvisor_sdk::{ExitReason, Info, Message, Plugin, json};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +43,7 @@ enum Msg {
     Score,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct GroupWorker {
     group: String,
     report_ms: u64,
@@ -121,6 +124,15 @@ impl Plugin for GroupWorker {
         if let Info::Timer(_) = info {
             self.report();
         }
+    }
+
+    fn snapshot(&self) -> Option<Message> {
+        Some(Message::encode(self))
+    }
+
+    fn restore(&mut self, state: Message) -> Result<(), String> {
+        *self = state.decode().map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 

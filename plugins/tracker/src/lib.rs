@@ -9,11 +9,11 @@
 //! | `"state"`           | `{"args": ARGS, "events": [X, ...]}`    |
 //! | `"version"`         | the crate version, e.g. `"0.1.0"`       |
 //!
-//! Casts of `{"observe": X}` record X without a reply. Observations are
-//! carried across a hot reload.
+//! Casts of `{"observe": X}` record X without a reply. The args and the
+//! observations are carried across a hot reload.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use wasmvisor_sdk::{Message, Plugin};
 
 #[derive(Default)]
@@ -76,11 +76,17 @@ impl Plugin for Tracker {
     }
 
     fn snapshot(&self) -> Option<Message> {
-        Some(Message::encode(&self.events))
+        Some(Message::encode(&json!({"args": self.args, "events": self.events})))
     }
 
     fn restore(&mut self, state: Message) -> Result<(), String> {
-        self.events = state.decode().map_err(|e| e.to_string())?;
+        #[derive(Deserialize)]
+        struct Kept {
+            args: Value,
+            events: Vec<Value>,
+        }
+        let kept: Kept = state.decode().map_err(|e| e.to_string())?;
+        (self.args, self.events) = (kept.args, kept.events);
         Ok(())
     }
 }

@@ -67,9 +67,11 @@ pub fn spec(id: &str, plugin: &str, args: Value) -> ChildSpec {
 
 /// Starts a child that must start (its first `init` succeeds).
 pub async fn start_ok(host: &Host, id: &str, plugin: &str, args: Value) {
-    host.start_child(spec(id, plugin, args))
+    let started = host
+        .start_child(spec(id, plugin, args))
         .await
         .unwrap_or_else(|e| panic!("start {id} ({plugin}): {e}"));
+    assert!(started.is_some(), "{id} ({plugin}) was ignored");
 }
 
 pub fn spec_with(id: &str, plugin: &str, args: Value, restart: Restart) -> ChildSpec {
