@@ -15,7 +15,7 @@
 //! use wasmvisor_sdk::{ExitReason, Info, Message, Plugin};
 //!
 //! /// A counter that can also count down on a timer.
-//! #[derive(Default)]
+//! #[derive(Default, Serialize, Deserialize)]
 //! struct Counter {
 //!     name: String,
 //!     count: i64,
@@ -80,13 +80,15 @@
 //!         wasmvisor_sdk::log(wasmvisor_sdk::Level::Info, &format!("stopping: {reason}"));
 //!     }
 //!
-//!     // Carry the count across a hot reload.
+//!     // A hot reload continues the child without `init`: carry over
+//!     // everything `init` set up too (the name). Its subscription and
+//!     // pending timers carry over by themselves.
 //!     fn snapshot(&self) -> Option<Message> {
-//!         Some(Message::encode(&self.count))
+//!         Some(Message::encode(self))
 //!     }
 //!
 //!     fn restore(&mut self, state: Message) -> Result<(), String> {
-//!         self.count = state.decode().map_err(|e| e.to_string())?;
+//!         *self = state.decode().map_err(|e| e.to_string())?;
 //!         Ok(())
 //!     }
 //! }
@@ -107,6 +109,17 @@
 //! [`Plugin::Call`] never reaches the plugin; the caller gets
 //! `{"error": "bad_message", "message": ...}`.
 //!
+//! # Start or continue
+//!
+//! A new instance either *starts* its child or *continues* it. A first
+//! start, a restart and a hot reload of a plugin without a snapshot start
+//! it: [`Plugin::init`] runs with the preserved args, and the instance has
+//! no timers, monitors, links, subscriptions or unanswered calls from
+//! before. A hot reload with a snapshot continues it: only
+//! [`Plugin::restore`] runs (on a `Default` plugin), and everything the child
+//! had pending carries over. So a snapshot holds all that `init` set up and
+//! later messages read.
+//!
 //! # Failure
 //!
 //! A panic traps the instance. The host reports the panic message as the
@@ -118,15 +131,17 @@ extern crate self as wasmvisor_sdk;
 
 #[doc(hidden)]
 pub mod bindings;
+mod exit;
 mod export;
 pub mod http;
 mod message;
 mod plugin;
 mod runtime;
 
+pub use exit::ExitReason;
 pub use export::{continue_with, ignore};
 pub use message::{DecodeError, Message};
-pub use plugin::{ExitReason, Info, Plugin};
+pub use plugin::{Info, Plugin};
 pub use runtime::{
     CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, MonitorRef, ReplyTo, Restart, StartError,
     Started, StopError, TimerRef, call, call_raw, call_timeout, cancel_timer, cast, demonitor,

@@ -2,8 +2,8 @@
 
 use crate::bindings::wasmvisor::plugin::runtime as rt;
 use crate::bindings::wasmvisor::plugin::types as wit;
+use crate::exit::ExitReason;
 use crate::message::{DecodeError, Message};
-use crate::plugin::ExitReason;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -310,7 +310,8 @@ pub fn monitor(id: &str) -> MonitorRef {
 
 /// Removes a monitor, and its `down` if one already waits in the mailbox
 /// (OTP's `demonitor(ref, [:flush])`): no `down` for it arrives after this.
-/// True when the monitor was still set.
+/// True when the monitor was still set; false once it fired (its `down`,
+/// if queued, is removed all the same).
 pub fn demonitor(monitor: MonitorRef) -> bool {
     rt::demonitor(monitor.0)
 }

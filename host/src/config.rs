@@ -2,7 +2,7 @@
 //! the README.
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -107,7 +107,7 @@ fn empty_args() -> serde_json::Value {
 }
 
 /// How a supervision group reacts when one of its members exits (OTP).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Only the member that exited is restarted.
@@ -279,12 +279,12 @@ impl Config {
             anyhow::ensure!(p.cpu_ms > 0, "plugins.{name}.cpu_ms must be at least 1");
             anyhow::ensure!(p.mailbox > 0, "plugins.{name}.mailbox must be at least 1");
             anyhow::ensure!(
-                p.http_body_kib > 0,
-                "plugins.{name}.http_body_kib must be at least 1"
+                (1..=65_536).contains(&p.http_body_kib),
+                "plugins.{name}.http_body_kib must be 1 to 65536 (64 MiB)"
             );
             anyhow::ensure!(
-                p.http_timeout_ms > 0,
-                "plugins.{name}.http_timeout_ms must be at least 1"
+                (1..=600_000).contains(&p.http_timeout_ms),
+                "plugins.{name}.http_timeout_ms must be 1 to 600000 (10 minutes)"
             );
             for d in &p.dirs {
                 anyhow::ensure!(
@@ -476,5 +476,20 @@ children = [{ id = "x", plugin = "chaos" }]
         assert!(Config::parse("[pool]\nkeep_resident_kib = 100000\n").is_err());
         let c = Config::parse("[pool]\nkeep_resident_kib = 64\n").unwrap();
         assert_eq!(c.pool.keep_resident_kib, 64);
+        for bad in [
+            "http_body_kib = 0",
+            "http_body_kib = 65537",
+            "http_timeout_ms = 0",
+            "http_timeout_ms = 600001",
+        ] {
+            let err = Config::parse(&format!("[plugins.x]\n{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
+        assert!(Config::parse("[supervisor]\nmax_children = 0\n").is_ok());
+        let c = Config::parse("[supervisor]\nmax_children = 5\n[plugins.x]\nhttp_body_kib = 8\n");
+        let c = c.unwrap();
+        assert_eq!(c.supervisor.max_children, Some(5));
+        assert_eq!(c.plugin("x").http_body_kib, 8);
     }
 }

@@ -54,6 +54,10 @@ pub mod cli;
 pub use child::Address;
 pub use config::Config;
 pub use events::Event;
-pub use host::{ChildInfo, Host, LoadReport, PluginChange, PluginInfo};
-pub use types::{CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, Status};
+pub use host::{
+    ChildInfo, GroupTree, Host, LoadReport, PluginChange, PluginInfo, Tree, TreeChild, TreeMember,
+};
+pub use types::{
+    CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, StartOutcome, Status,
+};
 pub use wasm::Version;

@@ -604,3 +604,97 @@ async fn guest_output_becomes_log_lines_tagged_with_the_child() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `init` returning `ignore`, `[supervisor] max_children` and the
+/// supervision tree, over HTTP and through `wasmvisor tree`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_max_children_and_the_tree_over_http() {
+    let config = r#"
+[supervisor]
+max_children = 1
+
+[[children]]
+id = "top"
+plugin = "chaos"
+args = { ignore_init = true }
+
+[[groups]]
+id = "bank"
+strategy = "rest_for_one"
+max_restarts = 4
+max_seconds = 7
+children = [{ id = "g1", plugin = "chaos" }, { id = "g2", plugin = "tracker" }]
+
+[[groups.groups]]
+id = "inner"
+children = [{ id = "n1", plugin = "chaos" }]
+"#;
+    let h = RunningHost::start_with(&[], Some(config)).await;
+    let ignored = json!({"id": "i", "plugin": "chaos", "args": {"ignore_init": true}});
+    assert_eq!(
+        post(&h, "/v1/children", ignored).await,
+        (StatusCode::OK, json!({"ignored": "i"}))
+    );
+    assert_error(
+        request(&h, Method::GET, "/v1/children/i").await,
+        404,
+        "not_found",
+    );
+    let (status, _) = post(&h, "/v1/children", json!({"id": "d1", "plugin": "chaos"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let refused = post(&h, "/v1/children", json!({"id": "d2", "plugin": "chaos"})).await;
+    assert_error(refused, 503, "max_children");
+    assert_error(
+        request(&h, Method::GET, "/v1/children/d2").await,
+        404,
+        "not_found",
+    );
+
+    let child = |id: &str, plugin: &str, status: &str| json!({"id": id, "plugin": plugin, "status": status, "restarts": 0});
+    let tree = h.get("/v1/tree").await;
+    assert_eq!(
+        tree,
+        json!({
+            "groups": [{
+                "id": "bank",
+                "strategy": "rest_for_one",
+                "max_restarts": 4,
+                "max_seconds": 7,
+                "restarts": 0,
+                "down": false,
+                "members": [
+                    {"child": child("g1", "chaos", "running")},
+                    {"child": child("g2", "tracker", "running")},
+                    {"group": {
+                        "id": "inner",
+                        "strategy": "one_for_one",
+                        "max_restarts": 3,
+                        "max_seconds": 5,
+                        "restarts": 0,
+                        "down": false,
+                        "members": [{"child": child("n1", "chaos", "running")}],
+                    }},
+                ],
+            }],
+            "children": [child("top", "chaos", "ignored")],
+            "dynamic": [child("d1", "chaos", "running")],
+        })
+    );
+
+    let (ok, out, err) = h.cli(&["tree"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "root\n\
+         \x20 group bank (rest_for_one, 0/4 restarts in 7 s)\n\
+         \x20   g1 [chaos] running, restarts 0\n\
+         \x20   g2 [tracker] running, restarts 0\n\
+         \x20   group inner (one_for_one, 0/3 restarts in 5 s)\n\
+         \x20     n1 [chaos] running, restarts 0\n\
+         \x20 top [chaos] ignored, restarts 0\n\
+         \x20 d1 [chaos] running, restarts 0 (dynamic)\n"
+    );
+    let (ok, out, _) = h.cli(&["tree", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), tree);
+}

@@ -544,7 +544,7 @@ async fn every_bad_plugin_file_is_refused_with_why_and_changes_nothing() {
         (
             "wrong world",
             std::fs::read(WRONG_WORLD).unwrap(),
-            "does not export the wasmvisor:plugin world",
+            "does not export the plugin world of wasmvisor:plugin@0.2.0",
         ),
         (
             "unknown import",

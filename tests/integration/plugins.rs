@@ -220,36 +220,13 @@ mod board_monitor {
         assert_eq!(host.child("b").unwrap().restarts, 0);
     }
 
-    /// `wasm` with a custom section appended: the same code, but other bytes,
-    /// so a new version to the host.
-    fn with_custom_section(mut wasm: Vec<u8>) -> Vec<u8> {
-        let name = b"wasmvisor-test";
-        let mut section = vec![name.len() as u8];
-        section.extend_from_slice(name);
-        section.extend_from_slice(b"a reload of the same code");
-        assert!(section.len() < 128, "the sizes are one-byte LEB128");
-        wasm.push(0); // a custom section
-        wasm.push(section.len() as u8);
-        wasm.extend(section);
-        wasm
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn typed_ids_survive_a_hot_reload() {
         let (host, _dir) = host().await;
         board_with(&host, "b", &[json!(7), json!("7"), json!("x"), json!(12)]).await;
         let old = host.child("b").unwrap().version;
         let wasm = std::fs::read(wasmvisor_tests::BOARD_MONITOR).unwrap();
-        let change = host
-            .apply_bytes("board_monitor", with_custom_section(wasm))
-            .await
-            .unwrap();
-        match change {
-            wasmvisor::PluginChange::Reloaded {
-                instances, failed, ..
-            } => assert_eq!((instances, failed.len()), (1, 0), "{failed:?}"),
-            other => panic!("not a reload: {other:?}"),
-        }
+        reload(&host, "board_monitor", rebuilt(wasm, 1), 1).await;
         let info = host.child("b").unwrap();
         assert_ne!(info.version, old);
         assert_eq!(info.restarts, 0);

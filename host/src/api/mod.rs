@@ -34,6 +34,7 @@ pub fn router(host: Host, token: Option<String>) -> Router {
         .route("/v1/children/{id}/kill", post(children::kill))
         .route("/v1/children/{id}/call", post(children::call))
         .route("/v1/children/{id}/cast", post(children::cast))
+        .route("/v1/tree", get(tree))
         .route("/v1/events", get(events::stream))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -95,6 +96,10 @@ async fn authorize(
         }
     }
     next.run(request).await
+}
+
+async fn tree(State(host): State<Host>) -> Json<crate::host::Tree> {
+    Json(host.tree().await)
 }
 
 async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {

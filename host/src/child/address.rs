@@ -39,6 +39,8 @@ pub(crate) struct CellState {
     pub links: Vec<Link>,
     /// Brought back from the state database at host start.
     pub restored: bool,
+    /// Started through the dynamic supervisor (not from the config).
+    pub dynamic: bool,
     /// The supervision group it belongs to, if any.
     pub group: Option<Arc<str>>,
 }
@@ -78,6 +80,7 @@ impl Cell {
                 monitors: Vec::new(),
                 links: Vec::new(),
                 restored: false,
+                dynamic: false,
                 group: None,
             }),
         }

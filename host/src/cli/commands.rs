@@ -104,6 +104,59 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
+pub(super) async fn tree(client: &Client, json: bool) -> Result<()> {
+    let tree = client.json(Method::GET, "/v1/tree", None).await?;
+    if json {
+        println!("{tree}");
+        return Ok(());
+    }
+    let mut out = String::new();
+    out.push_str("root\n");
+    let none = Vec::new();
+    for group in tree["groups"].as_array().unwrap_or(&none) {
+        tree_group(&mut out, group, 1);
+    }
+    for child in tree["children"].as_array().unwrap_or(&none) {
+        tree_child(&mut out, child, 1, "");
+    }
+    for child in tree["dynamic"].as_array().unwrap_or(&none) {
+        tree_child(&mut out, child, 1, " (dynamic)");
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn tree_group(out: &mut String, group: &Value, depth: usize) {
+    out.push_str(&format!(
+        "{}group {} ({}, {}/{} restarts in {} s{})\n",
+        "  ".repeat(depth),
+        text(&group["id"]),
+        text(&group["strategy"]),
+        text(&group["restarts"]),
+        text(&group["max_restarts"]),
+        text(&group["max_seconds"]),
+        if group["down"] == true { ", down" } else { "" }
+    ));
+    for member in group["members"].as_array().into_iter().flatten() {
+        if let Some(child) = member.get("child") {
+            tree_child(out, child, depth + 1, "");
+        } else if let Some(nested) = member.get("group") {
+            tree_group(out, nested, depth + 1);
+        }
+    }
+}
+
+fn tree_child(out: &mut String, child: &Value, depth: usize, note: &str) {
+    out.push_str(&format!(
+        "{}{} [{}] {}, restarts {}{note}\n",
+        "  ".repeat(depth),
+        text(&child["id"]),
+        text(&child["plugin"]),
+        text(&child["status"]),
+        text(&child["restarts"]),
+    ));
+}
+
 pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
     let plugins = client.json(Method::GET, "/v1/plugins", None).await?;
     if json {

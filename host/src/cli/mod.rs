@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the supervision tree: groups with their strategy and restart
+    /// intensity, members in start order, and the dynamic children.
+    Tree {
+        /// Print JSON instead of the indented tree.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the plugins.
     Plugins {
         /// Print JSON instead of a table.
@@ -184,6 +191,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
+        Command::Tree { json } => commands::tree(&client(), json).await,
         Command::Start {
             id,
             plugin,

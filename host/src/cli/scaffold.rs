@@ -196,7 +196,8 @@ impl Plugin for {ty} {{
         self.handle_call(msg);
     }}
 
-    /// Carried across a hot reload into the new version's `restore`.
+    /// Carried across a hot reload into the new version's `restore`, which
+    /// runs instead of `init`: keep here everything `init` sets up too.
     fn snapshot(&self) -> Option<Message> {{
         Some(Message::encode(&self.pings))
     }}

@@ -4,6 +4,7 @@
 use super::Host;
 use crate::child::Cell;
 use crate::metrics::Gauge;
+use crate::supervisor::Tree;
 use crate::types::{ExitReason, Restart, Status};
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,7 +16,8 @@ pub struct ChildInfo {
     pub id: String,
     /// The plugin.
     pub plugin: String,
-    /// `starting`, `running`, `restarting`, `backoff`, `failed` or `waiting`.
+    /// `starting`, `running`, `restarting`, `backoff`, `failed`, `waiting` or
+    /// `ignored`.
     pub status: Status,
     /// The version (short content hash) of the current or last instance.
     pub version: Option<String>,
@@ -104,6 +106,13 @@ impl Host {
     /// One child.
     pub fn child(&self, id: &str) -> Option<ChildInfo> {
         self.sup.registry.get(id).map(|c| child_info(&c))
+    }
+
+    /// The supervision tree: the config's groups (nested, with their
+    /// strategy and restart intensity, members in start order), its
+    /// top-level children, and the dynamic children.
+    pub async fn tree(&self) -> Tree {
+        self.sup.tree().await
     }
 
     /// Every plugin the host knows.

@@ -8,6 +8,7 @@ mod info;
 mod reload;
 mod watch;
 
+pub use crate::supervisor::{GroupTree, Tree, TreeChild, TreeMember};
 pub use info::{ChildInfo, PluginInfo};
 pub use reload::{LoadReport, PluginChange, RELOAD_BATCH};
 pub use watch::{SETTLE, Watcher};

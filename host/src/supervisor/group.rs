@@ -17,6 +17,7 @@ use crate::events::Event;
 use crate::types::{ExitReason, Status};
 use crate::wasm::Port;
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +38,63 @@ pub(crate) enum GroupMsg {
     Release { done: oneshot::Sender<()> },
     /// The host stops: stop every member for good, in reverse order.
     Shutdown { done: oneshot::Sender<()> },
+    /// What the group looks like now, for the supervision tree.
+    Describe { reply: oneshot::Sender<GroupTree> },
+}
+
+/// A supervision group in the tree: its strategy, its restart intensity
+/// and how much of it is used, and its members in start order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupTree {
+    /// The group's id.
+    pub id: String,
+    /// `one_for_one`, `one_for_all` or `rest_for_one`.
+    pub strategy: Strategy,
+    /// Restarts allowed within `max_seconds`.
+    pub max_restarts: u32,
+    /// The intensity window, seconds.
+    pub max_seconds: u32,
+    /// Restarts within the window now.
+    pub restarts: usize,
+    /// Whether it stopped its members after exceeding its intensity.
+    pub down: bool,
+    /// Its children and nested groups, in start order.
+    pub members: Vec<TreeMember>,
+}
+
+/// A member of a group: a child or a nested group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeMember {
+    /// A child.
+    Child(TreeChild),
+    /// A nested group.
+    Group(GroupTree),
+}
+
+/// A child in the tree.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TreeChild {
+    /// The registry id.
+    pub id: String,
+    /// The plugin.
+    pub plugin: String,
+    /// Its status.
+    pub status: Status,
+    /// Restarts so far.
+    pub restarts: u64,
+}
+
+impl TreeChild {
+    pub(crate) fn of(cell: &Cell) -> TreeChild {
+        let state = cell.state();
+        TreeChild {
+            id: cell.id.to_string(),
+            plugin: cell.spec.plugin.clone(),
+            status: state.status,
+            restarts: state.restarts,
+        }
+    }
 }
 
 /// How a member reaches its group.
@@ -111,6 +169,16 @@ impl GroupHandle {
     /// Stops the group's members for good, in reverse order.
     pub(crate) async fn shutdown(&self) {
         self.ask(|done| GroupMsg::Shutdown { done }).await;
+    }
+
+    /// The group as it is now; `None` once it stopped.
+    pub(crate) fn describe(&self) -> BoxFuture<'static, Option<GroupTree>> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (reply, tree) = oneshot::channel();
+            tx.send(GroupMsg::Describe { reply }).ok()?;
+            tree.await.ok()
+        })
     }
 }
 
@@ -285,6 +353,9 @@ impl Group {
                     self.release_all().await;
                     let _ = done.send(());
                 }
+                GroupMsg::Describe { reply } => {
+                    let _ = reply.send(self.describe().await);
+                }
                 GroupMsg::Shutdown { done } => {
                     for m in self.members.iter().rev() {
                         m.stop().await;
@@ -320,6 +391,30 @@ impl Group {
                 self.hold_from(index + 1, Status::Restarting).await;
                 self.release_from(index).await;
             }
+        }
+    }
+
+    async fn describe(&self) -> GroupTree {
+        let mut members = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            match m {
+                Member::Child(cell) => members.push(TreeMember::Child(TreeChild::of(cell))),
+                Member::Group(g) => {
+                    if let Some(tree) = g.describe().await {
+                        members.push(TreeMember::Group(tree));
+                    }
+                }
+                Member::Gone => {}
+            }
+        }
+        GroupTree {
+            id: self.id.to_string(),
+            strategy: self.strategy,
+            max_restarts: self.intensity.max_restarts(),
+            max_seconds: self.intensity.window().as_secs() as u32,
+            restarts: self.intensity.used(Instant::now()),
+            down: self.down,
+            members,
         }
     }
 

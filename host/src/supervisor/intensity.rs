@@ -64,6 +64,24 @@ impl Intensity {
         }
     }
 
+    /// The restarts allowed within the window.
+    pub(crate) fn max_restarts(&self) -> u32 {
+        self.max_restarts
+    }
+
+    /// The window.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Restarts within the window that ends `now`.
+    pub(crate) fn used(&self, now: Instant) -> usize {
+        self.restarts
+            .iter()
+            .filter(|t| now.duration_since(**t) <= self.window)
+            .count()
+    }
+
     /// Forgets the history (an operator restart or a reload revived it).
     pub(crate) fn reset(&mut self) {
         self.restarts.clear();

@@ -10,6 +10,8 @@ mod intensity;
 mod policy;
 mod port;
 
+pub use group::{GroupTree, TreeChild, TreeMember};
+
 use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent, mailbox};
 use crate::config::{Config, StaticChild};
 use crate::events::Event;
@@ -24,10 +26,23 @@ use futures_util::future::BoxFuture;
 use group::GroupHandle;
 use intensity::Intensity;
 use port::GuestPort;
+use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// The supervision tree under the root.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Tree {
+    /// The config's `[[groups]]`, in start order.
+    pub groups: Vec<GroupTree>,
+    /// The config's top-level `[[children]]`, in start order.
+    pub children: Vec<TreeChild>,
+    /// The dynamic children (started through the API, the CLI or a guest),
+    /// by id.
+    pub dynamic: Vec<TreeChild>,
+}
 
 /// The dynamic supervisor and what its children share: the registry and
 /// topics they are found by, the environment their tasks run in, the
@@ -95,6 +110,7 @@ impl Supervisor {
             let mut state = cell.state();
             state.group = group;
             state.restored = matches!(origin, Origin::Restored { .. });
+            state.dynamic = matches!(origin, Origin::Started | Origin::Restored { .. });
         }
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
@@ -253,6 +269,42 @@ impl Supervisor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(handle);
+        }
+    }
+
+    /// The supervision tree: the config's groups (nested, members in start
+    /// order), its top-level children, and the dynamic children by id.
+    pub(crate) async fn tree(&self) -> Tree {
+        let groups: Vec<GroupHandle> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut trees = Vec::with_capacity(groups.len());
+        for g in groups {
+            if let Some(tree) = g.describe().await {
+                trees.push(tree);
+            }
+        }
+        let children = self
+            .config
+            .children
+            .iter()
+            .filter_map(|c| self.registry.get(&c.id))
+            .map(|cell| TreeChild::of(&cell))
+            .collect();
+        let mut dynamic: Vec<TreeChild> = self
+            .registry
+            .all()
+            .iter()
+            .filter(|cell| cell.state().dynamic)
+            .map(|cell| TreeChild::of(cell))
+            .collect();
+        dynamic.sort_by(|a, b| a.id.cmp(&b.id));
+        Tree {
+            groups: trees,
+            children,
+            dynamic,
         }
     }
 

@@ -119,7 +119,12 @@ pub(crate) fn compile(
         .context("it imports something the host does not provide (is it built against the wasmvisor:plugin world?)")?;
     let pre = PluginPre::new(pre)
         .map_err(anyhow::Error::from)
-        .context("it does not export the wasmvisor:plugin world")?;
+        .with_context(|| {
+            format!(
+                "it does not export the plugin world of {WIT_PACKAGE}@{WIT_VERSION} \
+                 (if it was built against another version, rebuild it against this host's wit/)"
+            )
+        })?;
     Ok(Version {
         plugin: name.into(),
         hash: content_hash[..12].to_string(),

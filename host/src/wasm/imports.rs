@@ -5,7 +5,8 @@
 
 use super::bindings::wasmvisor::plugin::runtime::Host;
 use super::bindings::wasmvisor::plugin::types as wit;
-use super::instance::{Info, from_wit_reason};
+use super::incarnation::MAX_PENDING;
+use super::info::{Info, from_wit_reason};
 use super::outbound;
 use super::state::{InstanceState, Interrupted};
 use crate::types::{
@@ -16,10 +17,6 @@ use std::time::Duration;
 
 /// `call`'s timeout when the guest passes 0.
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5_000);
-
-/// What one incarnation may hold at once of timers, monitors and HTTP
-/// requests each; one more kills it.
-pub(crate) const MAX_PENDING: usize = 10_000;
 
 impl wit::Host for InstanceState {}
 

@@ -10,6 +10,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+/// What one incarnation may hold at once of timers, monitors, unanswered
+/// calls and HTTP requests each; one more kills it.
+pub(crate) const MAX_PENDING: usize = 10_000;
+
 /// Where a call's answer goes.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Vec<u8>, CallError>>;
 

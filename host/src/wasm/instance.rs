@@ -7,39 +7,12 @@ use super::bindings;
 use super::bindings::wasmvisor::plugin::types as wit;
 use super::catalog::Version;
 use super::engine::EPOCH_TICK;
-use super::incarnation::{Incarnation, ReplyTx};
-use super::outbound;
+use super::incarnation::{Incarnation, MAX_PENDING, ReplyTx};
+use super::info::{Info, to_wit_reason};
 use super::state::{InstanceState, Interrupted};
 use crate::types::{CallError, ExitReason};
-use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
-
-/// A runtime notification for `handle-info`.
-pub(crate) enum Info {
-    Timer {
-        timer: u64,
-        msg: Vec<u8>,
-    },
-    Down {
-        reference: u64,
-        id: Arc<str>,
-        reason: ExitReason,
-    },
-    Event {
-        topic: Arc<str>,
-        msg: Bytes,
-    },
-    /// A linked child exited, and this one traps exits.
-    Exit {
-        id: Arc<str>,
-        reason: ExitReason,
-    },
-    Http {
-        id: u64,
-        result: Result<outbound::Reply, String>,
-    },
-}
 
 /// What a successful `init` asked for.
 #[derive(Debug, PartialEq)]
@@ -224,8 +197,20 @@ impl Instance {
         reply: ReplyTx,
     ) -> Result<(), ExitReason> {
         let incarnation = self.store.data_mut().incarnation();
+        if incarnation.replies.len() >= MAX_PENDING {
+            // Callers that gave up (timed out) need no answer any more.
+            incarnation.replies.retain(|_, r| !r.is_closed());
+        }
         let reply_to = incarnation.port.next_id();
         incarnation.replies.insert(reply_to, reply);
+        // A guest that never answers must not grow host memory without
+        // bound: past the cap the incarnation ends, and every waiting
+        // caller (this one too) hears `killed`.
+        if incarnation.replies.len() > MAX_PENDING {
+            return Err(ExitReason::Killed(format!(
+                "more than {MAX_PENDING} unanswered calls"
+            )));
+        }
         self.begin();
         let answer = self
             .exports
@@ -400,30 +385,6 @@ fn host_failure(error: &wasmtime::Error) -> Option<String> {
     let host = error.downcast_ref::<wasmtime::Trap>().is_none()
         && (error.is::<std::io::Error>() || error.is::<wasmtime::OutOfMemory>());
     host.then(|| format!("host failure, not the guest's: {error:#}"))
-}
-
-pub(crate) fn to_wit_reason(reason: &ExitReason) -> wit::ExitReason {
-    match reason {
-        ExitReason::Normal => wit::ExitReason::Normal,
-        ExitReason::Shutdown => wit::ExitReason::Shutdown,
-        ExitReason::Trap(m) => wit::ExitReason::Trap(m.clone()),
-        ExitReason::Killed(m) => wit::ExitReason::Killed(m.clone()),
-        ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m.clone()),
-        ExitReason::Noproc => wit::ExitReason::Noproc,
-        ExitReason::Linked(id) => wit::ExitReason::Linked(id.clone()),
-    }
-}
-
-pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
-    match reason {
-        wit::ExitReason::Normal => ExitReason::Normal,
-        wit::ExitReason::Shutdown => ExitReason::Shutdown,
-        wit::ExitReason::Trap(m) => ExitReason::Trap(m),
-        wit::ExitReason::Killed(m) => ExitReason::Killed(m),
-        wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
-        wit::ExitReason::Noproc => ExitReason::Noproc,
-        wit::ExitReason::Linked(id) => ExitReason::Linked(id),
-    }
 }
 
 #[cfg(test)]

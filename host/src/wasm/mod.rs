@@ -10,6 +10,7 @@ mod catalog;
 mod engine;
 mod imports;
 mod incarnation;
+mod info;
 mod instance;
 mod outbound;
 mod port;
@@ -20,7 +21,8 @@ pub(crate) use catalog::Catalog;
 pub use catalog::Version;
 pub(crate) use catalog::{content_hash, plugin_name};
 pub(crate) use incarnation::{Incarnation, ReplyTx};
-pub(crate) use instance::{Info, Init, Instance, StartFailure};
+pub(crate) use info::Info;
+pub(crate) use instance::{Init, Instance, StartFailure};
 pub(crate) use port::Port;
 
 use crate::config::Config;

@@ -4,7 +4,7 @@
 //! plugin's config limits). The supervisor layer implements it; this layer
 //! never sees the registry, the supervisor or the state database.
 
-use super::instance::Info;
+use super::info::Info;
 use crate::types::{CallError, ChildError, ChildSpec, StartError, StartOutcome};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -251,6 +251,9 @@ mod tests {
         let mut new = BoardMonitor::default();
         new.restore(old.snapshot().unwrap()).unwrap();
         assert_eq!(call(&mut new, json!("users")), json!([7, "7", "x"]));
-        assert_eq!(call(&mut new, json!("board")), call(&mut old, json!("board")));
+        assert_eq!(
+            call(&mut new, json!("board")),
+            call(&mut old, json!("board"))
+        );
     }
 }

@@ -24,12 +24,14 @@
 //! | `{"send_after": {"ms": N, "msg": M}}`   | sets a timer; its id                                     |
 //! | `{"cancel_timer": ID}`                  | cancels a timer; whether it was pending                  |
 //! | `{"monitor": ID}`                       | monitors ID; the monitor's reference                     |
-//! | `{"demonitor": REF}`                    | removes a monitor (and its waiting `down`); whether it was set |
+//! | `{"demonitor": REF}`                    | removes a monitor and its waiting `down`; whether it was still active (false once fired) |
 //! | `{"link": ID}`                          | links with ID; `"ok"` or `{"error": CODE, ...}`           |
 //! | `{"unlink": ID}`                        | removes the link with ID; `"ok"`                         |
 //! | `{"trap_exits": BOOL}`                  | traps exit signals of linked children or not; `"ok"`     |
 //! | `{"defer": {"ms": N, "msg": M}}`        | answers M after N ms, through a timer and a deferred reply; other calls are served meanwhile |
 //! | `{"fetch_async": URL}`                  | sends `GET URL` without waiting; the request id          |
+//! | `{"stop_child": ID}`                    | stops ID and waits until it is gone; `"ok"` or `{"error": CODE}` |
+//! | `{"all": [M, ...]}`                     | handles each call M in turn within this one message; their replies |
 //! | `"infos"`                               | every info received so far, in order (see below)         |
 //! | `"self"`                                | this instance's id                                       |
 //! | `{"print": TEXT}`                       | writes TEXT to stdout and to stderr; `"ok"`              |
@@ -98,6 +100,8 @@ struct Timer {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Call {
+    All(Vec<Call>),
+    StopChild(String),
     Defer(Timer),
     Demonitor(u64),
     Link(String),
@@ -203,6 +207,11 @@ impl Plugin for Chaos {
                 state.count += n;
                 state.count.into()
             }
+            Call::All(calls) => calls.into_iter().map(|c| self.handle_call(c)).collect(),
+            Call::StopChild(id) => match wasmvisor_sdk::stop_child(&id) {
+                Ok(()) => "ok".into(),
+                Err(err) => json!({"error": err.code()}),
+            },
             // Answered by `handle_call_from`.
             Call::Defer(_) => Value::Null,
             Call::Demonitor(reference) => wasmvisor_sdk::demonitor(MonitorRef(reference)).into(),

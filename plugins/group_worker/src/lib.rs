@@ -69,7 +69,10 @@ impl GroupWorker {
     fn report(&mut self) {
         self.score *= self.decay;
         let group = &self.group;
-        wasmvisor_sdk::publish("groups:scores", &json!({"group": group, "score": self.score}));
+        wasmvisor_sdk::publish(
+            "groups:scores",
+            &json!({"group": group, "score": self.score}),
+        );
         if self.score >= self.high {
             wasmvisor_sdk::publish("groups", &json!({"group": group, "event": "hot"}));
         }

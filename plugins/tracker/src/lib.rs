@@ -40,7 +40,10 @@ enum Cast {
 #[serde(untagged)]
 enum Reply<'a> {
     Count(usize),
-    State { args: &'a Value, events: &'a [Value] },
+    State {
+        args: &'a Value,
+        events: &'a [Value],
+    },
     Version(&'static str),
 }
 
@@ -64,7 +67,10 @@ impl Plugin for Tracker {
                 self.events.push(x);
                 Reply::Count(self.events.len())
             }
-            Call::State => Reply::State { args: &self.args, events: &self.events },
+            Call::State => Reply::State {
+                args: &self.args,
+                events: &self.events,
+            },
             Call::Version => Reply::Version(env!("CARGO_PKG_VERSION")),
         };
         serde_json::to_value(reply).unwrap_or(Value::Null)
@@ -76,7 +82,9 @@ impl Plugin for Tracker {
     }
 
     fn snapshot(&self) -> Option<Message> {
-        Some(Message::encode(&json!({"args": self.args, "events": self.events})))
+        Some(Message::encode(
+            &json!({"args": self.args, "events": self.events}),
+        ))
     }
 
     fn restore(&mut self, state: Message) -> Result<(), String> {

@@ -183,6 +183,35 @@ where
 
 pub mod process;
 
+/// `wasm` with a custom section tagged `tag` appended: the same code, but
+/// other bytes, so a new version to the host (a hot reload of the same
+/// build, as often as the tags differ).
+pub fn rebuilt(mut wasm: Vec<u8>, tag: u8) -> Vec<u8> {
+    let name = b"wasmvisor-test";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(b"a reload of the same code, tag ");
+    section.push(tag);
+    assert!(section.len() < 128, "the sizes are one-byte LEB128");
+    wasm.push(0); // a custom section
+    wasm.push(section.len() as u8);
+    wasm.extend(section);
+    wasm
+}
+
+/// Hot-reloads plugin `name` to `bytes` and checks that all `instances`
+/// of it moved to the new version.
+pub async fn reload(host: &Host, name: &str, bytes: Vec<u8>, instances: usize) {
+    match host.apply_bytes(name, bytes).await {
+        Ok(wasmvisor::PluginChange::Reloaded {
+            instances: moved,
+            failed,
+            ..
+        }) => assert_eq!((moved, failed.len()), (instances, 0), "{failed:?}"),
+        other => panic!("{name} was not reloaded: {other:?}"),
+    }
+}
+
 /// The value of one series in the host's metrics, named as it is printed
 /// (with its labels, if any); panics if the series is not there.
 pub fn metric(host: &Host, series: &str) -> u64 {

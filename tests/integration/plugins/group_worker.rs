@@ -38,3 +38,37 @@ async fn a_worker_scores_messages_and_reports_decayed_scores() {
     // Below the floor it stops normally (temporary: gone).
     wait_gone(&host, "w2").await;
 }
+
+/// The lifecycle rule: a hot reload with a snapshot continues the child, so
+/// its pending report timer carries over and the new version's `init` (which
+/// would arm another) does not run. Each reload used to add a timer chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_worker_keeps_its_period_across_three_reloads() {
+    const PERIOD_MS: u64 = 200;
+    let (host, _dir) = host().await;
+    let mut args = worker_args(PERIOD_MS, 1.0);
+    args["group"] = json!("p");
+    let mut rx = host.events();
+    start_ok(&host, "p", "group_worker", args).await;
+    let wasm = std::fs::read(wasmvisor_tests::GROUP_WORKER).unwrap();
+    for tag in 1..=3 {
+        next_on(&mut rx, "groups:scores", |v| v["group"] == "p").await;
+        reload(&host, "group_worker", rebuilt(wasm.clone(), tag), 1).await;
+    }
+    assert_eq!(host.child("p").unwrap().restarts, 0);
+    // Reports from now on only: a fresh receiver, not the backlog.
+    let mut rx = host.events();
+    next_on(&mut rx, "groups:scores", |v| v["group"] == "p").await;
+    let first = std::time::Instant::now();
+    for _ in 0..5 {
+        next_on(&mut rx, "groups:scores", |v| v["group"] == "p").await;
+    }
+    // Five periods, less what a late receipt of the first report can take
+    // off; four timer chains would report in about a quarter of it.
+    let elapsed = first.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(5 * PERIOD_MS * 4 / 5),
+        "5 reports after 3 reloads came in {elapsed:?}, not about {} ms",
+        5 * PERIOD_MS
+    );
+}

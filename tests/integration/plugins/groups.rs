@@ -77,3 +77,30 @@ async fn the_manager_keeps_one_worker_per_active_group() {
     assert!(host.child("group:c").is_none());
     assert_eq!(workers().await, json!(["group:a"]));
 }
+
+/// A group deactivated and activated again back to back keeps its new
+/// worker: the old worker's `down` was removed with its monitor, so it
+/// cannot drop the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_deactivated_and_activated_back_to_back_stays_active() {
+    let (host, _dir) = host().await;
+    let args = json!({"interval_ms": 60_000, "groups": ["a"], "worker": worker_args(60_000, 1.0)});
+    start_ok(&host, "manager", "group_manager", args).await;
+    wait_for("the first worker", LIMIT, || host.child("group:a")).await;
+    for round in 0..3 {
+        // Both casts are queued before the manager handles the first: the
+        // old worker's exit happens between them.
+        cast(&host, "manager", json!({"deactivate": "a"})).unwrap();
+        cast(&host, "manager", json!({"activate": "a"})).unwrap();
+        // The first call may be queued before the old worker's `down`; the
+        // second is certainly after it.
+        call_ok(&host, "manager", json!("workers")).await;
+        assert_eq!(
+            call_ok(&host, "manager", json!("workers")).await,
+            json!(["group:a"]),
+            "round {round}"
+        );
+    }
+    let worker = host.child("group:a").expect("a worker runs");
+    assert_eq!(worker.status, wasmvisor::Status::Running);
+}
