@@ -15,6 +15,80 @@ macro_rules! each_plugin_has_a_test {
 }
 wasmvisor_tests::foreach_plugin!(each_plugin_has_a_test);
 
+/// The lifecycle rule for every example plugin with a `snapshot`: a hot
+/// reload continues the child without `init`, so what `init` set up must be
+/// in the snapshot. After a reload each answers its read calls exactly as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_with_a_snapshot_answers_as_before_after_a_reload() {
+    let (host, _dir) = host().await;
+    let worker = json!({"group": "g", "report_ms": 60_000, "initial": 3, "decay": 1.0, "floor": 0, "high": 100});
+    // (plugin, args, calls that change it, calls that read it)
+    let cases = [
+        (
+            "tracker",
+            json!({"transaction_id": "t1"}),
+            vec![json!({"observe": 1}), json!({"observe": "x"})],
+            vec![json!("state")],
+        ),
+        (
+            "board_monitor",
+            json!({"board_id": "main"}),
+            vec![json!({"user_joined": 7}), json!({"user_joined": "ann"})],
+            vec![json!("users"), json!("board")],
+        ),
+        (
+            "chaos",
+            json!({"name": "c"}),
+            vec![
+                json!({"add": 5}),
+                json!({"monitor": "nobody"}),
+                json!({"all": ["infos"]}),
+            ],
+            vec![json!("state"), json!("infos")],
+        ),
+        (
+            "group_worker",
+            worker,
+            vec![json!("score")],
+            vec![json!("score")],
+        ),
+        (
+            "ledger",
+            Value::Null,
+            vec![json!({"deposit": {"account": "a", "amount": 4}})],
+            vec![json!({"balance": "a"}), json!({"events_since": 0})],
+        ),
+    ];
+    for (i, (plugin, args, changes, reads)) in cases.into_iter().enumerate() {
+        let id = format!("p{i}");
+        start_ok(&host, &id, plugin, args).await;
+        for msg in changes {
+            call_ok(&host, &id, msg).await;
+        }
+        if plugin == "chaos" {
+            wait_for_info(&host, &id, "the down", |i| i["down"]["id"] == "nobody").await;
+        }
+        let mut before = Vec::new();
+        for msg in &reads {
+            before.push(call_ok(&host, &id, msg.clone()).await);
+        }
+        let (_, path) = wasmvisor_tests::ALL_PLUGINS
+            .iter()
+            .find(|(n, _)| *n == plugin)
+            .unwrap();
+        reload(&host, plugin, rebuilt(std::fs::read(path).unwrap(), 7), 1).await;
+        for (msg, was) in reads.iter().zip(before) {
+            assert_eq!(
+                call_ok(&host, &id, msg.clone()).await,
+                was,
+                "{plugin} {msg}"
+            );
+        }
+        assert_eq!(host.child(&id).unwrap().restarts, 0, "{plugin}");
+    }
+}
+
 #[path = "plugins/groups.rs"]
 mod group_manager;
 #[path = "plugins/bank.rs"]
