@@ -145,11 +145,19 @@ async fn an_exit_answers_every_deferred_call_with_its_error() {
 
     // A kill answers `killed`.
     wait_child(&host, "x", "the restart", |c| c.status == Status::Running).await;
-    let c = spawn_failing_call(&host, "x", defer).await;
+    let c = spawn_failing_call(&host, "x", defer.clone()).await;
     call_ok(&host, "x", json!("state")).await;
     host.kill_child("x", "test").unwrap();
     let got = c.await.unwrap();
     assert!(matches!(got, Err(CallError::Killed(_))), "{got:?}");
+
+    // An operator stop (`shutdown`) answers `failed`.
+    wait_child(&host, "x", "the restart", |c| c.status == Status::Running).await;
+    let d = spawn_failing_call(&host, "x", defer).await;
+    call_ok(&host, "x", json!("state")).await;
+    host.stop_child("x").await.unwrap();
+    let got = d.await.unwrap();
+    assert!(matches!(got, Err(CallError::Failed(_))), "{got:?}");
 }
 
 // --- Async outbound HTTP -------------------------------------------------
