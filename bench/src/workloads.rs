@@ -154,6 +154,7 @@ fn tracker_spec(id: String) -> ChildSpec {
         args: args.into_bytes().into(),
         restart: Restart::Permanent,
         shutdown_ms: wasmvisor::types::DEFAULT_SHUTDOWN_MS,
+        activate: wasmvisor::types::Activate::Eager,
     }
 }
 

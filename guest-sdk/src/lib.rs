@@ -143,10 +143,10 @@ pub use export::{continue_with, ignore};
 pub use message::{DecodeError, Message};
 pub use plugin::{Info, Plugin};
 pub use runtime::{
-    CallError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, MonitorRef, ReplyTo, Restart, StartError,
-    Started, StopError, TimerRef, call, call_raw, call_timeout, cancel_timer, cast, demonitor,
-    link, log, monitor, publish, reply, self_id, send_after, start_child, stop, stop_child,
-    subscribe, trap_exits, unlink, unsubscribe,
+    CallError, CheckpointError, ChildSpec, DEFAULT_CALL_TIMEOUT_MS, Level, MonitorRef, ReplyTo,
+    Restart, StartError, Started, StopError, TimerRef, call, call_raw, call_timeout, cancel_timer,
+    cast, checkpoint, demonitor, hibernate, link, log, monitor, publish, reply, self_id,
+    send_after, start_child, stop, stop_child, subscribe, trap_exits, unlink, unsubscribe,
 };
 pub use serde_json::{Value, json};
 

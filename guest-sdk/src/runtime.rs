@@ -26,6 +26,11 @@ pub enum CallError {
     MailboxFull,
     /// The callee failed permanently, is stopping, or the call was refused.
     Failed(String),
+    /// A lazily started callee's `init` failed when this message woke it.
+    InitFailed(String),
+    /// The host has no instance for a hibernated callee now (its pool is
+    /// full of busy children); the callee's state is kept.
+    Unavailable(String),
     /// A reply arrived but did not decode as the expected type.
     Decode(DecodeError),
 }
@@ -40,6 +45,8 @@ impl CallError {
             CallError::Killed(_) => "killed",
             CallError::MailboxFull => "mailbox_full",
             CallError::Failed(_) => "failed",
+            CallError::InitFailed(_) => "init_failed",
+            CallError::Unavailable(_) => "unavailable",
             CallError::Decode(_) => "bad_reply",
         }
     }
@@ -48,7 +55,11 @@ impl CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Trapped(m) | CallError::Killed(m) | CallError::Failed(m) => {
+            CallError::Trapped(m)
+            | CallError::Killed(m)
+            | CallError::Failed(m)
+            | CallError::InitFailed(m)
+            | CallError::Unavailable(m) => {
                 write!(f, "{}: {m}", self.code())
             }
             CallError::Decode(e) => write!(f, "{}: {e}", self.code()),
@@ -68,6 +79,8 @@ impl From<wit::CallError> for CallError {
             wit::CallError::Killed(m) => CallError::Killed(m),
             wit::CallError::MailboxFull => CallError::MailboxFull,
             wit::CallError::Failed(m) => CallError::Failed(m),
+            wit::CallError::InitFailed(m) => CallError::InitFailed(m),
+            wit::CallError::Unavailable(m) => CallError::Unavailable(m),
         }
     }
 }
@@ -363,6 +376,81 @@ pub fn subscribe(topic: &str) {
 /// Ends this instance's subscription to `topic`.
 pub fn unsubscribe(topic: &str) {
     rt::unsubscribe(topic)
+}
+
+/// Hibernates this child once the current callback returns (OTP's
+/// `:hibernate`): the host takes [`Plugin::snapshot`](crate::Plugin::snapshot)
+/// and gives the instance back; the next message wakes it with
+/// [`Plugin::restore`](crate::Plugin::restore), no `init`. Nothing happens
+/// while the child owes a deferred reply or waits for an HTTP response, or
+/// when `snapshot` returns `None`.
+pub fn hibernate() {
+    rt::hibernate()
+}
+
+/// Why [`checkpoint`] stored nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// The state is larger than the plugin's `max_state_kib` (the cap, KiB).
+    /// Nothing is stored: a state is never truncated.
+    TooLarge(u32),
+    /// The plugin has no `durable_state = true`, the child is not stored
+    /// (a child from the config), or the host runs `--ephemeral`.
+    NotDurable,
+    /// The state database could not write it; why.
+    Unavailable(String),
+}
+
+impl CheckpointError {
+    /// The stable error code (`too_large`, `not_durable`, `unavailable`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckpointError::TooLarge(_) => "too_large",
+            CheckpointError::NotDurable => "not_durable",
+            CheckpointError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::TooLarge(kib) => {
+                write!(f, "too_large: the state is over max_state_kib = {kib}")
+            }
+            CheckpointError::NotDurable => f.write_str(
+                "not_durable: the plugin has no durable_state, or this child is not stored",
+            ),
+            CheckpointError::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+/// Stores `plugin`'s state (what its [`snapshot`](crate::Plugin::snapshot)
+/// returns) in the host's state database now, and returns once it is on
+/// disk. After a host crash the child comes back from it, and with
+/// `restart_from = "checkpoint"` a restart after a trap restores it. For
+/// plugins with `durable_state = true`; a plugin whose `snapshot` returns
+/// `None` has nothing to store, which is `Ok`.
+///
+/// ```ignore
+/// fn handle_call(&mut self, msg: Call) -> Value {
+///     self.apply(msg);
+///     wasmvisor_sdk::checkpoint(self).ok();   // durable before the reply
+///     json!("ok")
+/// }
+/// ```
+pub fn checkpoint<P: crate::Plugin>(plugin: &P) -> Result<(), CheckpointError> {
+    let Some(state) = plugin.snapshot() else {
+        return Ok(());
+    };
+    rt::checkpoint(state.as_bytes()).map_err(|e| match e {
+        wit::CheckpointError::TooLarge(kib) => CheckpointError::TooLarge(kib),
+        wit::CheckpointError::NotDurable => CheckpointError::NotDurable,
+        wit::CheckpointError::Unavailable(why) => CheckpointError::Unavailable(why),
+    })
 }
 
 /// Stops this instance with `reason` after the current callback returns.

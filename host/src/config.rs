@@ -100,6 +100,9 @@ pub struct StaticChild {
     /// The restart policy (default `permanent`).
     #[serde(default)]
     pub restart: crate::types::Restart,
+    /// When its first instance is made (default `eager`: at host start).
+    #[serde(default)]
+    pub activate: crate::types::Activate,
 }
 
 fn empty_args() -> serde_json::Value {
@@ -163,6 +166,30 @@ pub struct PluginConfig {
     pub env: BTreeMap<String, String>,
     /// Host folders the guest may open (none by default).
     pub dirs: Vec<DirGrant>,
+    /// Idle time after which a child hibernates (its snapshot kept, its
+    /// instance given back), ms; 0 (the default) never.
+    pub hibernate_after_ms: u64,
+    /// Whether a child's state is stored in the state database when it
+    /// hibernates, when it calls `checkpoint`, and at a clean shutdown.
+    pub durable_state: bool,
+    /// The largest state stored for one child, KiB.
+    pub max_state_kib: u32,
+    /// What a restart after a trap restores: `init` (args only) or
+    /// `checkpoint` (`init`, then the last stored state).
+    pub restart_from: RestartFrom,
+}
+
+/// `[plugins.NAME] restart_from`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartFrom {
+    /// A restart runs `init(args)` only.
+    #[default]
+    Init,
+    /// A restart after a trap runs `init(args)`, then `restore` with the
+    /// last stored state; a second trap within the restart intensity window
+    /// starts from the args alone and replaces that state.
+    Checkpoint,
 }
 
 /// A host folder granted to a plugin.
@@ -189,6 +216,10 @@ impl Default for PluginConfig {
             http_timeout_ms: 30_000,
             env: BTreeMap::new(),
             dirs: Vec::new(),
+            hibernate_after_ms: 0,
+            durable_state: false,
+            max_state_kib: 1024,
+            restart_from: RestartFrom::Init,
         }
     }
 }
@@ -286,6 +317,15 @@ impl Config {
                 (1..=600_000).contains(&p.http_timeout_ms),
                 "plugins.{name}.http_timeout_ms must be 1 to 600000 (10 minutes)"
             );
+            anyhow::ensure!(
+                (1..=65_536).contains(&p.max_state_kib),
+                "plugins.{name}.max_state_kib must be 1 to 65536 (64 MiB)"
+            );
+            anyhow::ensure!(
+                p.restart_from == RestartFrom::Init || p.durable_state,
+                "plugins.{name}.restart_from = \"checkpoint\" needs durable_state = true \
+                 (the checkpoint lives in the state database)"
+            );
             for d in &p.dirs {
                 anyhow::ensure!(
                     d.guest.starts_with('/'),
@@ -305,9 +345,9 @@ impl Config {
     }
 
     /// The mailbox bound of a plugin's children.
-    pub fn mailbox_bound(&self, plugin: &str) -> usize {
+    pub fn mailbox_bound(&self, plugin: &str) -> u32 {
         let bound = self.plugins.get(plugin).map(|p| p.mailbox);
-        bound.unwrap_or(PluginConfig::default().mailbox) as usize
+        bound.unwrap_or(PluginConfig::default().mailbox)
     }
 
     /// The largest memory cap of any plugin: the size of a pool memory slot.

@@ -1,6 +1,10 @@
 //! The host's event stream: lifecycle events of children and plugins, and
 //! every message published on a topic. `/v1/events` streams it as
 //! Server-Sent Events; library users subscribe with `Host::events`.
+//! Hibernation events (`child_hibernated`, `child_woken`) go out on a
+//! stream of their own, `Host::hibernation_events` and `/v1/events?include=
+//! hibernation`, so that a million idle children do not flood every
+//! listener.
 
 use crate::types::ExitReason;
 use bytes::Bytes;
@@ -113,6 +117,25 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// A child gave its instance back, keeping its snapshot (hibernation
+    /// stream only).
+    ChildHibernated {
+        /// The child id.
+        id: String,
+    },
+    /// A hibernated child took a new instance for a message (hibernation
+    /// stream only).
+    ChildWoken {
+        /// The child id.
+        id: String,
+    },
+    /// A restart from a checkpoint trapped again within the restart
+    /// intensity window: the child started from its args, and its stored
+    /// state was replaced by the fresh one.
+    ChildCheckpointDropped {
+        /// The child id.
+        id: String,
+    },
     /// A message published on a topic.
     Topic {
         /// The topic.
@@ -139,7 +162,18 @@ impl Event {
             Event::PluginRemoved { .. } => "plugin_removed",
             Event::ReloadFailed { .. } => "reload_failed",
             Event::Topic { .. } => "topic",
+            Event::ChildHibernated { .. } => "child_hibernated",
+            Event::ChildWoken { .. } => "child_woken",
+            Event::ChildCheckpointDropped { .. } => "child_checkpoint_dropped",
         }
+    }
+
+    /// Whether the event goes to the hibernation stream.
+    pub fn is_hibernation(&self) -> bool {
+        matches!(
+            self,
+            Event::ChildHibernated { .. } | Event::ChildWoken { .. }
+        )
     }
 
     /// The topic of a topic event.
@@ -158,25 +192,36 @@ fn message_as_json<S: Serializer>(msg: &Bytes, s: S) -> Result<S::Ok, S::Error> 
     }
 }
 
-/// The broadcast behind [`Event`]s.
+/// The broadcasts behind [`Event`]s: lifecycle and topic events, and
+/// hibernation events.
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    hibernation: broadcast::Sender<Arc<Event>>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
             tx: broadcast::channel(CAPACITY).0,
+            hibernation: broadcast::channel(CAPACITY).0,
         }
     }
 }
 
 impl EventBus {
     pub(crate) fn emit(&self, event: Event) {
+        let tx = match event.is_hibernation() {
+            true => &self.hibernation,
+            false => &self.tx,
+        };
         // No subscriber is the common case; then there is nothing to do.
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(event));
+        if tx.receiver_count() > 0 {
+            let _ = tx.send(Arc::new(event));
         }
+    }
+
+    pub(crate) fn subscribe_hibernation(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.hibernation.subscribe()
     }
 
     /// Whether anyone listens; lets hot paths skip building events.

@@ -60,4 +60,4 @@ pub use host::{
 pub use types::{
     CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, StartOutcome, Status,
 };
-pub use wasm::Version;
+pub use wasm::{Version, WIT_VERSION};

@@ -17,20 +17,24 @@ pub(crate) struct Gauge<'a> {
 pub(crate) struct Metrics {
     calls: AtomicU64,
     casts: AtomicU64,
-    call_errors: [AtomicU64; 6],
+    call_errors: [AtomicU64; 8],
     restarts: AtomicU64,
     exits: [AtomicU64; 6],
     plugin_loads: AtomicU64,
     plugin_load_failures: AtomicU64,
+    hibernations: AtomicU64,
+    wakes: AtomicU64,
 }
 
-const CALL_ERROR_CODES: [&str; 6] = [
+const CALL_ERROR_CODES: [&str; 8] = [
     "not_found",
     "timeout",
     "trapped",
     "killed",
     "mailbox_full",
     "failed",
+    "init_failed",
+    "unavailable",
 ];
 const EXIT_CODES: [&str; 6] = [
     "normal",
@@ -62,12 +66,22 @@ impl Metrics {
             CallError::Killed(_) => 3,
             CallError::MailboxFull => 4,
             CallError::Failed(_) => 5,
+            CallError::InitFailed(_) => 6,
+            CallError::Unavailable(_) => 7,
         };
         inc(&self.call_errors[i]);
     }
 
     pub(crate) fn restart(&self) {
         inc(&self.restarts);
+    }
+
+    pub(crate) fn hibernation(&self) {
+        inc(&self.hibernations);
+    }
+
+    pub(crate) fn wake(&self) {
+        inc(&self.wakes);
     }
 
     pub(crate) fn exit(&self, reason: &ExitReason) {
@@ -143,6 +157,18 @@ impl Metrics {
             "counter",
             "Instances started to replace an exited one.",
             &[(String::new(), load(&self.restarts))],
+        );
+        family(
+            "wasmvisor_hibernations_total",
+            "counter",
+            "Children that gave their instance back and kept their state.",
+            &[(String::new(), load(&self.hibernations))],
+        );
+        family(
+            "wasmvisor_wakes_total",
+            "counter",
+            "Children without an instance woken by a message or a signal.",
+            &[(String::new(), load(&self.wakes))],
         );
         family(
             "wasmvisor_plugin_loads_total",

@@ -50,6 +50,19 @@ impl fmt::Display for Restart {
     }
 }
 
+impl FromStr for Activate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "eager" => Ok(Activate::Eager),
+            "lazy" => Ok(Activate::Lazy),
+            other => Err(format!(
+                "unknown activation {other:?} (expected eager or lazy)"
+            )),
+        }
+    }
+}
+
 /// Why an instance stopped. Serialised as `"normal"` or `{"trap": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +142,21 @@ pub struct ChildSpec {
     /// How long `terminate` may take on a shutdown before the instance is
     /// killed.
     pub shutdown_ms: u32,
+    /// When its first instance is made: at the start, or at its first
+    /// message.
+    pub activate: Activate,
+}
+
+/// When a child's first instance is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activate {
+    /// At the start: `init` has run when the start answers.
+    #[default]
+    Eager,
+    /// At the child's first message (Orleans' activation): the start only
+    /// registers it, and `init` runs when a message comes.
+    Lazy,
 }
 
 /// The default time `terminate` gets on a shutdown.
@@ -144,12 +172,19 @@ impl ChildSpec {
             args: Bytes::from(serde_json::to_vec(args).unwrap_or_default()),
             restart: Restart::Permanent,
             shutdown_ms: DEFAULT_SHUTDOWN_MS,
+            activate: Activate::Eager,
         }
     }
 
     /// Sets the restart policy.
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
+        self
+    }
+
+    /// Sets when its first instance is made.
+    pub fn activate(mut self, activate: Activate) -> Self {
+        self.activate = activate;
         self
     }
 }
@@ -176,6 +211,13 @@ pub enum CallError {
     /// The callee failed permanently, is stopping, or the call was refused.
     #[error("failed: {0}")]
     Failed(String),
+    /// A lazily started callee's `init` failed when this message woke it.
+    #[error("init_failed: {0}")]
+    InitFailed(String),
+    /// No instance can be made for a hibernated callee now (the pool is
+    /// full of busy children); its state is kept.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl CallError {
@@ -188,8 +230,25 @@ impl CallError {
             CallError::Killed(_) => "killed",
             CallError::MailboxFull => "mailbox_full",
             CallError::Failed(_) => "failed",
+            CallError::InitFailed(_) => "init_failed",
+            CallError::Unavailable(_) => "unavailable",
         }
     }
+}
+
+/// Why `runtime.checkpoint` stored nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// The state is larger than the plugin's `max_state_kib` (the cap, KiB).
+    #[error("too_large: the state is larger than max_state_kib = {0}")]
+    TooLarge(u32),
+    /// The plugin has no `durable_state = true`, or the host has no state
+    /// database.
+    #[error("not_durable: the plugin has no durable_state, or the host runs ephemeral")]
+    NotDurable,
+    /// The state database could not write it.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What a start did.
@@ -246,6 +305,11 @@ pub enum ChildError {
     /// No child has that id.
     #[error("not_found: no child with id {0:?}")]
     NotFound(String),
+    /// The child cannot hibernate now; why (it owes a deferred reply or
+    /// waits for an HTTP response, its `snapshot` returns none, or it has
+    /// no instance to give back).
+    #[error("cannot_hibernate: {0}")]
+    CannotHibernate(String),
 }
 
 impl ChildError {
@@ -253,6 +317,7 @@ impl ChildError {
     pub fn code(&self) -> &'static str {
         match self {
             ChildError::NotFound(_) => "not_found",
+            ChildError::CannotHibernate(_) => "cannot_hibernate",
         }
     }
 }
@@ -277,6 +342,10 @@ pub enum Status {
     /// A config child whose `init` returned `ignore`: it has no instance
     /// until an operator restarts it.
     Ignored,
+    /// It has no instance: it gave it back while idle, keeping its snapshot
+    /// and incarnation, or it was started lazily and `init` has not run
+    /// yet. Its next message wakes it.
+    Hibernated,
 }
 
 impl Status {
@@ -284,6 +353,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Starting => "starting",
+            Status::Hibernated => "hibernated",
             Status::Running => "running",
             Status::Restarting => "restarting",
             Status::Backoff => "backoff",

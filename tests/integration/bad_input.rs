@@ -524,6 +524,10 @@ async fn every_bad_plugin_file_is_refused_with_why_and_changes_nothing() {
         .await
         .unwrap();
     let good = std::fs::read(CHAOS).unwrap();
+    let world = format!(
+        "does not export the plugin world of wasmvisor:plugin@{}",
+        wasmvisor::WIT_VERSION
+    );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "not wasm",
@@ -544,7 +548,7 @@ async fn every_bad_plugin_file_is_refused_with_why_and_changes_nothing() {
         (
             "wrong world",
             std::fs::read(WRONG_WORLD).unwrap(),
-            "does not export the plugin world of wasmvisor:plugin@0.2.0",
+            world.as_str(),
         ),
         (
             "unknown import",

@@ -17,6 +17,7 @@ fn member(id: &str) -> StaticChild {
         plugin: "chaos".into(),
         args: json!({"name": id}),
         restart: Default::default(),
+        activate: Default::default(),
     }
 }
 

@@ -469,6 +469,7 @@ async fn ignore_leaves_no_child_and_a_config_child_is_listed_ignored() {
             plugin: "chaos".into(),
             args: json!({"ignore_init": true}),
             restart: Default::default(),
+            activate: Default::default(),
         });
     })
     .await;
@@ -501,6 +502,7 @@ async fn max_children_refuses_the_one_past_the_cap() {
             plugin: "chaos".into(),
             args: json!({}),
             restart: Default::default(),
+            activate: Default::default(),
         });
     })
     .await;
@@ -535,6 +537,7 @@ fn member(id: &str) -> StaticChild {
         plugin: "chaos".into(),
         args: json!({}),
         restart: Default::default(),
+        activate: Default::default(),
     }
 }
 
@@ -635,11 +638,8 @@ async fn a_component_built_against_the_old_wit_is_refused_with_both_versions() {
     let (host, _dir) = host().await;
     let old = std::fs::read(wasmvisor_tests::OLD_WIT).unwrap();
     let err = format!("{:#}", host.apply_bytes("old", old).await.unwrap_err());
-    for says in [
-        "wasmvisor:plugin@0.1.0",
-        "wasmvisor:plugin@0.2.0",
-        "rebuild",
-    ] {
+    let this = format!("wasmvisor:plugin@{}", wasmvisor::WIT_VERSION);
+    for says in ["wasmvisor:plugin@0.1.0", this.as_str(), "rebuild"] {
         assert!(err.contains(says), "{err}");
     }
     assert!(!err.contains("not a valid wasm component"), "{err}");

@@ -3,7 +3,7 @@
 use super::error::{ApiError, JsonBody};
 use crate::host::{ChildInfo, Host};
 use crate::names;
-use crate::types::{CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
+use crate::types::{Activate, CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -29,6 +29,8 @@ pub(crate) struct StartRequest {
     restart: Option<String>,
     #[serde(default)]
     shutdown_ms: Option<u32>,
+    #[serde(default)]
+    activate: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,12 +125,17 @@ pub(crate) async fn start(
         None => Restart::Permanent,
         Some(r) => r.parse().map_err(ApiError::bad_request)?,
     };
+    let activate = match req.activate.as_deref() {
+        None => Activate::Eager,
+        Some(a) => a.parse().map_err(ApiError::bad_request)?,
+    };
     let spec = ChildSpec {
         args: Bytes::from(serde_json::to_vec(&req.args).unwrap_or_default()),
         id: req.id,
         plugin: req.plugin,
         restart,
         shutdown_ms: req.shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS),
+        activate,
     };
     let id = spec.id.clone();
     if host.start_child(spec).await?.is_none() {

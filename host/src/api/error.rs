@@ -71,7 +71,8 @@ impl From<CallError> for ApiError {
             CallError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             CallError::Trapped(_) | CallError::Killed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CallError::MailboxFull => StatusCode::TOO_MANY_REQUESTS,
-            CallError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::InitFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CallError::Failed(_) | CallError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError {
             status,
@@ -105,6 +106,11 @@ impl From<ChildError> for ApiError {
     fn from(e: ChildError) -> ApiError {
         match e {
             ChildError::NotFound(id) => ApiError::not_found(&id),
+            ChildError::CannotHibernate(why) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "cannot_hibernate",
+                message: why,
+            },
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The address of a child: what the registry maps an id to. It owns the
 //! mailbox, so it outlives every instance that serves it: messages that wait
-//! while an instance restarts or reloads go to the next instance.
+//! while an instance restarts, reloads or hibernates go to the next
+//! instance.
 
 use super::control::{Control, ControlSlot};
 use super::deadline;
-use super::mailbox::{Envelope, Refused, Sender};
+use super::mailbox::{Envelope, Mailbox, Refused};
 use crate::types::{CallError, ChildSpec, ExitReason, Status};
 use crate::wasm::{Info, Version};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +42,8 @@ pub(crate) struct CellState {
     pub restored: bool,
     /// Started through the dynamic supervisor (not from the config).
     pub dynamic: bool,
+    /// Whether `init` ever ran (a lazy child's first message runs it).
+    pub activated: bool,
     /// The supervision group it belongs to, if any.
     pub group: Option<Arc<str>>,
 }
@@ -49,8 +52,11 @@ pub(crate) struct CellState {
 pub struct Cell {
     pub(crate) id: Arc<str>,
     pub(crate) spec: ChildSpec,
-    pub(crate) mailbox: Sender,
+    pub(crate) mailbox: Mailbox,
     pub(crate) control: ControlSlot,
+    /// When the child last took a message, in ms of the host's clock: the
+    /// least recently used idle child is the one a full pool hibernates.
+    pub(crate) last_active: AtomicU64,
     /// The current (or last) incarnation.
     generation: AtomicU64,
     /// The last reference handed out (timers, monitors, replies, requests).
@@ -61,12 +67,14 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub(crate) fn new(spec: ChildSpec, mailbox: Sender) -> Cell {
+    /// A child whose mailbox takes at most `bound` messages from callers.
+    pub(crate) fn new(spec: ChildSpec, bound: u32) -> Cell {
         Cell {
             id: spec.id.as_str().into(),
             spec,
-            mailbox,
+            mailbox: Mailbox::new(bound),
             control: ControlSlot::default(),
+            last_active: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             trap_exits: AtomicBool::new(false),
@@ -81,6 +89,7 @@ impl Cell {
                 links: Vec::new(),
                 restored: false,
                 dynamic: false,
+                activated: false,
                 group: None,
             }),
         }
@@ -89,6 +98,12 @@ impl Cell {
     /// The registry id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Sends the child a supervision signal; it wakes a hibernated child.
+    pub(crate) fn signal(&self, control: Control) {
+        self.control.push(control);
+        self.mailbox.rouse();
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, CellState> {
@@ -294,7 +309,7 @@ impl Cell {
             };
             partner.forget_link(link.partner_generation, self, generation);
             if *reason != ExitReason::Normal && partner.generation() == link.partner_generation {
-                partner.control.push(Control::Exit {
+                partner.signal(Control::Exit {
                     from: self.id.clone(),
                     reason: reason.clone(),
                     generation: link.partner_generation,
@@ -308,10 +323,14 @@ impl Cell {
     }
 }
 
-/// Whether a child with this status has an instance (or is getting its
-/// first): the ones that can be monitored and linked.
+/// Whether a child with this status has an instance, is getting its first,
+/// or hibernates (any message wakes it): the ones that can be monitored and
+/// linked.
 fn is_alive(status: Status) -> bool {
-    matches!(status, Status::Running | Status::Starting)
+    matches!(
+        status,
+        Status::Running | Status::Starting | Status::Hibernated
+    )
 }
 
 /// A handle to a child that stays valid across its restarts, like a name

@@ -50,6 +50,11 @@ pub(crate) enum Control {
     /// From the child's supervision group: start now; `done` is told once
     /// the start was tried (at once if the child already runs).
     Release { done: oneshot::Sender<()> },
+    /// Hibernate now (an operator, or a full pool that needs the instance):
+    /// `Ok` once the child gave its instance back, or why it cannot.
+    Hibernate {
+        done: oneshot::Sender<Result<(), crate::types::ChildError>>,
+    },
 }
 
 /// The signals queued for one child. Only the child's task waits on them,
@@ -117,6 +122,28 @@ impl ControlSlot {
     /// The next signal, in arrival order.
     pub(crate) async fn next(&self) -> Control {
         poll_fn(|cx| self.poll(cx, || self.take(|_| true))).await
+    }
+
+    /// The next signal if one is queued.
+    pub(crate) fn try_next(&self) -> Option<Control> {
+        self.take(|_| true)
+    }
+
+    /// Queues `control` again, first.
+    pub(crate) fn put_back(&self, control: Control) {
+        let mut queue = self.queue();
+        if queue.closed {
+            return;
+        }
+        queue.signals.push_front(control);
+        drop(queue);
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether a signal is queued.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// Resolves when a signal arrives that ends incarnation `generation`

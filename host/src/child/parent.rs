@@ -3,7 +3,7 @@
 //! group's member); the child layer knows nothing above it.
 
 use super::address::Cell;
-use crate::types::ExitReason;
+use crate::types::{CheckpointError, ExitReason};
 use crate::wasm::Port;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -51,4 +51,30 @@ pub(crate) trait Parent: Send + Sync + 'static {
 
     /// The child is gone for good: free its id, forget it.
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()>;
+
+    /// The restart intensity window: a restart from a checkpoint that traps
+    /// again within it drops the checkpoint.
+    fn window(&self) -> Duration;
+
+    /// Whether the host is stopping (a `durable_state` child then stores
+    /// its state before it stops).
+    fn host_stopping(&self) -> bool {
+        false
+    }
+
+    /// Stores the child's state durably; resolves once it is on disk.
+    fn store_state(
+        &self,
+        cell: &Arc<Cell>,
+        state: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), CheckpointError>> {
+        let _ = (cell, state);
+        Box::pin(std::future::ready(Err(CheckpointError::NotDurable)))
+    }
+
+    /// The child's last stored state, if it has one.
+    fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
+        let _ = cell;
+        Box::pin(std::future::ready(None))
+    }
 }

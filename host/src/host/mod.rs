@@ -50,6 +50,9 @@ impl Host {
             events: EventBus::default(),
             metrics: Metrics::default(),
             tasks: Arc::new(Tasks::default()),
+            runtime: tokio::runtime::Handle::current(),
+            awake: Default::default(),
+            clock: Default::default(),
         });
         let (sup, stored) = Supervisor::open(config, env)?;
         let host = Host {
@@ -170,6 +173,12 @@ impl Host {
     /// Subscribes to the host's events (lifecycle and topics).
     pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sup.env.events.subscribe()
+    }
+
+    /// Subscribes to hibernation events (`child_hibernated`,
+    /// `child_woken`), which [`Host::events`] leaves out.
+    pub fn hibernation_events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.sup.env.events.subscribe_hibernation()
     }
 
     /// Stops every child (`terminate(shutdown)`), as the host does when it

@@ -300,7 +300,7 @@ impl Host {
             .iter()
             .map(|c| {
                 let (done, suspended) = oneshot::channel();
-                c.control.push(Control::Suspend { done });
+                c.signal(Control::Suspend { done });
                 suspended
             })
             .collect();
@@ -322,7 +322,7 @@ impl Host {
 /// Asks one child to move to `version` and waits for the outcome.
 async fn reload_one(cell: &Cell, version: &Arc<Version>) -> Result<(), String> {
     let (done, outcome) = oneshot::channel();
-    cell.control.push(Control::Reload {
+    cell.signal(Control::Reload {
         version: version.clone(),
         done,
     });

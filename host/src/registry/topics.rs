@@ -89,23 +89,22 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::child::{Envelope, Receiver, mailbox};
+    use crate::child::Envelope;
     use crate::types::ChildSpec;
 
-    fn cell(id: &str) -> (Arc<Cell>, Receiver) {
-        let (tx, rx) = mailbox(8);
+    fn cell(id: &str) -> Arc<Cell> {
         let spec = ChildSpec::new(id, "p", &serde_json::Value::Null);
-        (Arc::new(Cell::new(spec, tx)), rx)
+        Arc::new(Cell::new(spec, 8))
     }
 
     #[tokio::test]
     async fn publish_reaches_each_subscriber_once_with_its_generation() {
         let topics = Topics::default();
-        let (a, mut rx) = cell("a");
+        let a = cell("a");
         topics.subscribe("t", &a, 7);
         topics.subscribe("t", &a, 7);
         assert_eq!(topics.publish("t", &Bytes::from_static(b"1")), 1);
-        match rx.try_recv() {
+        match a.mailbox.try_recv() {
             Some(Envelope::Info {
                 generation: 7,
                 info: Info::Event { topic, msg },
@@ -115,13 +114,13 @@ mod tests {
             }
             _ => panic!("expected an event for generation 7"),
         }
-        assert!(rx.try_recv().is_none());
+        assert!(a.mailbox.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn unsubscribe_removes_only_that_generation() {
         let topics = Topics::default();
-        let (a, _rx) = cell("a");
+        let a = cell("a");
         let t = topics.subscribe("t", &a, 1);
         topics.subscribe("t", &a, 2);
         topics.unsubscribe(&[t], Arc::as_ptr(&a), 1);

@@ -142,6 +142,10 @@ impl Parent for MemberParent {
 
     fn revived(&mut self, _cell: &Cell, _was_failed: bool) {}
 
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.sup.config.supervisor.max_seconds.into())
+    }
+
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
         self.sup.registry.remove(cell);
         self.link.removed();
@@ -201,7 +205,7 @@ impl Member {
         match self {
             Member::Child(cell) => {
                 let (done, held) = oneshot::channel();
-                cell.control.push(Control::Hold { status, done });
+                cell.signal(Control::Hold { status, done });
                 let _ = held.await;
             }
             Member::Group(g) => g.ask(|done| GroupMsg::Hold { status, done }).await,
@@ -213,7 +217,7 @@ impl Member {
         match self {
             Member::Child(cell) => {
                 let (done, tried) = oneshot::channel();
-                cell.control.push(Control::Release { done });
+                cell.signal(Control::Release { done });
                 let _ = tried.await;
             }
             Member::Group(g) => g.ask(|done| GroupMsg::Release { done }).await,
@@ -225,7 +229,7 @@ impl Member {
         match self {
             Member::Child(cell) => {
                 let (done, stopped) = oneshot::channel();
-                cell.control.push(Control::Stop { done });
+                cell.signal(Control::Stop { done });
                 let _ = stopped.await;
             }
             Member::Group(g) => g.shutdown().await,

@@ -12,12 +12,14 @@ mod port;
 
 pub use group::{GroupTree, TreeChild, TreeMember};
 
-use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent, mailbox};
+use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent};
 use crate::config::{Config, StaticChild};
 use crate::events::Event;
 use crate::names;
 use crate::registry::{Registry, Topics};
-use crate::types::{ChildError, ChildSpec, ExitReason, StartError, StartOutcome};
+use crate::types::{
+    Activate, CheckpointError, ChildError, ChildSpec, ExitReason, StartError, StartOutcome,
+};
 use crate::wasm::Port;
 use anyhow::Result;
 use bytes::Bytes;
@@ -104,19 +106,12 @@ impl Supervisor {
         parent: Box<dyn Parent>,
         group: Option<Arc<str>>,
     ) -> Result<(Arc<Cell>, StartOutcome), StartError> {
-        let (tx, rx) = mailbox(self.config.mailbox_bound(&spec.plugin));
-        let cell = Arc::new(Cell::new(spec, tx));
-        {
-            let mut state = cell.state();
-            state.group = group;
-            state.restored = matches!(origin, Origin::Restored { .. });
-            state.dynamic = matches!(origin, Origin::Started | Origin::Restored { .. });
-        }
+        let cell = self.new_cell(spec, &origin, group);
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
         }
         let strict = origin == Origin::Started;
-        let started = Child::spawn(&self.env, cell.clone(), rx, origin, parent).await;
+        let started = Child::spawn(&self.env, cell.clone(), origin, parent).await;
         let failed = match started {
             Ok(Ok(StartOutcome::Ignored)) if strict => {
                 self.registry.remove(&cell);
@@ -128,6 +123,33 @@ impl Supervisor {
         };
         self.registry.remove(&cell);
         Err(failed)
+    }
+
+    fn new_cell(&self, spec: ChildSpec, origin: &Origin, group: Option<Arc<str>>) -> Arc<Cell> {
+        let bound = self.config.mailbox_bound(&spec.plugin);
+        let cell = Arc::new(Cell::new(spec, bound));
+        {
+            let mut state = cell.state();
+            state.group = group;
+            state.restored = matches!(origin, Origin::Restored { .. });
+            state.dynamic = matches!(origin, Origin::Started | Origin::Restored { .. });
+        }
+        cell
+    }
+
+    /// Registers a child with no instance and no task: it is *started* at
+    /// its first message (a lazy start, or a stored child brought back).
+    fn register_dormant(
+        self: &Arc<Self>,
+        spec: ChildSpec,
+        origin: Origin,
+    ) -> Result<Arc<Cell>, StartError> {
+        let cell = self.new_cell(spec, &origin, None);
+        if self.registry.insert_new(cell.clone()).is_err() {
+            return Err(StartError::AlreadyStarted(cell.id.to_string()));
+        }
+        Child::dormant(&self.env, &cell, DynamicParent::boxed(self, true));
+        Ok(cell)
     }
 
     /// The dynamic supervisor's `start_child`: starts the child, waits until
@@ -143,11 +165,15 @@ impl Supervisor {
             return Err(StartError::UnknownPlugin(spec.plugin));
         }
         let slot = self.dynamic_slot()?;
-        let parent = DynamicParent::boxed(self, true);
-        let cell = match self.spawn(spec, Origin::Started, parent, None).await {
-            Ok((cell, StartOutcome::Started)) => cell,
-            Ok((_, StartOutcome::Ignored)) => return Ok(None),
-            Err(e) => return Err(e),
+        let cell = if spec.activate == Activate::Lazy {
+            self.register_dormant(spec, Origin::Started)?
+        } else {
+            let parent = DynamicParent::boxed(self, true);
+            match self.spawn(spec, Origin::Started, parent, None).await {
+                Ok((cell, StartOutcome::Started)) => cell,
+                Ok((_, StartOutcome::Ignored)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
         };
         slot.keep();
         if let Err(e) = self.persist(&cell).await {
@@ -190,7 +216,7 @@ impl Supervisor {
     /// Ends child `id`'s instance now with `killed(reason)`.
     pub(crate) fn kill_child(&self, id: &str, reason: &str) -> Result<(), ChildError> {
         let cell = self.child(id)?;
-        cell.control.push(Control::Kill {
+        cell.signal(Control::Kill {
             reason: reason.to_string(),
         });
         Ok(())
@@ -211,7 +237,7 @@ impl Supervisor {
     ) -> Result<(), ChildError> {
         let cell = self.child(id)?;
         let (done, carried_out) = oneshot::channel();
-        cell.control.push(order(done));
+        cell.signal(order(done));
         let _ = carried_out.await;
         Ok(())
     }
@@ -221,12 +247,29 @@ impl Supervisor {
     /// other.
     pub(crate) async fn restore(self: &Arc<Self>, record: Record) {
         let id = record.spec.id.clone();
+        // Brought back whatever `max_children` says now.
+        self.dynamic.fetch_add(1, Ordering::AcqRel);
+        // A lazy child, or one whose state is stored, comes back without an
+        // instance and is started (then restored) at its first message.
+        let dormant = record.failed.is_none()
+            && (record.spec.activate == Activate::Lazy
+                || self
+                    .config
+                    .plugins
+                    .get(&record.spec.plugin)
+                    .is_some_and(|p| p.durable_state));
+        if dormant {
+            let origin = Origin::Restored { failed: None };
+            if let Err(e) = self.register_dormant(record.spec, origin) {
+                self.dynamic.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!("stored child {id} was not brought back: {e}");
+            }
+            return;
+        }
         let origin = Origin::Restored {
             failed: record.failed,
         };
         let parent = DynamicParent::boxed(self, true);
-        // Brought back whatever `max_children` says now.
-        self.dynamic.fetch_add(1, Ordering::AcqRel);
         match self.spawn(record.spec, origin, parent, None).await {
             Ok((_, StartOutcome::Started)) => {}
             // The child removed itself (and was uncounted).
@@ -329,7 +372,48 @@ impl Supervisor {
             seq: durable.next_seq(),
             failed: None,
         };
-        tokio::task::spawn_blocking(move || durable.put(&record)).await?
+        durable.put(&record).await
+    }
+
+    /// Stores `state` as the last state of child `cell` (a stored child of
+    /// a `durable_state` plugin); resolves once it is on disk.
+    pub(crate) fn store_state(
+        &self,
+        cell: &Cell,
+        state: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), CheckpointError>> {
+        let limits = self.config.plugin(&cell.spec.plugin);
+        let refused = |e| Box::pin(std::future::ready(Err(e)));
+        let durable = match &self.durable {
+            Some(d) if limits.durable_state && cell.state().dynamic => d,
+            _ => return refused(CheckpointError::NotDurable),
+        };
+        if state.len() > limits.max_state_kib as usize * 1024 {
+            return refused(CheckpointError::TooLarge(limits.max_state_kib));
+        }
+        let write = durable.put_state(&cell.id, state);
+        Box::pin(async move {
+            write
+                .await
+                .map_err(|e| CheckpointError::Unavailable(format!("{e:#}")))
+        })
+    }
+
+    /// A stored child's last stored state, if any.
+    pub(crate) async fn stored_state(&self, id: &str) -> Option<Vec<u8>> {
+        let durable = self.durable.clone()?;
+        let id = id.to_string();
+        match tokio::task::spawn_blocking(move || durable.state(&id)).await {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => {
+                tracing::error!("{e:#}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("reading a stored state failed: {e}");
+                None
+            }
+        }
     }
 
     /// Forgets a removed child durably; while the host shuts down, children
@@ -341,9 +425,7 @@ impl Supervisor {
         if self.shutting_down.load(Ordering::Acquire) {
             return;
         }
-        let id = id.to_string();
-        let result = tokio::task::spawn_blocking(move || durable.remove(&id)).await;
-        if let Ok(Err(e)) | Err(e) = result.map_err(anyhow::Error::from) {
+        if let Err(e) = durable.remove(id).await {
             tracing::error!("cannot forget a removed child in the state database: {e:#}");
         }
     }
@@ -351,10 +433,8 @@ impl Supervisor {
     /// Records durably whether a child is `failed`. Not synced to disk (see
     /// `Durable::set_failed`), so cheap enough to do in place.
     fn remember_failed(&self, id: &str, failed: Option<ExitReason>) {
-        if let Some(d) = &self.durable
-            && let Err(e) = d.set_failed(id, failed)
-        {
-            tracing::error!("cannot record a failed child in the state database: {e:#}");
+        if let Some(d) = &self.durable {
+            d.set_failed(id, failed);
         }
     }
 
@@ -371,10 +451,17 @@ impl Supervisor {
             .registry
             .all()
             .into_iter()
-            .map(|cell| {
+            .filter_map(|cell| {
+                // A child without an instance has nothing to run at the
+                // end (its state, if durable, is stored): it is put away
+                // as it is rather than woken.
+                if cell.mailbox.is_asleep() {
+                    drop(cell.mailbox.close());
+                    return None;
+                }
                 let (done, stopped) = oneshot::channel();
-                cell.control.push(Control::Stop { done });
-                stopped
+                cell.signal(Control::Stop { done });
+                Some(stopped)
             })
             .collect();
         for w in waits {
@@ -430,6 +517,33 @@ impl Parent for DynamicParent {
         if was_failed && self.stored {
             self.sup.remember_failed(&cell.id, None);
         }
+    }
+
+    fn window(&self) -> Duration {
+        self.intensity.window()
+    }
+
+    fn host_stopping(&self) -> bool {
+        self.sup.shutting_down.load(Ordering::Acquire)
+    }
+
+    fn store_state(
+        &self,
+        cell: &Arc<Cell>,
+        state: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), CheckpointError>> {
+        self.sup.store_state(cell, state)
+    }
+
+    fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
+        let (sup, id) = (self.sup.clone(), cell.id.clone());
+        let durable = self.stored && sup.config.plugin(&cell.spec.plugin).durable_state;
+        Box::pin(async move {
+            match durable {
+                true => sup.stored_state(&id).await,
+                false => None,
+            }
+        })
     }
 
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {

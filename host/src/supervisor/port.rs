@@ -4,7 +4,7 @@
 
 use super::Supervisor;
 use crate::child::Cell;
-use crate::types::{CallError, ChildError, ChildSpec, StartError, StartOutcome};
+use crate::types::{CallError, CheckpointError, ChildError, ChildSpec, StartError, StartOutcome};
 use crate::wasm::{Info, Port};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -146,5 +146,9 @@ impl Port for GuestPort {
         self.sup
             .topics
             .unsubscribe(topics, Arc::as_ptr(&self.cell), self.generation);
+    }
+
+    fn checkpoint(&self, state: Vec<u8>) -> BoxFuture<'static, Result<(), CheckpointError>> {
+        self.sup.store_state(&self.cell, state)
     }
 }

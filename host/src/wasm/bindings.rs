@@ -7,6 +7,7 @@ wasmtime::component::bindgen!({
         "wasmvisor:plugin/runtime.call": async | trappable,
         "wasmvisor:plugin/runtime.start-child": async | trappable,
         "wasmvisor:plugin/runtime.stop-child": async | trappable,
+        "wasmvisor:plugin/runtime.checkpoint": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -142,7 +142,9 @@ pub(crate) fn compile(
 /// The WIT package plugins are built against, and the version this host
 /// implements.
 pub(crate) const WIT_PACKAGE: &str = "wasmvisor:plugin";
-pub(crate) const WIT_VERSION: &str = "0.2.0";
+/// The version of the `wasmvisor:plugin` WIT package this host implements
+/// (`wit/plugin.wit`); components built against another are refused.
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// Refuses a component built against another version of the
 /// `wasmvisor:plugin` package, naming both versions: its imports of the

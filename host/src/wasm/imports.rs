@@ -10,7 +10,8 @@ use super::info::{Info, from_wit_reason};
 use super::outbound;
 use super::state::{InstanceState, Interrupted};
 use crate::types::{
-    CallError, ChildError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart, StartError, StartOutcome,
+    Activate, CallError, CheckpointError, ChildError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart,
+    StartError, StartOutcome,
 };
 use bytes::Bytes;
 use std::time::Duration;
@@ -28,6 +29,8 @@ fn to_wit_call_error(e: CallError) -> wit::CallError {
         CallError::Killed(m) => wit::CallError::Killed(m),
         CallError::MailboxFull => wit::CallError::MailboxFull,
         CallError::Failed(m) => wit::CallError::Failed(m),
+        CallError::InitFailed(m) => wit::CallError::InitFailed(m),
+        CallError::Unavailable(m) => wit::CallError::Unavailable(m),
     }
 }
 
@@ -138,6 +141,7 @@ impl Host for InstanceState {
                 0 => DEFAULT_SHUTDOWN_MS,
                 ms => ms,
             },
+            activate: Activate::Eager,
         };
         let started = self.incarnation().port.start_child(spec).await;
         Ok(started
@@ -157,6 +161,8 @@ impl Host for InstanceState {
         let stopped = self.incarnation().port.stop_child(&id).await;
         Ok(stopped.map_err(|e| match e {
             ChildError::NotFound(_) => wit::StopError::NotFound,
+            // A stop is never refused for this; say the child is not there.
+            ChildError::CannotHibernate(_) => wit::StopError::NotFound,
         }))
     }
 
@@ -243,6 +249,23 @@ impl Host for InstanceState {
     fn stop(&mut self, reason: wit::ExitReason) -> wasmtime::Result<()> {
         self.stop_request = Some(from_wit_reason(reason));
         Ok(())
+    }
+
+    fn hibernate(&mut self) -> wasmtime::Result<()> {
+        self.hibernate_request = true;
+        Ok(())
+    }
+
+    async fn checkpoint(
+        &mut self,
+        state: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit::CheckpointError>> {
+        let stored = self.incarnation().port.checkpoint(state).await;
+        Ok(stored.map_err(|e| match e {
+            CheckpointError::TooLarge(kib) => wit::CheckpointError::TooLarge(kib),
+            CheckpointError::NotDurable => wit::CheckpointError::NotDurable,
+            CheckpointError::Unavailable(why) => wit::CheckpointError::Unavailable(why),
+        }))
     }
 
     fn log(&mut self, level: wit::LogLevel, msg: String) -> wasmtime::Result<()> {

@@ -51,6 +51,22 @@ impl Incarnation {
         self.port.generation()
     }
 
+    /// Whether it owes something that needs its instance: an answer to a
+    /// deferred call, or an HTTP response to take.
+    pub(crate) fn owes_work(&self) -> bool {
+        !self.replies.is_empty() || !self.requests.is_empty()
+    }
+
+    /// Whether it holds nothing at all (a hibernating child then keeps no
+    /// incarnation, and gets a fresh one of the same number at its wake).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+            && self.subscriptions.is_empty()
+            && self.monitors.is_empty()
+            && self.replies.is_empty()
+            && self.requests.is_empty()
+    }
+
     /// Ends the incarnation: timers and requests are cancelled, its
     /// subscriptions and monitors end, and every call still waiting gets
     /// `error`.

@@ -25,6 +25,26 @@ pub(crate) enum Init {
     Ignore,
 }
 
+impl Init {
+    /// The message for `handle-continue`, if `init` asked for one.
+    pub(crate) fn into_continue(self) -> Option<Vec<u8>> {
+        match self {
+            Init::Continue(msg) => Some(msg),
+            Init::Ready | Init::Ignore => None,
+        }
+    }
+}
+
+/// Why an instance could not continue a child.
+#[derive(Debug)]
+pub(crate) enum ResumeFailure {
+    /// The pool has no slot free now.
+    Unavailable(String),
+    /// The version did not instantiate, refused the state, or trapped in
+    /// `restore`.
+    Refused(String),
+}
+
 /// Why an instance could not be created.
 #[derive(Debug)]
 pub(crate) enum StartFailure {
@@ -129,11 +149,15 @@ impl Instance {
         version: Arc<Version>,
         incarnation: Box<Incarnation>,
         state: &Vec<u8>,
-    ) -> Result<Instance, (String, Box<Incarnation>)> {
+    ) -> Result<Instance, (ResumeFailure, Box<Incarnation>)> {
         let mut instance = match Self::instantiate(engine, version, incarnation).await {
             Ok(instance) => instance,
-            Err((StartFailure::Init(m) | StartFailure::Unavailable(m), incarnation)) => {
-                return Err((format!("the new version did not start: {m}"), incarnation));
+            Err((StartFailure::Unavailable(m), incarnation)) => {
+                return Err((ResumeFailure::Unavailable(m), incarnation));
+            }
+            Err((StartFailure::Init(m), incarnation)) => {
+                let why = format!("the new version did not start: {m}");
+                return Err((ResumeFailure::Refused(why), incarnation));
             }
         };
         instance.begin();
@@ -146,7 +170,7 @@ impl Instance {
             Ok(Err(refused)) => format!("the new version refused the state: {refused}"),
             Err(e) => format!("the new version failed in restore: {}", instance.fail(e)),
         };
-        Err((why, instance.take_incarnation()))
+        Err((ResumeFailure::Refused(why), instance.take_incarnation()))
     }
 
     /// Resets the per-callback budget and context.
@@ -334,6 +358,31 @@ impl Instance {
     }
 
     /// The exit the guest asked for with `runtime.stop`, if it did.
+    /// Whether its incarnation owes an answer to a deferred call or waits
+    /// for an HTTP response.
+    pub(crate) fn owes_work(&mut self) -> bool {
+        self.store.data_mut().incarnation().owes_work()
+    }
+
+    /// `restore(state)` after `init`: a child *started* with a stored state
+    /// (after a host crash, or a restart from a checkpoint). `Ok(Err)` when
+    /// the plugin refused the state.
+    pub(crate) async fn restore(
+        &mut self,
+        state: &Vec<u8>,
+    ) -> Result<Result<(), String>, ExitReason> {
+        self.begin();
+        self.exports
+            .call_restore(&mut self.store, state)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Whether the guest asked to hibernate during its last callback.
+    pub(crate) fn take_hibernate_request(&mut self) -> bool {
+        std::mem::take(&mut self.store.data_mut().hibernate_request)
+    }
+
     pub(crate) fn take_stop_request(&mut self) -> Option<ExitReason> {
         self.store.data_mut().stop_request.take()
     }

@@ -19,10 +19,11 @@ mod stdio;
 
 pub(crate) use catalog::Catalog;
 pub use catalog::Version;
+pub use catalog::WIT_VERSION;
 pub(crate) use catalog::{content_hash, plugin_name};
 pub(crate) use incarnation::{Incarnation, ReplyTx};
 pub(crate) use info::Info;
-pub(crate) use instance::{Init, Instance, StartFailure};
+pub(crate) use instance::{Init, Instance, ResumeFailure, StartFailure};
 pub(crate) use port::Port;
 
 use crate::config::Config;

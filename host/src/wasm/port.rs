@@ -5,7 +5,7 @@
 //! never sees the registry, the supervisor or the state database.
 
 use super::info::Info;
-use crate::types::{CallError, ChildError, ChildSpec, StartError, StartOutcome};
+use crate::types::{CallError, CheckpointError, ChildError, ChildSpec, StartError, StartOutcome};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -73,4 +73,8 @@ pub(crate) trait Port: Send + Sync + 'static {
 
     /// Ends this incarnation's subscriptions to `topics`.
     fn unsubscribe(&self, topics: &[Arc<str>]);
+
+    /// Stores `state` as the child's checkpoint, durably; resolves once it
+    /// is on disk.
+    fn checkpoint(&self, state: Vec<u8>) -> BoxFuture<'static, Result<(), CheckpointError>>;
 }

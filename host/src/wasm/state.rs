@@ -46,6 +46,9 @@ pub(crate) struct InstanceState {
     pub(super) kill: Option<String>,
     /// `runtime.stop` was called: exit after the current callback.
     pub(super) stop_request: Option<ExitReason>,
+    /// `runtime.hibernate` was called: hibernate after the current
+    /// callback, if the child can.
+    pub(super) hibernate_request: bool,
     /// The last error-level log line of the current callback: a panicking
     /// guest logs its panic message there before it traps.
     pub(super) last_error_log: Option<String>,
@@ -83,6 +86,7 @@ impl InstanceState {
             cpu_ticks: 0,
             kill: None,
             stop_request: None,
+            hibernate_request: false,
             last_error_log: None,
         })
     }

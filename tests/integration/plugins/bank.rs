@@ -12,6 +12,7 @@ pub(super) async fn bank() -> (Host, tempfile::TempDir) {
             plugin: id.into(),
             args: json!({}),
             restart: Default::default(),
+            activate: Default::default(),
         };
         c.groups.push(GroupConfig {
             id: "bank".into(),
