@@ -396,6 +396,11 @@ fn validate_group(
     let at = format!("{at}.{}", group.id);
     for child in &group.children {
         validate_static(child, &at, names)?;
+        anyhow::ensure!(
+            child.activate == crate::types::Activate::Eager,
+            "{at}.{}: activate = \"lazy\" is for top-level [[children]]; a group's members start in order with their group",
+            child.id
+        );
     }
     for nested in &group.groups {
         validate_group(nested, &at, names)?;

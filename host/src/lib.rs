@@ -58,6 +58,7 @@ pub use host::{
     ChildInfo, GroupTree, Host, LoadReport, PluginChange, PluginInfo, Tree, TreeChild, TreeMember,
 };
 pub use types::{
-    CallError, ChildError, ChildSpec, ExitReason, Restart, StartError, StartOutcome, Status,
+    Activate, CallError, CheckpointError, ChildError, ChildSpec, ExitReason, Restart, StartError,
+    StartOutcome, Status,
 };
 pub use wasm::{Version, WIT_VERSION};

@@ -359,7 +359,7 @@ async fn the_event_stream_shows_start_exit_and_restart() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
         client
-            .events(None, |kind, data| {
+            .events(None, false, |kind, data| {
                 let _ = tx.send((
                     kind.to_string(),
                     serde_json::from_str::<Value>(data).unwrap(),
@@ -423,7 +423,7 @@ async fn topic_filter_keeps_only_that_topic() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
         client
-            .events(Some("wanted"), |kind, data| {
+            .events(Some("wanted"), false, |kind, data| {
                 let _ = tx.send((
                     kind.to_string(),
                     serde_json::from_str::<Value>(data).unwrap(),

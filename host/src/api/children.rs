@@ -5,7 +5,8 @@ use crate::host::{ChildInfo, Host};
 use crate::names;
 use crate::types::{Activate, CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -102,8 +103,41 @@ fn timeout(value: Option<Value>) -> Result<Duration, ApiError> {
     Ok(Duration::from_millis(ms))
 }
 
-pub(crate) async fn list(State(host): State<Host>) -> Json<Vec<ChildInfo>> {
-    Json(host.children())
+/// The default and the largest page of `GET /v1/children`.
+pub const DEFAULT_PAGE: usize = 1_000;
+/// See [`DEFAULT_PAGE`].
+pub const MAX_PAGE: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// At most `limit` children in id order, after `after`: a JSON array, so
+/// that a client that reads one page reads the same shape as before paging.
+pub(crate) async fn list(
+    State(host): State<Host>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Vec<ChildInfo>>, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match page.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE}, got {l:?}"
+                ))
+            })?,
+    };
+    if let Some(after) = &page.after {
+        valid_id(after)?;
+    }
+    Ok(Json(host.children_page(page.after.as_deref(), limit)))
 }
 
 pub(crate) async fn get(
@@ -172,6 +206,14 @@ pub(crate) async fn kill(
     let reason = req.reason.unwrap_or_else(|| "killed by operator".into());
     host.kill_child(&id, &reason)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"killed": id}))))
+}
+
+pub(crate) async fn hibernate(
+    State(host): State<Host>,
+    ChildId(id): ChildId,
+) -> Result<impl IntoResponse, ApiError> {
+    host.hibernate_child(&id).await?;
+    Ok(Json(json!({"hibernated": id})))
 }
 
 pub(crate) async fn call(

@@ -1,11 +1,12 @@
-//! `GET /v1/events[?topic=T]`: the host's events as Server-Sent Events.
+//! `GET /v1/events[?topic=T][&include=hibernation]`: the host's events as
+//! Server-Sent Events.
 
 use super::error::ApiError;
 use crate::host::Host;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,9 +17,13 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Filter {
     topic: Option<String>,
+    include: Option<String>,
 }
 
 /// Every lifecycle and topic event; with `topic`, only that topic's events.
+/// `child_hibernated` and `child_woken` come only with
+/// `include=hibernation`: with a million idle children they would drown
+/// everything else.
 /// A client that falls too far behind gets a `lagged` event saying how many
 /// events it missed, then continues.
 pub(crate) async fn stream(
@@ -26,7 +31,21 @@ pub(crate) async fn stream(
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let events = BroadcastStream::new(host.events()).filter_map(move |item| {
+    let hibernation = match filter.include.as_deref() {
+        None => None,
+        Some("hibernation") => Some(BroadcastStream::new(host.hibernation_events())),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "include takes \"hibernation\", got {other:?}"
+            )));
+        }
+    };
+    let events = BroadcastStream::new(host.events());
+    let events = match hibernation {
+        Some(h) => stream::select(events, h).left_stream(),
+        None => events.right_stream(),
+    };
+    let events = events.filter_map(move |item| {
         let out = match item {
             Ok(event) => match &filter.topic {
                 Some(t) if event.topic() != Some(t.as_str()) => None,

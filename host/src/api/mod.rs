@@ -4,7 +4,7 @@ mod children;
 pub mod error;
 mod events;
 
-pub use children::{DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
+pub use children::{DEFAULT_PAGE, DEFAULT_TIMEOUT_MS, MAX_PAGE, MAX_TIMEOUT_MS};
 
 use crate::host::{Host, PluginInfo};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -32,6 +32,7 @@ pub fn router(host: Host, token: Option<String>) -> Router {
         )
         .route("/v1/children/{id}/restart", post(children::restart))
         .route("/v1/children/{id}/kill", post(children::kill))
+        .route("/v1/children/{id}/hibernate", post(children::hibernate))
         .route("/v1/children/{id}/call", post(children::call))
         .route("/v1/children/{id}/cast", post(children::cast))
         .route("/v1/tree", get(tree))

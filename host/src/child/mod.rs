@@ -221,13 +221,18 @@ impl Child {
     /// Registers a child without an instance or a task (a lazy start, or a
     /// child brought back from the state database): shown `hibernated`, it
     /// is *started* at its first message.
-    pub(crate) fn dormant(env: &Arc<Env>, cell: &Arc<Cell>, parent: Box<dyn Parent>) {
+    pub(crate) fn dormant(
+        env: &Arc<Env>,
+        cell: &Arc<Cell>,
+        parent: Box<dyn Parent>,
+        origin: &Origin,
+    ) {
         cell.set_status(Status::Hibernated);
         let dormant = Box::new(Dormant {
             env: env.clone(),
             cell: Arc::downgrade(cell),
             parent,
-            config: false,
+            config: *origin == Origin::Config,
             asleep: Asleep::Unstarted,
         });
         // A mailbox nobody could reach yet is empty: this cannot be
@@ -843,6 +848,7 @@ impl Child {
             state.status = Status::Running;
             state.version = Some(version.clone());
         }
+        self.env.metrics.wake();
         self.env.events.emit(Event::ChildWoken {
             id: self.cell.id.to_string(),
         });

@@ -57,7 +57,6 @@ impl Sleeper for Dormant {
         let Some(cell) = cell.upgrade() else {
             return;
         };
-        env.metrics.wake();
         let child = Child::new(&env, cell, parent, config);
         env.runtime.spawn(child.woken(asleep));
     }

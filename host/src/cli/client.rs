@@ -129,11 +129,20 @@ impl Client {
     pub async fn events(
         &self,
         topic: Option<&str>,
+        hibernation: bool,
         mut on_event: impl FnMut(&str, &str) -> bool,
     ) -> Result<()> {
-        let path = match topic {
-            Some(t) => format!("/v1/events?topic={}", percent_encode(t)),
-            None => "/v1/events".to_string(),
+        let mut query = Vec::new();
+        if let Some(t) = topic {
+            query.push(format!("topic={}", percent_encode(t)));
+        }
+        if hibernation {
+            query.push("include=hibernation".to_string());
+        }
+        let path = if query.is_empty() {
+            "/v1/events".to_string()
+        } else {
+            format!("/v1/events?{}", query.join("&"))
         };
         let resp = self
             .http

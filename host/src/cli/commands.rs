@@ -65,30 +65,60 @@ fn exit_text(v: &Value) -> String {
     }
 }
 
+/// How many children `ps` asks for per page (the API's maximum).
+const PS_PAGE: usize = 10_000;
+
+/// Every child, following the API's pages (`?limit=&after=`) in id order.
+async fn all_children(client: &Client) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(id) => format!("/v1/children?limit={PS_PAGE}&after={}", path_id(id)?),
+            None => format!("/v1/children?limit={PS_PAGE}"),
+        };
+        let page = client.json(Method::GET, &path, None).await?;
+        let Value::Array(page) = page else {
+            return Err(anyhow::anyhow!(
+                "the host answered a page that is not a list"
+            ));
+        };
+        let full = page.len() == PS_PAGE;
+        after = page
+            .last()
+            .and_then(|c| c["id"].as_str())
+            .map(str::to_string);
+        all.extend(page);
+        if !full || after.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
 pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
-    let children = client.json(Method::GET, "/v1/children", None).await?;
+    let children = all_children(client).await?;
     if json {
-        println!("{children}");
+        println!("{}", Value::Array(children));
         return Ok(());
     }
     let rows = children
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|c| {
-                    vec![
-                        text(&c["id"]),
-                        text(&c["plugin"]),
-                        text(&c["status"]),
-                        text(&c["version"]),
-                        text(&c["restarts"]),
-                        text(&c["args"]),
-                        exit_text(&c["last_exit"]),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|c| {
+            let status = match (&c["status"], &c["activated"]) {
+                (Value::String(s), Value::Bool(false)) => format!("{s} (lazy)"),
+                (s, _) => text(s),
+            };
+            vec![
+                text(&c["id"]),
+                text(&c["plugin"]),
+                status,
+                text(&c["version"]),
+                text(&c["restarts"]),
+                text(&c["args"]),
+                exit_text(&c["last_exit"]),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &[
             "ID",
@@ -194,12 +224,23 @@ pub(super) async fn start(
     plugin: &str,
     args: &str,
     restart: &str,
+    lazy: bool,
 ) -> Result<()> {
     let args = parse_json("--args", args)?;
-    let body = json!({"id": id, "plugin": plugin, "args": args, "restart": restart});
+    let activate = if lazy { "lazy" } else { "eager" };
+    let body =
+        json!({"id": id, "plugin": plugin, "args": args, "restart": restart, "activate": activate});
     let child = client
         .json(Method::POST, "/v1/children", Some(&body))
         .await?;
+    if lazy {
+        println!(
+            "registered {} ({}, lazy: init runs at its first message)",
+            text(&child["id"]),
+            text(&child["plugin"]),
+        );
+        return Ok(());
+    }
     if let Some(ignored) = child.get("ignored") {
         println!(
             "ignored {}: its init returned ignore; no child is kept",
@@ -253,6 +294,18 @@ pub(super) async fn kill(client: &Client, id: &str) -> Result<()> {
     Ok(())
 }
 
+pub(super) async fn hibernate(client: &Client, id: &str) -> Result<()> {
+    client
+        .json(
+            Method::POST,
+            &format!("/v1/children/{}/hibernate", path_id(id)?),
+            None,
+        )
+        .await?;
+    println!("hibernated {id}");
+    Ok(())
+}
+
 pub(super) async fn call(client: &Client, id: &str, msg: &str, timeout: u64) -> Result<()> {
     let body = json!({"msg": parse_json("the message", msg)?, "timeout_ms": timeout});
     let answer = client
@@ -279,9 +332,9 @@ pub(super) async fn cast(client: &Client, id: &str, msg: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn events(client: &Client, topic: Option<&str>) -> Result<()> {
+pub(super) async fn events(client: &Client, topic: Option<&str>, hibernation: bool) -> Result<()> {
     client
-        .events(topic, |_, data| {
+        .events(topic, hibernation, |_, data| {
             let mut out = std::io::stdout().lock();
             // Stop quietly when the reader goes away (`| head`).
             writeln!(out, "{data}").and_then(|()| out.flush()).is_ok()

@@ -76,6 +76,9 @@ pub enum Command {
         /// permanent, transient or temporary.
         #[arg(long, default_value = "permanent")]
         restart: String,
+        /// Register it without an instance; `init` runs at its first message.
+        #[arg(long)]
+        lazy: bool,
     },
     /// Stop a child (terminate with shutdown) and remove it.
     Stop {
@@ -89,6 +92,12 @@ pub enum Command {
     },
     /// Kill a child now (exit reason killed); restarted per its policy.
     Kill {
+        /// The child id.
+        id: String,
+    },
+    /// Hibernate a child now: keep its state, give its instance back; the
+    /// next message wakes it.
+    Hibernate {
         /// The child id.
         id: String,
     },
@@ -114,6 +123,9 @@ pub enum Command {
         /// Only events of this topic.
         #[arg(long)]
         topic: Option<String>,
+        /// Also child_hibernated and child_woken, which are left out by default.
+        #[arg(long)]
+        hibernation: bool,
     },
 }
 
@@ -197,12 +209,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             plugin,
             args,
             restart,
-        } => commands::start(&client(), &id, &plugin, &args, &restart).await,
+            lazy,
+        } => commands::start(&client(), &id, &plugin, &args, &restart, lazy).await,
         Command::Stop { id } => commands::stop(&client(), &id).await,
         Command::Restart { id } => commands::restart(&client(), &id).await,
         Command::Kill { id } => commands::kill(&client(), &id).await,
+        Command::Hibernate { id } => commands::hibernate(&client(), &id).await,
         Command::Call { id, msg, timeout } => commands::call(&client(), &id, &msg, timeout).await,
         Command::Cast { id, msg } => commands::cast(&client(), &id, &msg).await,
-        Command::Events { topic } => commands::events(&client(), topic.as_deref()).await,
+        Command::Events { topic, hibernation } => {
+            commands::events(&client(), topic.as_deref(), hibernation).await
+        }
     }
 }

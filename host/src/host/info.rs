@@ -16,9 +16,12 @@ pub struct ChildInfo {
     pub id: String,
     /// The plugin.
     pub plugin: String,
-    /// `starting`, `running`, `restarting`, `backoff`, `failed`, `waiting` or
-    /// `ignored`.
+    /// `starting`, `running`, `hibernated`, `restarting`, `backoff`,
+    /// `failed`, `waiting` or `ignored`.
     pub status: Status,
+    /// Whether its `init` ran: `false` for a lazy child (or one restored
+    /// from the state database) until its first message.
+    pub activated: bool,
     /// The version (short content hash) of the current or last instance.
     pub version: Option<String>,
     /// How many times a new instance replaced an exited one.
@@ -74,6 +77,7 @@ fn child_info(cell: &Cell) -> ChildInfo {
         id: cell.id.to_string(),
         plugin: cell.spec.plugin.clone(),
         status: state.status,
+        activated: state.activated,
         version: state.version.as_ref().map(|v| v.hash.clone()),
         restarts: state.restarts,
         last_exit: state.last_exit.clone(),
@@ -92,15 +96,17 @@ fn child_info(cell: &Cell) -> ChildInfo {
 impl Host {
     /// Every child, sorted by id.
     pub fn children(&self) -> Vec<ChildInfo> {
-        let mut all: Vec<_> = self
-            .sup
+        self.children_page(None, usize::MAX)
+    }
+
+    /// At most `limit` children in id order, starting after id `after`.
+    pub fn children_page(&self, after: Option<&str>, limit: usize) -> Vec<ChildInfo> {
+        self.sup
             .registry
-            .all()
+            .page(after, limit)
             .iter()
             .map(|c| child_info(c))
-            .collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
+            .collect()
     }
 
     /// One child.
@@ -117,7 +123,14 @@ impl Host {
 
     /// Every plugin the host knows.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        let children = self.sup.registry.all();
+        let mut children = std::collections::HashMap::<String, usize>::new();
+        self.sup.registry.for_each(|c| {
+            if let Some(n) = children.get_mut(&c.spec.plugin) {
+                *n += 1;
+            } else {
+                children.insert(c.spec.plugin.clone(), 1);
+            }
+        });
         self.sup
             .env
             .wasm
@@ -127,7 +140,7 @@ impl Host {
             .map(|(name, entry)| {
                 let v = entry.current.as_ref();
                 PluginInfo {
-                    instances: children.iter().filter(|c| c.spec.plugin == name).count(),
+                    instances: children.get(&name).copied().unwrap_or(0),
                     name,
                     version: v.map(|v| v.hash.clone()),
                     loaded_at_ms: v.map(|v| unix_ms(v.loaded_at)),
@@ -149,14 +162,15 @@ impl Host {
             Status::Backoff,
             Status::Failed,
             Status::Waiting,
+            Status::Hibernated,
         ];
-        let mut counts = [0u64; 6];
-        for cell in self.sup.registry.all() {
+        let mut counts = [0u64; 7];
+        self.sup.registry.for_each(|cell| {
             let status = cell.state().status;
             if let Some(i) = statuses.iter().position(|s| *s == status) {
                 counts[i] += 1;
             }
-        }
+        });
         let plugins = self
             .sup
             .env

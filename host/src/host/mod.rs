@@ -155,6 +155,15 @@ impl Host {
         self.sup.kill_child(id, reason)
     }
 
+    /// Hibernates child `id` now: its state is kept and its instance given
+    /// back; the next message wakes it. A child that already sleeps stays
+    /// asleep; one that cannot hibernate (its plugin has no snapshot, it
+    /// owes a deferred reply, it has no instance) is
+    /// [`ChildError::CannotHibernate`].
+    pub async fn hibernate_child(&self, id: &str) -> Result<(), ChildError> {
+        self.sup.hibernate_child(id).await
+    }
+
     /// How many children exist.
     pub fn count_children(&self) -> usize {
         self.sup.registry.len()

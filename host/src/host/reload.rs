@@ -152,8 +152,10 @@ impl Host {
                     compile_ms: version.compile_ms,
                     cached: version.cached,
                 });
-                // Children waiting for this plugin start now.
-                self.reload_children(name, &version, |_| true).await;
+                // Children waiting for this plugin start (or resume) now;
+                // hibernated ones wait for their next message.
+                self.reload_children(name, &version, |s| s != Status::Hibernated)
+                    .await;
                 PluginChange::Loaded(version.clone())
             }
             Some(_) => self.roll_out(name, version.clone(), started).await?,
@@ -198,7 +200,15 @@ impl Host {
         let rollout = Instant::now();
         let running = self.children_of(name, |s| s == Status::Running);
         let mut moved = 0;
-        if let Some(canary) = running.first() {
+        // Hibernated children wake on the new version at their next
+        // message; with none running, one of them is woken now as the
+        // canary, so that a version that refuses their state is refused
+        // for all of them.
+        let canary = match running.first() {
+            Some(c) => Some(c.clone()),
+            None => self.hibernated_canary(name),
+        };
+        if let Some(canary) = &canary {
             if let Err(why) = reload_one(canary, &version).await {
                 let message = format!("the canary {} rolled back: {why}", canary.id);
                 self.reload_failed(name, Some(version.content_hash.clone()), &message);
@@ -209,6 +219,7 @@ impl Host {
         env.wasm.catalog.install(version.clone());
         let mut failed = Vec::new();
         let mut rest: Vec<_> = running.into_iter().skip(1).collect();
+        let canary_id = canary.as_ref().map(|c| c.id.clone());
         loop {
             for batch in rest.chunks(RELOAD_BATCH) {
                 let outcomes =
@@ -229,7 +240,9 @@ impl Host {
                     .version
                     .as_ref()
                     .is_some_and(|v| v.hash != version.hash);
-                on_old && !failed.iter().any(|(id, _)| **id == *c.id)
+                on_old
+                    && Some(&c.id) != canary_id.as_ref()
+                    && !failed.iter().any(|(id, _)| **id == *c.id)
             });
             if rest.is_empty() {
                 break;
@@ -279,12 +292,28 @@ impl Host {
     }
 
     fn children_of(&self, name: &str, which: impl Fn(Status) -> bool) -> Vec<Arc<Cell>> {
-        self.sup
-            .registry
-            .all()
-            .into_iter()
-            .filter(|c| c.spec.plugin == name && which(c.state().status))
-            .collect()
+        let mut cells = Vec::new();
+        self.sup.registry.for_each(|c| {
+            if c.spec.plugin == name && which(c.state().status) {
+                cells.push(c.clone());
+            }
+        });
+        cells
+    }
+
+    /// A hibernated child of `name` that has run (it has state to carry),
+    /// if there is one.
+    fn hibernated_canary(&self, name: &str) -> Option<Arc<Cell>> {
+        let mut found = None;
+        self.sup.registry.for_each(|c| {
+            if found.is_none() && c.spec.plugin == name {
+                let state = c.state();
+                if state.status == Status::Hibernated && state.activated {
+                    found = Some(c.clone());
+                }
+            }
+        });
+        found
     }
 
     /// The plugin's file is gone: its children stop with `shutdown` and wait,

@@ -144,11 +144,17 @@ impl Supervisor {
         spec: ChildSpec,
         origin: Origin,
     ) -> Result<Arc<Cell>, StartError> {
+        let stored = origin != Origin::Config;
         let cell = self.new_cell(spec, &origin, None);
         if self.registry.insert_new(cell.clone()).is_err() {
             return Err(StartError::AlreadyStarted(cell.id.to_string()));
         }
-        Child::dormant(&self.env, &cell, DynamicParent::boxed(self, true));
+        Child::dormant(
+            &self.env,
+            &cell,
+            DynamicParent::boxed(self, stored),
+            &origin,
+        );
         Ok(cell)
     }
 
@@ -222,6 +228,18 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Hibernates child `id` now (OTP's `:hibernate`, asked from outside):
+    /// `Ok` once it gave its instance back or if it already sleeps, or why
+    /// it cannot (no snapshot, work owed, no instance).
+    pub(crate) async fn hibernate_child(&self, id: &str) -> Result<(), ChildError> {
+        let cell = self.child(id)?;
+        let (done, carried_out) = oneshot::channel();
+        cell.signal(Control::Hibernate { done });
+        carried_out
+            .await
+            .unwrap_or_else(|_| Err(ChildError::NotFound(id.into())))
+    }
+
     fn child(&self, id: &str) -> Result<Arc<Cell>, ChildError> {
         self.registry
             .get(id)
@@ -290,7 +308,28 @@ impl Supervisor {
         parent: Box<dyn Parent>,
         group: Option<Arc<str>>,
     ) -> Option<Arc<Cell>> {
-        let spec = ChildSpec::new(&child.id, &child.plugin, &child.args).restart(child.restart);
+        let spec = ChildSpec::new(&child.id, &child.plugin, &child.args)
+            .restart(child.restart)
+            .activate(child.activate);
+        if child.activate == Activate::Lazy {
+            // Config validation allows `lazy` only outside groups, whose
+            // members start in order under their group.
+            if self.env.wasm.catalog.current(&spec.plugin).is_none() {
+                tracing::error!(
+                    "config child {} was not registered: no plugin {:?} is loaded",
+                    child.id,
+                    spec.plugin
+                );
+                return None;
+            }
+            return match self.register_dormant(spec, Origin::Config) {
+                Ok(cell) => Some(cell),
+                Err(e) => {
+                    tracing::error!("config child {} was not registered: {e}", child.id);
+                    None
+                }
+            };
+        }
         match self.spawn(spec, Origin::Config, parent, group).await {
             Ok((cell, _)) => Some(cell),
             Err(e) => {

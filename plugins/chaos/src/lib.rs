@@ -6,7 +6,8 @@
 //! that error, `{"crash_init": true}` makes `init` trap, `{"ignore_init":
 //! true}` makes it ask to be ignored, and `{"continue": M}` makes
 //! `handle_continue(M)` run first: it records `{"continue": M}`, and
-//! publishes when M is `{"publish": {"topic": T, "msg": X}}`.
+//! publishes when M is `{"publish": {"topic": T, "msg": X}}`. `{"timer":
+//! {"ms": N, "msg": M}}` sets a timer at `init` (so every start arms it).
 //!
 //! | message (call)                          | effect and reply                                         |
 //! |-----------------------------------------|----------------------------------------------------------|
@@ -35,8 +36,15 @@
 //! | `"infos"`                               | every info received so far, in order (see below)         |
 //! | `"self"`                                | this instance's id                                       |
 //! | `{"print": TEXT}`                       | writes TEXT to stdout and to stderr; `"ok"`              |
+//! | `"hibernate"`                           | asks to hibernate after this call; `"ok"`                |
+//! | `"checkpoint"`                          | stores the state now; `"ok"` or `{"error": CODE}`        |
 //!
-//! Casts: `"bump"` adds 1, `{"add": n}` adds n, `"crash"` traps.
+//! Casts: `"bump"` adds 1, `{"add": n}` adds n, `"crash"` traps,
+//! `"hibernate"` asks to hibernate.
+//!
+//! A timer whose message is `{"every": {"ms": N, "times": K}}` is recorded,
+//! then set again with K-1 (while K > 1), and the child asks to hibernate
+//! until the next one: a periodic worker that sleeps between reports.
 //!
 //! Infos are recorded as `{"timer": M}`, `{"down": {"ref": REF, "id": ID,
 //! "reason": R}}`, `{"event": {"topic": T, "msg": M}}`, `{"exit": {"id": ID,
@@ -126,6 +134,8 @@ enum Call {
     #[serde(rename = "self")]
     SelfId,
     Print(String),
+    Hibernate,
+    Checkpoint,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +144,19 @@ enum Cast {
     Bump,
     Add(i64),
     Crash,
+    Hibernate,
+}
+
+/// The message of a periodic timer.
+#[derive(Serialize, Deserialize)]
+struct Every {
+    every: Period,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Period {
+    ms: u64,
+    times: u32,
 }
 
 fn spin(n: u64) -> u64 {
@@ -170,6 +193,9 @@ impl Plugin for Chaos {
             for topic in topics.iter().filter_map(Value::as_str) {
                 wasmvisor_sdk::subscribe(topic);
             }
+        }
+        if let Ok(t) = serde_json::from_value::<Timer>(args["timer"].clone()) {
+            wasmvisor_sdk::send_after(t.ms, &t.msg);
         }
         if let Some(first) = args.get("continue") {
             wasmvisor_sdk::continue_with(first);
@@ -266,6 +292,14 @@ impl Plugin for Chaos {
                 eprintln!("{text}");
                 "ok".into()
             }
+            Call::Hibernate => {
+                wasmvisor_sdk::hibernate();
+                "ok".into()
+            }
+            Call::Checkpoint => match wasmvisor_sdk::checkpoint(self) {
+                Ok(()) => "ok".into(),
+                Err(e) => error_value(e.code(), e.to_string()),
+            },
         }
     }
 
@@ -274,6 +308,7 @@ impl Plugin for Chaos {
             Cast::Bump => self.state.count += 1,
             Cast::Add(n) => self.state.count += n,
             Cast::Crash => std::process::abort(),
+            Cast::Hibernate => wasmvisor_sdk::hibernate(),
         }
     }
 
@@ -286,6 +321,18 @@ impl Plugin for Chaos {
                 {
                     wasmvisor_sdk::reply(ReplyTo(to), &msg);
                     return;
+                }
+                if let Ok(Every { every }) = m.decode() {
+                    if every.times > 1 {
+                        let next = Every {
+                            every: Period {
+                                ms: every.ms,
+                                times: every.times - 1,
+                            },
+                        };
+                        wasmvisor_sdk::send_after(every.ms, &next);
+                    }
+                    wasmvisor_sdk::hibernate();
                 }
                 json!({"timer": decode(&m)})
             }
@@ -317,7 +364,14 @@ impl Plugin for Chaos {
         if cfg!(feature = "restore-traps") {
             std::process::abort();
         }
-        self.state = state.decode().map_err(|e| e.to_string())?;
+        let state: State = state.decode().map_err(|e| e.to_string())?;
+        if state.args["refuse_restore_in"] == env!("CARGO_PKG_VERSION") {
+            return Err(format!(
+                "version {} refuses this state",
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        self.state = state;
         Ok(())
     }
 }
