@@ -4,6 +4,7 @@
 //! when Erlang is installed, a BEAM GenServer measured in the same run.
 
 mod ab;
+mod actors;
 mod beam;
 mod native;
 mod report;
@@ -30,7 +31,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only these workloads (spawn, calls, calls4, casts, crash, cpu,
-    /// reload, density), e.g. to profile one.
+    /// reload, density, virtual), e.g. to profile one.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(workloads::WORKLOADS))]
     only: Vec<String>,
     /// Skip the BEAM reference even when `escript` is installed.

@@ -48,7 +48,7 @@ impl Options {
 
 /// The workload names `--only` accepts.
 pub const WORKLOADS: &[&str] = &[
-    "spawn", "calls", "calls4", "casts", "crash", "cpu", "reload", "density",
+    "spawn", "calls", "calls4", "casts", "crash", "cpu", "reload", "density", "virtual",
 ];
 
 /// The sizes of every workload.
@@ -98,7 +98,7 @@ pub fn default_plugins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -321,6 +321,34 @@ pub async fn run(opts: Options) -> Result<Report> {
         r.page_tables_per_idle_instance_kib = density.page_tables;
         r.max_live_instances = density.max_live;
         r.density_limit = density.limit;
+    }
+    if opts.wants("virtual") {
+        progress("virtual actors");
+        let sizes = if opts.quick {
+            crate::actors::QUICK
+        } else {
+            crate::actors::FULL
+        };
+        // On a runtime of its own, for the same reason as density.
+        let v = {
+            let (opts, dir) = (opts.clone(), dir.join("virtual"));
+            tokio::task::spawn_blocking(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start a runtime for the virtual workload")?
+                    .block_on(crate::actors::run(&opts.plugins, &dir, &opts.pool, sizes))
+            })
+            .await
+            .context("the virtual workload panicked")??
+        };
+        r.virtual_children = v.children;
+        r.lazy_start_per_s = v.lazy_start_per_s;
+        r.hibernated_bytes_per_child = v.hibernated_bytes_per_child;
+        r.hibernate_per_s = v.hibernate_per_s;
+        r.wake_p50_us = v.wake_p50_us;
+        r.wake_p99_us = v.wake_p99_us;
+        r.restore_1m_s = v.restore_s;
     }
     r.system = system;
     r.fresh_page_us = system::fresh_page_us();

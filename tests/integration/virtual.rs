@@ -521,6 +521,53 @@ async fn a_restart_from_a_checkpoint_drops_it_after_a_second_trap() {
 const DURABLE: &str = "[plugins.chaos]\ndurable_state = true\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_dropped_checkpoint_kill_9_does_not_bring_the_poisoned_state_back() {
+    let config = "[plugins.chaos]\ndurable_state = true\nrestart_from = \"checkpoint\"\n";
+    let h = RunningHost::start_with(&[], Some(config)).await;
+    let body = json!({"id": "c", "plugin": "chaos", "args": {"k": 1}});
+    h.client
+        .json(Method::POST, "/v1/children", Some(&body))
+        .await
+        .unwrap();
+    let at = "/v1/children/c/call";
+    let send = |msg: Value| {
+        let client = h.client.clone();
+        async move {
+            client
+                .json(Method::POST, at, Some(&json!({"msg": msg})))
+                .await
+        }
+    };
+    send(json!({"add": 5})).await.unwrap();
+    assert_eq!(
+        send(json!("checkpoint")).await.unwrap()["reply"],
+        json!("ok")
+    );
+    for restarts in 1..=2 {
+        assert!(send(json!("crash")).await.is_err());
+        h.wait_child("c", "restarted", |c| {
+            c["restarts"] == json!(restarts) && c["status"] == json!("running")
+        })
+        .await;
+    }
+    assert_eq!(
+        send(json!("state")).await.unwrap()["reply"]["count"],
+        json!(0),
+        "the second restart used the args alone"
+    );
+    send(json!({"add": 2})).await.unwrap();
+    // No clean shutdown: only what was stored when the checkpoint was
+    // dropped (the fresh state) can come back.
+    let h = h.kill_and_restart(&[]).await;
+    let state = h
+        .client
+        .json(Method::POST, at, Some(&json!({"msg": "state"})))
+        .await
+        .unwrap();
+    assert_eq!(state["reply"]["count"], json!(0), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_children_come_back_with_their_last_state_and_their_init_armed_timers() {
     let h = RunningHost::start_with(&[], Some(DURABLE)).await;
     let args = json!({"timer": {"ms": 300, "msg": "armed"}});

@@ -38,6 +38,9 @@ pub struct Host {
     plugin_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Up to this many stored children, each one restored gets a log line.
+const RESTORE_LINES: usize = 500;
+
 impl Host {
     /// Creates the engine, the linker and the epoch ticker, loads every
     /// plugin in `config.plugins_dir` (a file that fails is reported and
@@ -71,12 +74,18 @@ impl Host {
         host.sup.start_config().await;
         let total = stored.len();
         for (i, record) in stored.into_iter().enumerate() {
-            tracing::info!(
-                "[{}/{total}] restoring child {} ({})",
-                i + 1,
-                record.spec.id,
-                record.spec.plugin
-            );
+            // One line per child up to a few hundred; past that, progress
+            // every 100,000 (a million lines would be the slowest part).
+            if total <= RESTORE_LINES || (i + 1) % 100_000 == 0 {
+                tracing::info!(
+                    "[{}/{total}] restoring child {} ({})",
+                    i + 1,
+                    record.spec.id,
+                    record.spec.plugin
+                );
+            } else {
+                tracing::debug!("[{}/{total}] restoring child {}", i + 1, record.spec.id);
+            }
             host.sup.restore(record).await;
         }
         if total > 0 {
