@@ -74,17 +74,18 @@ impl Host {
         host.sup.start_config().await;
         let total = stored.len();
         for (i, record) in stored.into_iter().enumerate() {
-            // One line per child up to a few hundred; past that, progress
-            // every 100,000 (a million lines would be the slowest part).
-            if total <= RESTORE_LINES || (i + 1) % 100_000 == 0 {
+            // One line per child up to a few hundred; past that, the first,
+            // every 100,000th and the last (a million lines would be the
+            // slowest part of the start).
+            let n = i + 1;
+            if total <= RESTORE_LINES || n == 1 || n % 100_000 == 0 || n == total {
                 tracing::info!(
-                    "[{}/{total}] restoring child {} ({})",
-                    i + 1,
+                    "[{n}/{total}] restoring child {} ({})",
                     record.spec.id,
                     record.spec.plugin
                 );
             } else {
-                tracing::debug!("[{}/{total}] restoring child {}", i + 1, record.spec.id);
+                tracing::debug!("[{n}/{total}] restoring child {}", record.spec.id);
             }
             host.sup.restore(record).await;
         }
