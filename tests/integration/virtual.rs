@@ -340,6 +340,30 @@ async fn a_lazy_child_runs_init_at_its_first_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_to_a_lazy_child_before_its_first_start_holds_after_it() {
+    let (host, _dir) = host().await;
+    host.start_child(spec("lazy", "chaos", json!(null)).activate(Activate::Lazy))
+        .await
+        .unwrap();
+    start_ok(&host, "partner", "chaos", json!(null)).await;
+    assert_eq!(
+        call_ok(&host, "partner", json!({"link": "lazy"})).await,
+        json!("ok")
+    );
+    // Its first start, then a trap: the link fires.
+    call_ok(&host, "lazy", json!("state")).await;
+    let _ = call(&host, "lazy", json!("crash")).await;
+    let info = wait_child(&host, "partner", "taken down by the link", |c| {
+        c.restarts == 1 && c.status == Status::Running
+    })
+    .await;
+    assert_eq!(
+        info.last_exit,
+        Some(wasmvisor::ExitReason::Linked("lazy".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lazy_child_whose_init_fails_answers_init_failed_then_follows_its_policy() {
     let (host, _dir) = host_with(|c| {
         c.supervisor.max_restarts = 0;

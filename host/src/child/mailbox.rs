@@ -136,8 +136,30 @@ impl Mailbox {
     }
 
     /// Whether the child hibernates (its sleeper waits here).
+    #[cfg(test)]
     pub(crate) fn is_asleep(&self) -> bool {
         self.lock().sleeper.is_some()
+    }
+
+    /// Whether the mailbox was closed for good.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Closes the mailbox if, and only if, the child sleeps in it now (one
+    /// lock, so that no message can wake it in between): its sleeper is
+    /// dropped and nothing is queued. Whether it did.
+    pub(crate) fn close_if_asleep(&self) -> bool {
+        let sleeper = {
+            let mut state = self.lock();
+            if state.sleeper.is_none() {
+                return false;
+            }
+            state.closed = true;
+            state.sleeper.take()
+        };
+        drop(sleeper);
+        true
     }
 
     /// Closes the mailbox for good: what was queued is returned (callers

@@ -235,9 +235,11 @@ impl Child {
             config: *origin == Origin::Config,
             asleep: Asleep::Unstarted,
         });
-        // A mailbox nobody could reach yet is empty: this cannot be
-        // refused, and if it were, the child would wake at once.
-        if let Err(dormant) = cell.mailbox.sleep(dormant, || true) {
+        // The cell may already be reachable: a signal that came first is
+        // seen here (the child wakes at once for it), one that comes later
+        // finds the sleeper.
+        let control = &cell.control;
+        if let Err(dormant) = cell.mailbox.sleep(dormant, || !control.is_pending()) {
             dormant.wake();
         }
     }
@@ -355,20 +357,29 @@ impl Child {
             config,
             asleep,
         });
+        // Announced before the sleeper is set: from then on a message may
+        // wake the child, and its `child_woken` must come after this.
+        if hibernated && status == Status::Hibernated {
+            env.metrics.hibernation();
+            env.events.emit(Event::ChildHibernated {
+                id: cell.id.to_string(),
+            });
+        }
         let control = &cell.control;
         match cell.mailbox.sleep(dormant, || !control.is_pending()) {
             Ok(()) => {
-                if hibernated && status == Status::Hibernated {
-                    env.metrics.hibernation();
-                    env.events.emit(Event::ChildHibernated {
-                        id: cell.id.to_string(),
-                    });
-                }
                 asked.answer();
                 None
             }
             Err(dormant) => {
                 let dormant = *dormant;
+                if cell.mailbox.is_closed() {
+                    // The host shut down (or the child was removed) while
+                    // it went to sleep: nothing is left to serve.
+                    end_asleep(dormant.asleep, &ExitReason::Shutdown);
+                    asked.answer();
+                    return None;
+                }
                 let child = Child {
                     env: dormant.env,
                     cell,
@@ -405,7 +416,7 @@ impl Child {
             tell(attempted, ());
             return Began::Next(self.wait(None).await);
         };
-        match self.start(version.clone()).await {
+        match self.start(version.clone(), false).await {
             Ok(Ok((instance, Init::Ignore))) => {
                 Began::Next(self.ignored(instance, ready, strict, attempted).await)
             }
@@ -464,10 +475,14 @@ impl Child {
             Restore::DropCheckpoint => {
                 self.restored_at = None;
                 let fresh = guarded(&self.cell, generation, instance.snapshot()).await?;
-                if let Some(state) = fresh
-                    && let Err(e) = self.parent.store_state(&self.cell, state).await
-                {
-                    tracing::error!(child = %self.cell.id, "cannot replace the dropped checkpoint: {e}");
+                match fresh {
+                    Some(state) => {
+                        if let Err(e) = self.parent.store_state(&self.cell, state).await {
+                            tracing::error!(child = %self.cell.id, "cannot replace the dropped checkpoint: {e}");
+                        }
+                    }
+                    // Nothing to replace it with: it goes all the same.
+                    None => self.parent.forget_state(&self.cell).await,
                 }
                 tracing::warn!(child = %self.cell.id, "trapped again after a restart from its checkpoint; the checkpoint was dropped");
                 self.env.events.emit(Event::ChildCheckpointDropped {
@@ -481,12 +496,21 @@ impl Child {
     /// *Starts* the child on `version` (a new incarnation, then `init`),
     /// unless a kill cuts it short (then `Err` with the exit). A full pool
     /// first asks the least recently active idle child to hibernate.
+    /// `first`: the first start of a child that never had an instance
+    /// (lazy, or brought back from the state database). It takes the
+    /// generation the child has had since it was registered, so that links
+    /// made to it meanwhile hold; any other start begins a new one.
     async fn start(
         &mut self,
         version: Arc<Version>,
+        first: bool,
     ) -> Result<Result<(Instance, Init), StartFailure>, ExitReason> {
         loop {
-            let generation = self.cell.next_generation();
+            let generation = if first {
+                self.cell.generation()
+            } else {
+                self.cell.next_generation()
+            };
             let incarnation = Incarnation::new(self.parent.port(&self.cell, generation));
             let args = self.cell.spec.args.to_vec();
             let start = Instance::start(&self.env.wasm.engine, version.clone(), incarnation, &args);
@@ -553,7 +577,10 @@ impl Child {
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
                     }
-                    return self.start_woken(version).await;
+                    match self.start_woken(version).await {
+                        Ok(began) => return began,
+                        Err(back) => back,
+                    }
                 }
             };
             // No instance to be had: calls hear `unavailable`, casts and
@@ -675,13 +702,15 @@ impl Child {
             };
             match outcome {
                 Ok(instance) => {
+                    // Running before the reload hears back, so that what
+                    // the reload's caller reads next is current.
+                    self.woke(&instance.version);
                     if let Some(done) = done {
                         let _ = done.send(match refused {
                             None => Ok(()),
                             Some(why) => Err(why),
                         });
                     }
-                    self.woke(&instance.version);
                     return Ok(Began::Serving(instance, None));
                 }
                 Err((ResumeFailure::Unavailable(_), back)) => {
@@ -725,29 +754,33 @@ impl Child {
     /// the state database) at its first message: `init`, then its stored
     /// state. A failed `init` answers the first waiting call with
     /// `init_failed`; casts stay queued for the next start.
-    async fn start_woken(&mut self, version: Arc<Version>) -> Began {
+    async fn start_woken(&mut self, version: Arc<Version>) -> Result<Began, Asleep> {
         self.restore = Restore::Checkpoint;
-        match self.start(version.clone()).await {
+        Ok(match self.start(version.clone(), true).await {
             Ok(Ok((instance, Init::Ignore))) => {
                 Began::Next(self.ignored(instance, &mut None, false, &mut None).await)
             }
             Ok(Ok((mut instance, init))) => {
                 if let Err(reason) = self.after_init(&mut instance).await {
-                    return Began::Ended(Ended::Exit(reason));
+                    return Ok(Began::Ended(Ended::Exit(reason)));
                 }
                 self.restored_at = None;
                 self.running(&version);
                 Began::Serving(instance, init.into_continue())
             }
-            Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
-                self.restore = Restore::Nothing;
+            // No instance to be had: it stays unstarted, and its calls hear
+            // `unavailable` (not an exit, and not `init_failed`).
+            Ok(Err(StartFailure::Unavailable(_))) => return Err(Asleep::Unstarted),
+            Ok(Err(StartFailure::Init(m))) => {
+                // `restore` stays `Checkpoint`: the restart that follows is
+                // a start too, and brings the stored state back.
                 if let Some(reply) = self.cell.mailbox.take_first_call() {
                     let _ = reply.send(Err(CallError::InitFailed(m.clone())));
                 }
                 Began::Ended(Ended::Exit(ExitReason::InitFailed(m)))
             }
             Err(reason) => Began::Ended(Ended::Exit(reason)),
-        }
+        })
     }
 
     /// Answers every queued call with `error()`; other messages stay.
@@ -1207,7 +1240,7 @@ impl Child {
             }
             None => {
                 let trapping = self.cell.trap_exits.load(Ordering::Acquire);
-                let started = self.start(version.clone()).await;
+                let started = self.start(version.clone(), false).await;
                 let fresh = self.cell.generation();
                 let why = match started {
                     Ok(Ok((new, Init::Ignore))) => {
@@ -1318,7 +1351,12 @@ impl Child {
                 },
                 () = &mut sleep => return Wake::Start,
                 envelope = self.cell.mailbox.recv(), if until.is_none() => {
-                    if let Some(Envelope::Call { reply, .. }) = envelope {
+                    // A closed mailbox: the host is shutting down and the
+                    // child has nothing more to wait for.
+                    let Some(envelope) = envelope else {
+                        return Wake::Removed;
+                    };
+                    if let Envelope::Call { reply, .. } = envelope {
                         let state = self.cell.state();
                         let why = match &state.last_exit {
                             Some(exit) => format!("the child is {}: {exit}", state.status),

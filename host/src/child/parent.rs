@@ -72,6 +72,13 @@ pub(crate) trait Parent: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(CheckpointError::NotDurable)))
     }
 
+    /// Forgets the child's stored state (its record stays); resolves once
+    /// that is on disk.
+    fn forget_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
+        let _ = cell;
+        Box::pin(std::future::ready(()))
+    }
+
     /// The child's last stored state, if it has one.
     fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
         let _ = cell;

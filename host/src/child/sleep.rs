@@ -83,24 +83,44 @@ impl Awake {
         self.cells().remove(&(cell as *const Cell as usize));
     }
 
-    /// Asks the least recently active idle child other than `except` to
-    /// hibernate; resolves to whether one did. `false` at once when none
-    /// is idle.
+    /// Asks the least recently active idle children other than `except`,
+    /// one at a time and at most [`EVICT_TRIES`] of them, to hibernate;
+    /// resolves to whether one did. `false` at once when none is idle.
+    ///
+    /// A child that looks idle may be inside a callback (waiting, say, on a
+    /// call to `except`), so each is given [`EVICT_WAIT`] to answer: two
+    /// children evicting each other cannot wait for ever.
     pub(super) async fn evict_one(&self, except: &Cell) -> bool {
-        let victim = self
+        let mut idle: Vec<(u64, Arc<Cell>)> = self
             .cells()
             .values()
             .filter_map(Weak::upgrade)
             .filter(|c| !std::ptr::eq(&**c, except) && c.mailbox.is_empty())
-            .min_by_key(|c| c.last_active.load(std::sync::atomic::Ordering::Relaxed));
-        let Some(victim) = victim else {
+            .map(|c| (c.last_active.load(std::sync::atomic::Ordering::Relaxed), c))
+            .collect();
+        let tries = idle.len().min(EVICT_TRIES);
+        if tries == 0 {
             return false;
-        };
-        let (done, hibernated) = oneshot::channel();
-        victim.signal(Control::Hibernate { done });
-        matches!(hibernated.await, Ok(Ok(())))
+        }
+        idle.select_nth_unstable_by_key(tries - 1, |(at, _)| *at);
+        idle.truncate(tries);
+        idle.sort_by_key(|(at, _)| *at);
+        for (_, victim) in idle {
+            let (done, hibernated) = oneshot::channel();
+            victim.signal(Control::Hibernate { done });
+            if let Ok(Ok(Ok(()))) = tokio::time::timeout(EVICT_WAIT, hibernated).await {
+                return true;
+            }
+        }
+        false
     }
 }
+
+/// How many idle children a wake that finds the pool full asks to
+/// hibernate before its calls hear `unavailable`.
+const EVICT_TRIES: usize = 3;
+/// How long it waits for each.
+const EVICT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The host's millisecond clock, for `last_active`.
 pub(crate) struct Clock(Instant);

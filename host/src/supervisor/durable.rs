@@ -105,8 +105,10 @@ enum Change {
     Put(String, Vec<u8>),
     /// Forget a child: its record and its state.
     Remove(String),
-    /// Store a child's state.
+    /// Store a child's state (only if its record is stored).
     PutState(String, Vec<u8>),
+    /// Forget a child's state, keeping its record.
+    RemoveState(String),
     /// Mark a child failed or not (not synced on its own).
     SetFailed(String, Option<ExitReason>),
 }
@@ -224,6 +226,12 @@ impl Durable {
         self.commit(Change::PutState(id.to_string(), state))
     }
 
+    /// Forgets a child's state (not its record); resolves once that is on
+    /// disk.
+    pub(crate) fn remove_state(&self, id: &str) -> impl Future<Output = Result<()>> + use<> {
+        self.commit(Change::RemoveState(id.to_string()))
+    }
+
     /// Records whether a child is `failed`. Not waited for, and not synced
     /// on its own: it reaches the disk with the next commit (losing it only
     /// means the child is tried once more after a crash).
@@ -292,15 +300,26 @@ fn write_loop(db: &Database, path: &Path, jobs: mpsc::Receiver<Job>) {
             tracing::error!("{why}");
             why
         });
-        for job in batch {
+        for (i, job) in batch.into_iter().enumerate() {
             if let Some(done) = job.done {
-                let _ = done.send(result.clone());
+                let outcome = match &result {
+                    Err(why) => Err(why.clone()),
+                    Ok(skipped) if skipped.contains(&i) => Err(
+                        "the child is not stored: its start is not acknowledged yet, or it was removed"
+                            .to_string(),
+                    ),
+                    Ok(_) => Ok(()),
+                };
+                let _ = done.send(outcome);
             }
         }
     }
 }
 
-fn apply(db: &Database, batch: &[Job]) -> Result<()> {
+/// Commits `batch` in one transaction; the positions of the changes that
+/// did not apply (a state for a child with no record).
+fn apply(db: &Database, batch: &[Job]) -> Result<Vec<usize>> {
+    let mut skipped = Vec::new();
     let mut txn = db.begin_write()?;
     // Only `set_failed` alone may skip the fsync.
     let durability = if batch.iter().all(|j| j.done.is_none()) {
@@ -312,7 +331,7 @@ fn apply(db: &Database, batch: &[Job]) -> Result<()> {
     {
         let mut children = txn.open_table(CHILDREN)?;
         let mut state = txn.open_table(STATE)?;
-        for job in batch {
+        for (i, job) in batch.iter().enumerate() {
             match &job.change {
                 Change::Put(id, bytes) => {
                     // A new child of an id starts with no state.
@@ -324,10 +343,16 @@ fn apply(db: &Database, batch: &[Job]) -> Result<()> {
                     state.remove(id.as_str())?;
                 }
                 Change::PutState(id, bytes) => {
-                    // A child removed meanwhile keeps no state.
+                    // A child not stored yet, or removed meanwhile, keeps
+                    // no state; its waiter hears so.
                     if children.get(id.as_str())?.is_some() {
                         state.insert(id.as_str(), bytes.as_slice())?;
+                    } else {
+                        skipped.push(i);
                     }
+                }
+                Change::RemoveState(id) => {
+                    state.remove(id.as_str())?;
                 }
                 Change::SetFailed(id, failed) => {
                     let current = children
@@ -343,7 +368,7 @@ fn apply(db: &Database, batch: &[Job]) -> Result<()> {
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(skipped)
 }
 
 #[cfg(test)]
@@ -381,9 +406,16 @@ mod tests {
             let mut lazy = record("d", 3);
             lazy.spec.activate = Activate::Lazy;
             db.put(&lazy).await.unwrap();
-            // No state for a child that is not stored.
-            db.put_state("gone", b"x".to_vec()).await.unwrap();
+            // No state for a child that is not stored, and the writer says so.
+            assert!(db.put_state("gone", b"x".to_vec()).await.is_err());
             assert_eq!(db.state("gone").unwrap(), None);
+            db.put_state("d", b"state of d".to_vec()).await.unwrap();
+            db.remove_state("d").await.unwrap();
+            assert_eq!(
+                db.state("d").unwrap(),
+                None,
+                "the record stays, the state goes"
+            );
         }
         let (db, loaded) = Durable::open(dir.path()).unwrap();
         let ids: Vec<_> = loaded.iter().map(|r| r.spec.id.as_str()).collect();

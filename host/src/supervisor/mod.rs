@@ -494,8 +494,7 @@ impl Supervisor {
                 // A child without an instance has nothing to run at the
                 // end (its state, if durable, is stored): it is put away
                 // as it is rather than woken.
-                if cell.mailbox.is_asleep() {
-                    drop(cell.mailbox.close());
+                if cell.mailbox.close_if_asleep() {
                     return None;
                 }
                 let (done, stopped) = oneshot::channel();
@@ -572,6 +571,21 @@ impl Parent for DynamicParent {
         state: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), CheckpointError>> {
         self.sup.store_state(cell, state)
+    }
+
+    fn forget_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
+        let write = match &self.sup.durable {
+            Some(d) if self.stored => Some(d.remove_state(&cell.id)),
+            _ => None,
+        };
+        let id = cell.id.clone();
+        Box::pin(async move {
+            if let Some(write) = write
+                && let Err(e) = write.await
+            {
+                tracing::error!(child = %id, "cannot forget its stored state: {e:#}");
+            }
+        })
     }
 
     fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
