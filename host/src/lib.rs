@@ -61,4 +61,4 @@ pub use types::{
     Activate, CallError, CheckpointError, ChildError, ChildSpec, ExitReason, Restart, StartError,
     StartOutcome, Status,
 };
-pub use wasm::{Version, WIT_VERSION};
+pub use wasm::{Version, WIT_SOURCE, WIT_VERSION};

@@ -131,3 +131,51 @@ async fn a_client_without_a_host_fails_with_one_line() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wit_prints_or_writes_the_package_plugins_are_built_against() {
+    let out = tokio::process::Command::new(common::process::BIN)
+        .arg("wit")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let package = format!("package wasmvisor:plugin@{};", wasmvisor::WIT_VERSION);
+    assert!(printed.contains(&package), "{printed}");
+    assert!(printed.contains("world plugin"), "{printed}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("wit");
+    let out = tokio::process::Command::new(common::process::BIN)
+        .arg("wit")
+        .arg("--out")
+        .arg(&target)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("plugin.wit")).unwrap(),
+        printed
+    );
+    // A folder that cannot be created is an error that names it.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "x").unwrap();
+    let out = tokio::process::Command::new(common::process::BIN)
+        .args(["wit", "--out"])
+        .arg(blocked.join("wit"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot create"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

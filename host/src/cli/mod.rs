@@ -45,6 +45,13 @@ pub enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Print the WIT package plugins are built against (wasmvisor:plugin),
+    /// or write it as DIR/plugin.wit, to generate bindings in any language.
+    Wit {
+        /// The folder to write plugin.wit into (created if missing).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the children.
     Ps {
         /// Print JSON instead of a table.
@@ -201,6 +208,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Wit { out } => scaffold::write_wit(out.as_deref()),
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
         Command::Tree { json } => commands::tree(&client(), json).await,

@@ -233,6 +233,26 @@ Then:
     )
 }
 
+/// `wasmvisor wit`: the WIT package on stdout, or written as
+/// `DIR/plugin.wit`.
+pub(super) fn write_wit(out: Option<&Path>) -> Result<()> {
+    let Some(dir) = out else {
+        print!("{}", crate::wasm::WIT_SOURCE);
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let file = dir.join("plugin.wit");
+    std::fs::write(&file, crate::wasm::WIT_SOURCE)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+    println!(
+        "wrote {} (wasmvisor:plugin@{})",
+        file.display(),
+        crate::wasm::WIT_VERSION
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

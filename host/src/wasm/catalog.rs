@@ -146,6 +146,10 @@ pub(crate) const WIT_PACKAGE: &str = "wasmvisor:plugin";
 /// (`wit/plugin.wit`); components built against another are refused.
 pub const WIT_VERSION: &str = "0.3.0";
 
+/// The WIT package itself (`wit/plugin.wit`), as `wasmvisor wit` writes it
+/// for authors who generate bindings in another language.
+pub const WIT_SOURCE: &str = include_str!("../../../wit/plugin.wit");
+
 /// Refuses a component built against another version of the
 /// `wasmvisor:plugin` package, naming both versions: its imports of the
 /// package's interfaces carry the version it was built against.

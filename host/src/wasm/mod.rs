@@ -19,7 +19,7 @@ mod stdio;
 
 pub(crate) use catalog::Catalog;
 pub use catalog::Version;
-pub use catalog::WIT_VERSION;
+pub use catalog::{WIT_SOURCE, WIT_VERSION};
 pub(crate) use catalog::{content_hash, plugin_name};
 pub(crate) use incarnation::{Incarnation, ReplyTx};
 pub(crate) use info::Info;
