@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use wasmvisor::config::{Config, PluginConfig, PoolConfig};
 use wasmvisor::types::Activate;
-use wasmvisor::{ChildSpec, Host, Restart};
+use wasmvisor::{ChildSpec, Host};
 
 /// What the workload measured.
 #[derive(Debug, Default)]
@@ -77,16 +77,7 @@ fn id(i: usize) -> String {
 }
 
 fn lazy_tracker(i: usize) -> ChildSpec {
-    let id = id(i);
-    let args = format!(r#"{{"transaction_id":"{id}"}}"#);
-    ChildSpec {
-        id,
-        plugin: "tracker".into(),
-        args: args.into_bytes().into(),
-        restart: Restart::Permanent,
-        shutdown_ms: wasmvisor::types::DEFAULT_SHUTDOWN_MS,
-        activate: Activate::Lazy,
-    }
+    crate::workloads::tracker_spec(id(i)).activate(Activate::Lazy)
 }
 
 /// The average init-args bytes of a child: not counted as the host's cost.

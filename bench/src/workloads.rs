@@ -146,7 +146,7 @@ async fn host(opts: &Options, dir: &Path, max_instances: u32) -> Result<Host> {
     Ok(host)
 }
 
-fn tracker_spec(id: String) -> ChildSpec {
+pub(crate) fn tracker_spec(id: String) -> ChildSpec {
     let args = format!(r#"{{"transaction_id":"{id}"}}"#);
     ChildSpec {
         id,
@@ -302,20 +302,12 @@ pub async fn run(opts: Options) -> Result<Report> {
         } else {
             4.0
         };
-        // On a runtime of its own: its threads start with empty heaps, so
-        // the RSS it reads grows by what its instances take, not by what the
-        // other workloads freed.
         let density = {
             let (opts, dir, system) = (opts.clone(), dir.clone(), system.clone());
-            tokio::task::spawn_blocking(move || {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start a runtime for the density workload")?
-                    .block_on(density(&opts, &dir, sizes.density, &system, per_live))
+            on_own_runtime("density", async move {
+                density(&opts, &dir, sizes.density, &system, per_live).await
             })
-            .await
-            .context("the density workload panicked")??
+            .await?
         };
         r.rss_per_idle_instance_kib = density.rss;
         r.page_tables_per_idle_instance_kib = density.page_tables;
@@ -329,18 +321,12 @@ pub async fn run(opts: Options) -> Result<Report> {
         } else {
             crate::actors::FULL
         };
-        // On a runtime of its own, for the same reason as density.
         let v = {
             let (opts, dir) = (opts.clone(), dir.join("virtual"));
-            tokio::task::spawn_blocking(move || {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start a runtime for the virtual workload")?
-                    .block_on(crate::actors::run(&opts.plugins, &dir, &opts.pool, sizes))
+            on_own_runtime("virtual", async move {
+                crate::actors::run(&opts.plugins, &dir, &opts.pool, sizes).await
             })
-            .await
-            .context("the virtual workload panicked")??
+            .await?
         };
         r.virtual_children = v.children;
         r.lazy_start_per_s = v.lazy_start_per_s;
@@ -354,6 +340,26 @@ pub async fn run(opts: Options) -> Result<Report> {
     r.fresh_page_us = system::fresh_page_us();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(r)
+}
+
+/// Runs `work` on a runtime of its own: its threads start with empty heaps,
+/// so the RSS a memory workload reads grows by what its children take, not
+/// by what the other workloads freed.
+async fn on_own_runtime<T: Send + 'static>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let what = what.to_string();
+    let context = what.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .with_context(|| format!("cannot start a runtime for the {what} workload"))?
+            .block_on(work)
+    })
+    .await
+    .with_context(|| format!("the {context} workload panicked"))?
 }
 
 /// What freed pool slots keep resident (`[pool] keep_resident_kib`), from

@@ -22,10 +22,7 @@ fn config(dir: &tempfile::TempDir) -> Config {
 }
 
 fn plugins_in(dir: &tempfile::TempDir) {
-    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    for (name, _) in wasmvisor_tests::ALL_PLUGINS {
-        wasmvisor_tests::copy_plugin(name, &dir.path().join("plugins"));
-    }
+    wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

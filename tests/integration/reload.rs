@@ -448,10 +448,7 @@ async fn a_host_restart_loads_unchanged_plugins_from_the_compile_cache() {
         c.pool.max_instances = 100;
         c
     };
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    for (name, _) in wasmvisor_tests::ALL_PLUGINS {
-        wasmvisor_tests::copy_plugin(name, &dir.path().join("plugins"));
-    }
+    wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
     let first = Host::new(config(&dir)).await.unwrap();
     assert!(first.plugins().iter().all(|p| p.cached == Some(false)));
     // Artifacts are written off the serving path, shortly after loading.

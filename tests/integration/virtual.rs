@@ -440,11 +440,15 @@ fn durable_config(dir: &tempfile::TempDir, restart_from: RestartFrom) -> Config 
     c
 }
 
+/// A host on `dir` whose `chaos` has `durable_state` and `restart_from`.
+async fn durable_host(dir: &tempfile::TempDir, restart_from: RestartFrom) -> Host {
+    Host::new(durable_config(dir, restart_from))
+        .await
+        .expect("the host starts")
+}
+
 fn plugins_in(dir: &tempfile::TempDir) {
-    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    for (name, _) in wasmvisor_tests::ALL_PLUGINS {
-        wasmvisor_tests::copy_plugin(name, &dir.path().join("plugins"));
-    }
+    wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,9 +475,7 @@ async fn checkpoint_is_refused_without_durable_state_and_above_max_state_kib() {
 async fn stop_deletes_the_stored_state() {
     let dir = tempfile::tempdir().unwrap();
     plugins_in(&dir);
-    let host = Host::new(durable_config(&dir, RestartFrom::Init))
-        .await
-        .unwrap();
+    let host = durable_host(&dir, RestartFrom::Init).await;
     start_ok(&host, "c", "chaos", json!(null)).await;
     call_ok(&host, "c", json!({"add": 5})).await;
     assert_eq!(call_ok(&host, "c", json!("checkpoint")).await, json!("ok"));
@@ -484,9 +486,7 @@ async fn stop_deletes_the_stored_state() {
     host.shutdown().await;
     drop(host);
 
-    let host = Host::new(durable_config(&dir, RestartFrom::Init))
-        .await
-        .unwrap();
+    let host = durable_host(&dir, RestartFrom::Init).await;
     assert_eq!(status(&host, "c"), Status::Hibernated);
     assert_eq!(call_ok(&host, "c", json!("state")).await["count"], json!(0));
     host.shutdown().await;
@@ -496,9 +496,7 @@ async fn stop_deletes_the_stored_state() {
 async fn a_restart_from_a_checkpoint_drops_it_after_a_second_trap() {
     let dir = tempfile::tempdir().unwrap();
     plugins_in(&dir);
-    let host = Host::new(durable_config(&dir, RestartFrom::Checkpoint))
-        .await
-        .unwrap();
+    let host = durable_host(&dir, RestartFrom::Checkpoint).await;
     let mut events = host.events();
     start_ok(&host, "c", "chaos", json!({"k": 1})).await;
     call_ok(&host, "c", json!({"add": 5})).await;
@@ -535,9 +533,7 @@ async fn a_restart_from_a_checkpoint_drops_it_after_a_second_trap() {
 
     // The poisoned checkpoint is gone for good: the state stored at the
     // clean shutdown is the fresh one.
-    let host = Host::new(durable_config(&dir, RestartFrom::Checkpoint))
-        .await
-        .unwrap();
+    let host = durable_host(&dir, RestartFrom::Checkpoint).await;
     assert_eq!(call_ok(&host, "c", json!("state")).await["count"], json!(2));
     host.shutdown().await;
 }
@@ -752,7 +748,6 @@ async fn ten_thousand_children_wake_and_hibernate_under_calls_with_a_smaller_poo
         for w in 0..32 {
             let host = host.clone();
             callers.push(tokio::spawn(async move {
-                let mut unavailable = 0;
                 for i in (w..N).step_by(32) {
                     let id = format!("s{i:05}");
                     loop {
@@ -760,12 +755,11 @@ async fn ten_thousand_children_wake_and_hibernate_under_calls_with_a_smaller_poo
                             Ok(_) => break,
                             // A full pool with no idle child: the call was not
                             // delivered; try again.
-                            Err(CallError::Unavailable(_)) => unavailable += 1,
+                            Err(CallError::Unavailable(_)) => {}
                             Err(e) => panic!("{id}: {e:?}"),
                         }
                     }
                 }
-                unavailable
             }));
         }
         for c in callers {

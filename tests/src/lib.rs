@@ -15,6 +15,15 @@ pub fn copy_plugin(name: &str, dir: &Path) {
     std::fs::copy(path, dir.join(format!("{name}.wasm"))).expect("cannot copy a plugin");
 }
 
+/// Copies every example plugin into `dir` (created if missing), as a host's
+/// plugins folder.
+pub fn copy_plugins(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("cannot create the plugins folder");
+    for (name, _) in ALL_PLUGINS {
+        copy_plugin(name, dir);
+    }
+}
+
 /// Puts `bytes` at `dir/NAME.wasm` the way deployment tools do: written to a
 /// temp file in the same folder, then renamed into place.
 pub fn install(dir: &Path, name: &str, bytes: &[u8]) {

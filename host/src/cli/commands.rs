@@ -270,40 +270,29 @@ pub(super) async fn stop(client: &Client, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn restart(client: &Client, id: &str) -> Result<()> {
+/// `POST /v1/children/{id}/{action}`, then `{done} {id}`.
+async fn order(client: &Client, id: &str, action: &str, done: &str) -> Result<()> {
     client
         .json(
             Method::POST,
-            &format!("/v1/children/{}/restart", path_id(id)?),
+            &format!("/v1/children/{}/{action}", path_id(id)?),
             None,
         )
         .await?;
-    println!("restarted {id}");
+    println!("{done} {id}");
     Ok(())
+}
+
+pub(super) async fn restart(client: &Client, id: &str) -> Result<()> {
+    order(client, id, "restart", "restarted").await
 }
 
 pub(super) async fn kill(client: &Client, id: &str) -> Result<()> {
-    client
-        .json(
-            Method::POST,
-            &format!("/v1/children/{}/kill", path_id(id)?),
-            None,
-        )
-        .await?;
-    println!("killed {id}");
-    Ok(())
+    order(client, id, "kill", "killed").await
 }
 
 pub(super) async fn hibernate(client: &Client, id: &str) -> Result<()> {
-    client
-        .json(
-            Method::POST,
-            &format!("/v1/children/{}/hibernate", path_id(id)?),
-            None,
-        )
-        .await?;
-    println!("hibernated {id}");
-    Ok(())
+    order(client, id, "hibernate", "hibernated").await
 }
 
 pub(super) async fn call(client: &Client, id: &str, msg: &str, timeout: u64) -> Result<()> {

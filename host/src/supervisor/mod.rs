@@ -423,9 +423,8 @@ impl Supervisor {
     ) -> BoxFuture<'static, Result<(), CheckpointError>> {
         let limits = self.config.plugin(&cell.spec.plugin);
         let refused = |e| Box::pin(std::future::ready(Err(e)));
-        let durable = match &self.durable {
-            Some(d) if limits.durable_state && cell.state().dynamic => d,
-            _ => return refused(CheckpointError::NotDurable),
+        let Some(durable) = self.state_store(cell) else {
+            return refused(CheckpointError::NotDurable);
         };
         if state.len() > limits.max_state_kib as usize * 1024 {
             return refused(CheckpointError::TooLarge(limits.max_state_kib));
@@ -438,10 +437,18 @@ impl Supervisor {
         })
     }
 
+    /// The state database, if `cell`'s state belongs in it: a stored
+    /// (dynamic) child of a `durable_state` plugin on a durable host.
+    fn state_store(&self, cell: &Cell) -> Option<&Arc<Durable>> {
+        let durable = self.durable.as_ref()?;
+        let wanted = self.config.plugin(&cell.spec.plugin).durable_state && cell.state().dynamic;
+        wanted.then_some(durable)
+    }
+
     /// A stored child's last stored state, if any.
-    pub(crate) async fn stored_state(&self, id: &str) -> Option<Vec<u8>> {
-        let durable = self.durable.clone()?;
-        let id = id.to_string();
+    pub(crate) async fn stored_state(&self, cell: &Cell) -> Option<Vec<u8>> {
+        let durable = self.state_store(cell)?.clone();
+        let id = cell.id.to_string();
         match tokio::task::spawn_blocking(move || durable.state(&id)).await {
             Ok(Ok(state)) => state,
             Ok(Err(e)) => {
@@ -574,10 +581,7 @@ impl Parent for DynamicParent {
     }
 
     fn forget_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
-        let write = match &self.sup.durable {
-            Some(d) if self.stored => Some(d.remove_state(&cell.id)),
-            _ => None,
-        };
+        let write = self.sup.state_store(cell).map(|d| d.remove_state(&cell.id));
         let id = cell.id.clone();
         Box::pin(async move {
             if let Some(write) = write
@@ -589,14 +593,8 @@ impl Parent for DynamicParent {
     }
 
     fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
-        let (sup, id) = (self.sup.clone(), cell.id.clone());
-        let durable = self.stored && sup.config.plugin(&cell.spec.plugin).durable_state;
-        Box::pin(async move {
-            match durable {
-                true => sup.stored_state(&id).await,
-                false => None,
-            }
-        })
+        let (sup, cell) = (self.sup.clone(), cell.clone());
+        Box::pin(async move { sup.stored_state(&cell).await })
     }
 
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {

@@ -16,10 +16,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub async fn host_with(edit: impl FnOnce(&mut Config)) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).expect("plugins dir");
-    for (name, _) in wasmvisor_tests::ALL_PLUGINS {
-        wasmvisor_tests::copy_plugin(name, &plugins);
-    }
+    wasmvisor_tests::copy_plugins(&plugins);
     let mut config = Config {
         plugins_dir: plugins,
         data_dir: dir.path().join("data"),

@@ -28,11 +28,7 @@ impl RunningHost {
 
     pub async fn start_with(extra: &[&str], config: Option<&str>) -> RunningHost {
         let dir = tempfile::tempdir().expect("temp dir");
-        let plugins = dir.path().join("plugins");
-        std::fs::create_dir(&plugins).expect("plugins dir");
-        for (name, _) in wasmvisor_tests::ALL_PLUGINS {
-            wasmvisor_tests::copy_plugin(name, &plugins);
-        }
+        wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
         if let Some(text) = config {
             std::fs::write(dir.path().join("wasmvisor.toml"), text).expect("config");
         }
