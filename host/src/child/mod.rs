@@ -822,11 +822,14 @@ impl Child {
             self.abandon(ready, Ok(StartOutcome::Ignored));
             return Wake::Removed;
         }
-        tell(ready, Ok(StartOutcome::Ignored));
         if self.config {
+            // Listed `ignored` before the starter hears back, so that what
+            // it reads next is current.
             self.cell.set_status(Status::Ignored);
+            tell(ready, Ok(StartOutcome::Ignored));
             return self.wait(None).await;
         }
+        tell(ready, Ok(StartOutcome::Ignored));
         self.cell.exited(&ExitReason::Normal, Status::Restarting);
         self.remove().await;
         Wake::Removed
@@ -1015,9 +1018,13 @@ impl Child {
                     return Ended::Exit(ExitReason::Shutdown);
                 }
                 Ok(Some(envelope)) => {
-                    self.cell
-                        .last_active
-                        .store(self.env.clock.now_ms(), Ordering::Relaxed);
+                    // Only a child that can hibernate reads it (its idle
+                    // timer, and eviction): others pay no clock read.
+                    if idle.is_some() {
+                        self.cell
+                            .last_active
+                            .store(self.env.clock.now_ms(), Ordering::Relaxed);
+                    }
                     if let Err(reason) = self.dispatch(instance, envelope).await {
                         return Ended::Exit(reason);
                     }
