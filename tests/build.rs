@@ -2,7 +2,9 @@
 //! test, and exposes their paths as constants (`TRACKER`, `CHAOS`, ...) plus
 //! a `foreach_plugin!` macro that the tests use to prove each plugin has a
 //! test of its own. Also builds two variants of `chaos` for the hot-reload
-//! tests and the test-only guests in `tests/fixtures/`.
+//! tests and the test-only guests in `tests/fixtures/`, and the Python and
+//! JavaScript example plugins (with a second version of each) through their
+//! own build scripts, which install their pinned toolchains on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +29,12 @@ fn main() {
             );
         }
     }
+    for file in LANGUAGE_SOURCES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            plugins_dir.join(file).display()
+        );
+    }
     let members = workspace_members(&plugins_dir.join("Cargo.toml"));
     for m in &members {
         for part in ["src", "Cargo.toml"] {
@@ -37,7 +45,12 @@ fn main() {
         }
     }
 
-    let target = plugins_dir.join("target");
+    let languages = {
+        let plugins_dir = plugins_dir.clone();
+        let out = target_dir(&plugins_dir).join("languages");
+        std::thread::spawn(move || build_languages(&plugins_dir, &out))
+    };
+    let target = target_dir(&plugins_dir);
     cargo_build(&plugins_dir, &target);
     let release = target.join("wasm32-wasip2/release");
     let variants = build_variants(
@@ -56,6 +69,11 @@ fn main() {
             fixtures
                 .iter()
                 .map(|f| (f.clone(), fixtures_release.join(format!("{f}.wasm")))),
+        )
+        .chain(
+            languages
+                .join()
+                .expect("building the Python and JS plugins panicked"),
         );
     let mut consts = String::new();
     for (m, wasm) in all {
@@ -80,6 +98,56 @@ fn main() {
     ));
     let out = PathBuf::from(env("OUT_DIR")).join("plugins.rs");
     std::fs::write(&out, consts).expect("cannot write plugins.rs");
+}
+
+fn target_dir(plugins_dir: &Path) -> PathBuf {
+    plugins_dir.join("target")
+}
+
+/// The sources of the Python and JavaScript example plugins and of their
+/// toolchains' pins, under `plugins/`.
+const LANGUAGE_SOURCES: &[&str] = &[
+    "python/app.py",
+    "python/build.sh",
+    "python/requirements.txt",
+    "js/app.js",
+    "js/build.sh",
+    "js/package.json",
+    "js/package-lock.json",
+];
+
+/// Builds the Python and JavaScript example plugins into `out`, each as
+/// version 1 and version 2 (for the hot-reload tests), the two languages at
+/// once: (name, path of the `.wasm`).
+fn build_languages(plugins_dir: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::create_dir_all(out).expect("cannot create the folder of the Python and JS plugins");
+    let build = |language: &str, name: &str| {
+        let script = plugins_dir.join(language).join("build.sh");
+        let mut built = Vec::new();
+        for (suffix, version) in [("", "1"), ("_v2", "2")] {
+            let wasm = out.join(format!("{name}{suffix}.wasm"));
+            let status = Command::new("bash")
+                .arg(&script)
+                .arg(&wasm)
+                .arg(version)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(
+                status.success(),
+                "{} failed; it needs python3 with venv and pip (Python) or node and npm (JS), \
+                 and the network the first time, to install its pinned toolchain",
+                script.display()
+            );
+            built.push((format!("{name}{suffix}"), wasm));
+        }
+        built
+    };
+    std::thread::scope(|s| {
+        let js = s.spawn(|| build("js", "chaos_js"));
+        let mut built = build("python", "chaos_py");
+        built.extend(js.join().expect("building the JS plugin panicked"));
+        built
+    })
 }
 
 /// Variants of `chaos` for the hot-reload tests: (file name, crate version,

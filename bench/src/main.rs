@@ -6,6 +6,7 @@
 mod ab;
 mod actors;
 mod beam;
+mod languages;
 mod native;
 mod report;
 mod system;
@@ -31,7 +32,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only these workloads (spawn, calls, calls4, casts, crash, cpu,
-    /// reload, density, virtual), e.g. to profile one.
+    /// reload, density, virtual, languages), e.g. to profile one.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(workloads::WORKLOADS))]
     only: Vec<String>,
     /// Skip the BEAM reference even when `escript` is installed.

@@ -94,6 +94,9 @@ pub struct Report {
     /// A host starting with `virtual_children` stored children, until the
     /// last one stored answers a call, s.
     pub restore_1m_s: f64,
+    /// The chaos plugin in Rust, Python and JavaScript: compile, spawn,
+    /// memory and calls.
+    pub languages: Vec<crate::languages::Figures>,
     /// What ended the density run.
     pub density_limit: String,
     /// Iterations of the CPU loop (1e7, or fewer with --quick).
@@ -395,6 +398,39 @@ impl Report {
                 "memory mappings per live instance (its memory and fiber stack): {:.1}",
                 self.maps_per_instance
             );
+        }
+        if !self.languages.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<10} {:>9} {:>10} {:>13} {:>12} {:>10} {:>10} {:>11} {:>9} {:>9}",
+                "plugin",
+                "size",
+                "allocated",
+                "compile cold",
+                "from cache",
+                "spawn p50",
+                "spawn p99",
+                "RSS/inst",
+                "calls/s",
+                "call p50"
+            );
+            for l in &self.languages {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:>6.0} KiB {:>10} {:>10.0} ms {:>9.1} ms {:>7.0} µs {:>7.0} µs \
+                     {:>7.0} KiB {:>9.0} {:>6.1} µs",
+                    l.plugin,
+                    l.size_kib,
+                    l.allocation,
+                    l.compile_cold_ms,
+                    l.compile_cached_ms,
+                    l.spawn_p50_us,
+                    l.spawn_p99_us,
+                    l.rss_per_instance_kib,
+                    l.call_per_s,
+                    l.call_p50_us
+                );
+            }
         }
         if !self.density_limit.is_empty() {
             let _ = writeln!(out, "density run: {}", self.density_limit);

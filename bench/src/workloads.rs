@@ -48,7 +48,16 @@ impl Options {
 
 /// The workload names `--only` accepts.
 pub const WORKLOADS: &[&str] = &[
-    "spawn", "calls", "calls4", "casts", "crash", "cpu", "reload", "density", "virtual",
+    "spawn",
+    "calls",
+    "calls4",
+    "casts",
+    "crash",
+    "cpu",
+    "reload",
+    "density",
+    "virtual",
+    "languages",
 ];
 
 /// The sizes of every workload.
@@ -335,6 +344,27 @@ pub async fn run(opts: Options) -> Result<Report> {
         r.wake_p50_us = v.wake_p50_us;
         r.wake_p99_us = v.wake_p99_us;
         r.restore_1m_s = v.restore_s;
+    }
+    if opts.wants("languages") {
+        match crate::languages::plugins(&opts.plugins, &crate::languages::default_folder()) {
+            Ok(plugins) => {
+                progress("Rust, Python and JavaScript plugins");
+                let sizes = if opts.quick {
+                    crate::languages::QUICK
+                } else {
+                    crate::languages::FULL
+                };
+                let dir = dir.join("languages");
+                r.languages = on_own_runtime("languages", async move {
+                    crate::languages::run(&plugins, &dir, sizes).await
+                })
+                .await?;
+            }
+            // Asked for by name, it must run; in a full run it needs what
+            // the tests build, and says so.
+            Err(e) if !opts.only.is_empty() => return Err(e),
+            Err(e) => eprintln!("skipping the languages workload: {e:#}"),
+        }
     }
     r.system = system;
     r.fresh_page_us = system::fresh_page_us();

@@ -22,6 +22,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The size of the instance pool.
     pub pool: PoolConfig,
+    /// Where compiled plugins are kept.
+    pub cache: CacheConfig,
     /// Static top-level children, started in order at host start.
     pub children: Vec<StaticChild>,
     /// Supervision groups, started in order after `children`.
@@ -41,10 +43,31 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
+            cache: CacheConfig::default(),
             children: Vec::new(),
             groups: Vec::new(),
             ephemeral: false,
         }
+    }
+}
+
+/// `[cache]`: the compile cache.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The folder of compiled plugins (default: `cache` in the data dir).
+    /// Hosts of the same wasmvisor version may share one: artifacts are
+    /// named by the plugin's content hash and the engine's settings.
+    pub dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The folder of the compile cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
     }
 }
 
@@ -241,6 +264,11 @@ pub struct PoolConfig {
     /// the host runs: up to three times this for every slot that was ever
     /// in use at once. 0 gives every freed page back at once.
     pub keep_resident_kib: u32,
+    /// Live instances at most of plugins too large for a pool slot (more
+    /// core instances, memories or tables than a slot has: Python and
+    /// JavaScript plugins). They are allocated when they start, outside the
+    /// pool, and each holds its own memory.
+    pub on_demand_instances: u32,
 }
 
 impl PoolConfig {
@@ -267,6 +295,7 @@ impl Default for PoolConfig {
             max_instances: 10_000,
             stack_kib: 256,
             keep_resident_kib: 16,
+            on_demand_instances: 1000,
         }
     }
 }

@@ -62,3 +62,63 @@ async fn a_new_plugin_builds_with_no_edits_and_runs_in_the_host() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+/// `wasmvisor new NAME --lang LANG` in a temp folder, then `build` there;
+/// returns the built `.wasm`.
+fn new_and_build(lang: &str, name: &str, build: &[&[&str]]) -> (tempfile::TempDir, String) {
+    let parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = Command::new(BIN)
+        .args(["new", name, "--lang", lang])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = parent.path().join(name);
+    for command in build {
+        let run = Command::new(command[0])
+            .args(&command[1..])
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        assert!(
+            run.status.success(),
+            "{command:?} failed:\n{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let wasm = dir.join(format!("{name}.wasm")).display().to_string();
+    (parent, wasm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_python_plugin_builds_with_no_edits_and_runs_in_the_host() {
+    let (_parent, wasm) = new_and_build("python", "hello_py", &[&["bash", "build.sh"]]);
+    let (host, _dir) = host_with_extra(&[("hello_py", &wasm)], |_| {}).await;
+    start_ok(&host, "h", "hello_py", json!(null)).await;
+    assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
+    assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_js_plugin_builds_with_no_edits_and_runs_in_the_host() {
+    let build: &[&[&str]] = &[
+        &[
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ],
+        &["npm", "run", "build", "--silent"],
+    ];
+    let (_parent, wasm) = new_and_build("js", "hello_js", build);
+    let (host, _dir) = host_with_extra(&[("hello_js", &wasm)], |_| {}).await;
+    start_ok(&host, "h", "hello_js", json!(null)).await;
+    assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
+    assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
+}

@@ -123,7 +123,7 @@ enum Upgrade {
     Unchanged,
     /// The new instance serves: it continued the child, or started it anew
     /// (then maybe with a message for `handle-continue`).
-    Done(Instance, Option<Vec<u8>>),
+    Done(Box<Instance>, Option<Vec<u8>>),
     /// The new version failed; the old instance goes on.
     Kept(String),
     /// The old instance died (its snapshot trapped, or a kill arrived).
@@ -513,7 +513,7 @@ impl Child {
             };
             let incarnation = Incarnation::new(self.parent.port(&self.cell, generation));
             let args = self.cell.spec.args.to_vec();
-            let start = Instance::start(&self.env.wasm.engine, version.clone(), incarnation, &args);
+            let start = Instance::start(version.clone(), incarnation, &args);
             match interruptible(&self.cell, generation, start).await? {
                 Err(StartFailure::Unavailable(m)) => {
                     if !self.env.awake.evict_one(&self.cell).await {
@@ -693,8 +693,7 @@ impl Child {
         let mut attempt = version.clone();
         let mut refused = None;
         loop {
-            let engine = &self.env.wasm.engine;
-            let resume = Instance::resume(engine, attempt.clone(), incarnation, &state);
+            let resume = Instance::resume(attempt.clone(), incarnation, &state);
             let outcome = match interruptible(&self.cell, generation, resume).await {
                 Ok(outcome) => outcome,
                 // The incarnation went with the dropped restore.
@@ -1125,7 +1124,7 @@ impl Child {
                         let _ = done.send(Ok(()));
                     }
                     Upgrade::Done(new, continued) => {
-                        *instance = new;
+                        *instance = *new;
                         first = continued;
                         let _ = done.send(Ok(()));
                     }
@@ -1221,7 +1220,6 @@ impl Child {
             return Upgrade::Unchanged;
         }
         let generation = old.generation();
-        let engine = &self.env.wasm.engine;
         let state = match guarded(&self.cell, generation, old.snapshot()).await {
             Ok(state) => state,
             Err(reason) => return Upgrade::Died(reason),
@@ -1229,9 +1227,9 @@ impl Child {
         let upgrade = match state {
             Some(state) => {
                 let incarnation = old.take_incarnation();
-                let resume = Instance::resume(engine, version.clone(), incarnation, &state);
+                let resume = Instance::resume(version.clone(), incarnation, &state);
                 match interruptible(&self.cell, generation, resume).await {
-                    Ok(Ok(new)) => Upgrade::Done(new, None),
+                    Ok(Ok(new)) => Upgrade::Done(Box::new(new), None),
                     Ok(Err((failure, incarnation))) => {
                         old.put_incarnation(incarnation);
                         return Upgrade::Kept(match failure {
@@ -1265,7 +1263,7 @@ impl Child {
                         old.take_incarnation().end(&old_end);
                         self.cell.unlink(generation, None);
                         self.cell.state().version = Some(version);
-                        return Upgrade::Done(new, first);
+                        return Upgrade::Done(Box::new(new), first);
                     }
                     Ok(Err(StartFailure::Init(m) | StartFailure::Unavailable(m))) => {
                         format!("the new version did not start: {m}")

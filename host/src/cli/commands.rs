@@ -205,6 +205,7 @@ pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
                         p["size"]
                             .as_u64()
                             .map_or("-".into(), |s| format!("{} KiB", s / 1024)),
+                        text(&p["allocation"]),
                         text(&p["last_error"]),
                     ]
                 })
@@ -212,7 +213,14 @@ pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
         })
         .unwrap_or_default();
     table(
-        &["NAME", "VERSION", "INSTANCES", "SIZE", "LAST ERROR"],
+        &[
+            "NAME",
+            "VERSION",
+            "INSTANCES",
+            "SIZE",
+            "ALLOCATION",
+            "LAST ERROR",
+        ],
         rows,
     );
     Ok(())

@@ -34,14 +34,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the host: load the plugins folder and serve the HTTP API.
     Run(RunArgs),
-    /// Create a plugin crate NAME/ in the current folder: a documented
-    /// `Plugin` that answers "ping" with "pong", ready to build for
-    /// wasm32-wasip2.
+    /// Create a plugin NAME/ in the current folder that answers "ping" with
+    /// "pong", ready to build: a Rust crate for wasm32-wasip2, or a Python or
+    /// JavaScript project with the WIT package and a pinned toolchain.
     New {
-        /// The plugin name (letters, digits and _): the crate builds NAME.wasm.
+        /// The plugin name (letters, digits and _): the build makes NAME.wasm.
         name: String,
-        /// The guest-sdk folder to depend on [default: the checkout's, when
-        /// run inside one].
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// The guest-sdk folder a Rust plugin depends on [default: the
+        /// checkout's, when run inside one].
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -200,12 +203,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let client = || client::Client::new(&cli.addr, cli.token.clone());
     match cli.command {
         Command::Run(args) => run::run(args, cli.token).await,
-        Command::New { name, sdk } => {
-            let dir = scaffold::create(&std::env::current_dir()?, &name, sdk.as_deref())?;
+        Command::New { name, lang, sdk } => {
+            let dir = scaffold::create(&std::env::current_dir()?, &name, lang, sdk.as_deref())?;
             println!("created {}", dir.display());
-            println!(
-                "build it: (cd {name} && cargo build --release --target wasm32-wasip2), then copy {name}/target/wasm32-wasip2/release/{name}.wasm into the plugins folder"
-            );
+            println!("{}", scaffold::build_hint(&name, lang));
             Ok(())
         }
         Command::Wit { out } => scaffold::write_wit(out.as_deref()),

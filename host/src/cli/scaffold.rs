@@ -1,11 +1,29 @@
-//! `wasmvisor new NAME [--sdk PATH]`: a plugin crate that builds for
-//! `wasm32-wasip2` with no edits and answers `"ping"` with `"pong"`.
+//! `wasmvisor new NAME [--lang rust|python|js] [--sdk PATH]`: a plugin that
+//! builds with no edits and answers `"ping"` with `"pong"`: a Rust crate for
+//! `wasm32-wasip2` on the guest SDK, or a Python (componentize-py) or
+//! JavaScript (componentize-js) project with the WIT package beside it.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Component, Path, PathBuf};
 
-/// Creates the crate in `parent/NAME` and returns its folder.
-pub fn create(parent: &Path, name: &str, sdk: Option<&Path>) -> Result<PathBuf> {
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate on the guest SDK (`wasmvisor-sdk`).
+    Rust,
+    /// A componentize-py project.
+    Python,
+    /// A componentize-js project.
+    Js,
+}
+
+/// The toolchains the Python and JavaScript scaffolds pin: the versions the
+/// example plugins are built and tested with.
+const COMPONENTIZE_PY: &str = "0.25.0";
+const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// Creates the plugin in `parent/NAME` and returns its folder.
+pub fn create(parent: &Path, name: &str, lang: Lang, sdk: Option<&Path>) -> Result<PathBuf> {
     crate::names::validate_plugin(name).map_err(|e| anyhow::anyhow!("invalid plugin name: {e}"))?;
     if name.contains('-') || name.starts_with(|c: char| c.is_ascii_digit()) {
         bail!(
@@ -17,6 +35,55 @@ pub fn create(parent: &Path, name: &str, sdk: Option<&Path>) -> Result<PathBuf> 
     if dir.exists() {
         bail!("{} already exists; nothing was written", dir.display());
     }
+    if sdk.is_some() && lang != Lang::Rust {
+        bail!("--sdk is for Rust plugins; Python and JS plugins build against the WIT package");
+    }
+    let files = match lang {
+        Lang::Rust => rust_files(&dir, parent, name, sdk)?,
+        Lang::Python => python_files(name),
+        Lang::Js => js_files(name),
+    };
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        if file.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot make {} executable", path.display()))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// How to build the plugin `create` made, and where the `.wasm` lands.
+pub fn build_hint(name: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Rust => format!(
+            "build it: (cd {name} && cargo build --release --target wasm32-wasip2), then copy \
+             {name}/target/wasm32-wasip2/release/{name}.wasm into the plugins folder"
+        ),
+        Lang::Python => format!(
+            "build it: (cd {name} && ./build.sh) (it installs componentize-py {COMPONENTIZE_PY} \
+             into {name}/.venv the first time), then copy {name}/{name}.wasm into the plugins folder"
+        ),
+        Lang::Js => format!(
+            "build it: (cd {name} && npm install && npm run build), then copy {name}/{name}.wasm \
+             into the plugins folder"
+        ),
+    }
+}
+
+fn rust_files(
+    dir: &Path,
+    parent: &Path,
+    name: &str,
+    sdk: Option<&Path>,
+) -> Result<Vec<(&'static str, String)>> {
     let sdk = match sdk {
         Some(path) => {
             let path = std::path::absolute(path)?;
@@ -30,22 +97,40 @@ pub fn create(parent: &Path, name: &str, sdk: Option<&Path>) -> Result<PathBuf> 
         }
         None => find_sdk(parent)?,
     };
-    let sdk = relative_to(&std::path::absolute(&dir)?, &sdk);
-    let files = [
+    let sdk = relative_to(&std::path::absolute(dir)?, &sdk);
+    Ok(vec![
         ("Cargo.toml", cargo_toml(name, &sdk)),
         ("src/lib.rs", lib_rs(name)),
         ("README.md", readme(name)),
         (".gitignore", "/target\n".to_string()),
-    ];
-    for (file, text) in files {
-        let path = dir.join(file);
-        if let Some(folder) = path.parent() {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(dir)
+    ])
+}
+
+fn python_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.py", python_app(name)),
+        ("wit/plugin.wit", crate::wasm::WIT_SOURCE.to_string()),
+        (
+            "requirements.txt",
+            format!("componentize-py=={COMPONENTIZE_PY}\n"),
+        ),
+        ("build.sh", python_build(name)),
+        ("README.md", python_readme(name)),
+        (
+            ".gitignore",
+            format!("/.venv/\n/__pycache__/\n/{name}.wasm\n"),
+        ),
+    ]
+}
+
+fn js_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.js", js_app(name)),
+        ("wit/plugin.wit", crate::wasm::WIT_SOURCE.to_string()),
+        ("package.json", js_package(name)),
+        ("README.md", js_readme(name)),
+        (".gitignore", format!("/node_modules/\n/{name}.wasm\n")),
+    ]
 }
 
 /// The checkout's `guest-sdk`: found above `from` (a crate made inside a
@@ -233,6 +318,208 @@ Then:
     )
 }
 
+fn python_app(name: &str) -> String {
+    format!(
+        r#""""{name}: a wasmvisor plugin in Python.
+
+| message (call) | reply        |
+|----------------|--------------|
+| "ping"         | "pong"       |
+| "count"        | pings so far |
+
+Messages are JSON bytes. The callbacks are those of the `plugin` world in
+wit/plugin.wit; componentize-py generates the `wit_world` module from it
+when it builds. An exception that escapes a callback traps the instance,
+and the host restarts it with its init args.
+"""
+
+import json
+from typing import Optional
+
+import wit_world
+from wit_world.imports import types
+
+# Module state: each instance (one per child) has its own module, and
+# componentize-py may make a new WitWorld object for every call.
+pings = 0
+
+
+class WitWorld(wit_world.WitWorld):
+    def init(self, args: bytes) -> types.InitOutcome:
+        # Raise componentize_py_types.Err("why") to refuse to start.
+        return types.InitOutcome_Ready()
+
+    def handle_continue(self, msg: bytes) -> None:
+        pass
+
+    def handle_call(self, msg: bytes, reply_to: int) -> Optional[bytes]:
+        global pings
+        call = json.loads(msg)
+        if call == "ping":
+            pings += 1
+            return json.dumps("pong").encode()
+        if call == "count":
+            return json.dumps(pings).encode()
+        return json.dumps({{"error": "bad_message"}}).encode()
+
+    def handle_cast(self, msg: bytes) -> None:
+        self.handle_call(msg, 0)
+
+    def handle_info(self, info: types.Info) -> None:
+        pass
+
+    def terminate(self, reason: types.ExitReason) -> None:
+        pass
+
+    # Carried across a hot reload into the new version's restore, which runs
+    # instead of init: keep here everything init sets up too.
+    def snapshot(self) -> Optional[bytes]:
+        return json.dumps(pings).encode()
+
+    def restore(self, state: bytes) -> None:
+        global pings
+        pings = json.loads(state)
+"#
+    )
+}
+
+fn python_build(name: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env bash
+# Builds {name}.wasm. componentize-py (pinned in requirements.txt) is
+# installed into .venv here the first time.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! .venv/bin/componentize-py --version >/dev/null 2>&1; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+fi
+.venv/bin/componentize-py -d wit -w plugin componentize app -o {name}.wasm
+"#
+    )
+}
+
+fn python_readme(name: &str) -> String {
+    format!(
+        r#"# {name}
+
+A wasmvisor plugin in Python. Build it (needs python3 with venv; the first
+build downloads componentize-py):
+
+    ./build.sh
+
+and drop `{name}.wasm` into the host's plugins folder; a running host loads
+it, and reloads it whenever the file changes. Then:
+
+    wasmvisor start p1 {name}
+    wasmvisor call p1 '"ping"'     # "pong"
+
+`wit/plugin.wit` is the contract (`wasmvisor wit --out wit` writes the
+host's current one).
+"#
+    )
+}
+
+fn js_app(name: &str) -> String {
+    format!(
+        r#"// {name}: a wasmvisor plugin in JavaScript.
+//
+// | message (call) | reply        |
+// |----------------|--------------|
+// | "ping"         | "pong"       |
+// | "count"        | pings so far |
+//
+// Messages are JSON bytes (Uint8Array). The exports are the callbacks of
+// the `plugin` world in wit/plugin.wit, in camelCase; runtime calls are
+// imported from "wasmvisor:plugin/runtime@{version}". An exception that
+// escapes a callback traps the instance, and the host restarts it with its
+// init args.
+
+const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
+const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+
+// One instance serves one child: module state is the child's state.
+let pings = 0;
+
+export function init(_args) {{
+  // Throw a string to refuse to start.
+  return {{ tag: "ready" }};
+}}
+
+export function handleContinue(_msg) {{}}
+
+export function handleCall(msg, _replyTo) {{
+  const call = decode(msg);
+  if (call === "ping") {{
+    pings += 1;
+    return encode("pong");
+  }}
+  if (call === "count") {{
+    return encode(pings);
+  }}
+  return encode({{ error: "bad_message" }});
+}}
+
+export function handleCast(msg) {{
+  handleCall(msg, 0n);
+}}
+
+export function handleInfo(_info) {{}}
+
+export function terminate(_reason) {{}}
+
+// Carried across a hot reload into the new version's restore, which runs
+// instead of init: keep here everything init sets up too.
+export function snapshot() {{
+  return encode(pings);
+}}
+
+export function restore(state) {{
+  pings = decode(state);
+}}
+"#,
+        version = crate::wasm::WIT_VERSION
+    )
+}
+
+fn js_package(name: &str) -> String {
+    format!(
+        r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "componentize-js app.js --wit wit -n plugin -o {name}.wasm"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+  }}
+}}
+"#
+    )
+}
+
+fn js_readme(name: &str) -> String {
+    format!(
+        r#"# {name}
+
+A wasmvisor plugin in JavaScript. Build it (needs node and npm):
+
+    npm install
+    npm run build
+
+and drop `{name}.wasm` into the host's plugins folder; a running host loads
+it, and reloads it whenever the file changes. Then:
+
+    wasmvisor start p1 {name}
+    wasmvisor call p1 '"ping"'     # "pong"
+
+`wit/plugin.wit` is the contract (`wasmvisor wit --out wit` writes the
+host's current one).
+"#
+    )
+}
+
 /// `wasmvisor wit`: the WIT package on stdout, or written as
 /// `DIR/plugin.wit`.
 pub(super) fn write_wit(out: Option<&Path>) -> Result<()> {
@@ -276,12 +563,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
         for bad in ["", "a/b", "..", "with-dash", "9lives"] {
-            assert!(create(dir.path(), bad, Some(&sdk)).is_err(), "{bad}");
+            assert!(
+                create(dir.path(), bad, Lang::Rust, Some(&sdk)).is_err(),
+                "{bad}"
+            );
         }
-        create(dir.path(), "twice", Some(&sdk)).unwrap();
-        let err = create(dir.path(), "twice", Some(&sdk)).unwrap_err();
+        create(dir.path(), "twice", Lang::Rust, Some(&sdk)).unwrap();
+        let err = create(dir.path(), "twice", Lang::Rust, Some(&sdk)).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
-        let err = create(dir.path(), "nosdk", Some(dir.path())).unwrap_err();
+        let err = create(dir.path(), "nosdk", Lang::Rust, Some(dir.path())).unwrap_err();
         assert!(err.to_string().contains("no Cargo.toml"), "{err}");
     }
 
@@ -289,7 +579,7 @@ mod tests {
     fn the_crate_is_a_plain_one() {
         let dir = tempfile::tempdir().unwrap();
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-        let krate = create(dir.path(), "plain", Some(&sdk)).unwrap();
+        let krate = create(dir.path(), "plain", Lang::Rust, Some(&sdk)).unwrap();
         let read = |file: &str| std::fs::read_to_string(krate.join(file)).unwrap();
         let manifest = read("Cargo.toml");
         for want in [
@@ -308,5 +598,22 @@ mod tests {
         assert!(read("src/lib.rs").contains("json!(\"pong\")"));
         assert!(read("README.md").contains("plain.wasm"));
         assert_eq!(read(".gitignore"), "/target\n");
+    }
+
+    #[test]
+    fn python_and_js_projects_carry_the_wit_and_pinned_toolchains() {
+        let dir = tempfile::tempdir().unwrap();
+        let py = create(dir.path(), "py_plugin", Lang::Python, None).unwrap();
+        let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(read(&py, "wit/plugin.wit"), crate::wasm::WIT_SOURCE);
+        assert_eq!(read(&py, "requirements.txt"), "componentize-py==0.25.0\n");
+        assert!(read(&py, "build.sh").contains("-o py_plugin.wasm"));
+        assert!(read(&py, "app.py").contains("class WitWorld(wit_world.WitWorld)"));
+        let js = create(dir.path(), "js_plugin", Lang::Js, None).unwrap();
+        assert_eq!(read(&js, "wit/plugin.wit"), crate::wasm::WIT_SOURCE);
+        let package = read(&js, "package.json");
+        assert!(package.contains("\"@bytecodealliance/componentize-js\": \"0.23.0\""));
+        assert!(package.contains("-o js_plugin.wasm"));
+        assert!(read(&js, "app.js").contains("export function handleCall"));
     }
 }

@@ -60,6 +60,9 @@ pub struct PluginInfo {
     pub size: Option<usize>,
     /// Whether the current version came from the compile cache.
     pub cached: Option<bool>,
+    /// How the current version's instances are allocated: `pool`, or
+    /// `on_demand` for a plugin too large for a pool slot.
+    pub allocation: Option<&'static str>,
     /// How many children run this plugin.
     pub instances: usize,
     /// Why the last load failed, if it did.
@@ -147,6 +150,7 @@ impl Host {
                     compile_ms: v.map(|v| v.compile_ms),
                     size: v.map(|v| v.size),
                     cached: v.map(|v| v.cached),
+                    allocation: v.map(|v| v.allocation().as_str()),
                     last_error: entry.last_error,
                 }
             })
@@ -200,6 +204,11 @@ impl Host {
                 name: "wasmvisor_instances",
                 help: "Live wasm instances in the pool ([pool] max_instances at most).",
                 samples: vec![(String::new(), pool.instances)],
+            },
+            Gauge {
+                name: "wasmvisor_on_demand_instances",
+                help: "Live instances of plugins too large for the pool ([pool] on_demand_instances at most).",
+                samples: vec![(String::new(), pool.on_demand)],
             },
             Gauge {
                 name: "wasmvisor_pool_unused_resident_bytes",

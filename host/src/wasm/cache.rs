@@ -1,8 +1,9 @@
 //! Compiled plugins on disk, and the in-memory incremental compilation
 //! cache.
 //!
-//! A compiled artifact is stored under the data dir as
-//! `cache/<content sha256>-<engine key>.cwasm`, where the engine key covers
+//! A compiled artifact is stored in the cache folder (`[cache] dir`, by
+//! default `cache` in the data dir) as
+//! `<content sha256>-<engine key>.cwasm`, where the engine key covers
 //! the wasmtime version and every setting that affects code generation, so a
 //! host restart loads unchanged plugins in a fraction of a millisecond
 //! instead of recompiling them. Only the host writes these files (the folder
@@ -18,20 +19,24 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const CHECKSUM_LEN: usize = 32;
 
-/// Compiled artifacts under `<data_dir>/cache`.
+/// Compiled artifacts of one engine in the cache folder.
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
 }
 
+/// Tells apart the temporary files of concurrent writers in one process.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
 impl ArtifactCache {
-    pub(crate) fn open(data_dir: &Path, engine: &Engine) -> Result<ArtifactCache> {
-        let dir = data_dir.join("cache");
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<ArtifactCache> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
         #[cfg(unix)]
@@ -90,7 +95,8 @@ impl ArtifactCache {
             let sum = Sha256::digest(&bytes);
             bytes.extend_from_slice(&sum);
             let path = self.path(content_hash);
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let write = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}-{write}", std::process::id()));
             std::fs::write(&tmp, &bytes)?;
             std::fs::rename(&tmp, &path)?;
             Ok(())

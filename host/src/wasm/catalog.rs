@@ -3,8 +3,9 @@
 //! every (re)start of every instance of that version.
 
 use super::bindings::PluginPre;
-use super::cache::ArtifactCache;
+use super::engine::fits_pool;
 use super::state::InstanceState;
+use super::tier::{Allocation, Tier};
 use crate::config::PluginConfig;
 use crate::names;
 use anyhow::{Context, Result, anyhow};
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 
 /// One compiled version of a plugin.
 pub struct Version {
@@ -34,6 +35,8 @@ pub struct Version {
     pub size: usize,
     /// The plugin's limits, fixed when it was loaded.
     pub limits: Arc<PluginConfig>,
+    /// The engine it was compiled for, and its instances run on.
+    pub(crate) tier: Arc<Tier>,
     pub(crate) component: Component,
     pub(crate) pre: PluginPre<InstanceState>,
 }
@@ -71,16 +74,23 @@ pub(crate) fn content_hash(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles a component and checks it against the `plugin` world: a file that
-/// is not a component, imports something the host does not offer, or lacks
-/// an export fails here, never at instantiation.
+impl Version {
+    /// How its instances are allocated.
+    pub fn allocation(&self) -> Allocation {
+        self.tier.allocation
+    }
+}
+
+/// Compiles a component, for the pool when it fits a slot and on demand
+/// otherwise, and checks it against the `plugin` world: a file that is not
+/// a component, imports something the host does not offer, or lacks an
+/// export fails here, never at instantiation.
 pub(crate) fn compile(
-    engine: &Engine,
-    linker: &Linker<InstanceState>,
+    pool: &Arc<Tier>,
+    on_demand: &Arc<Tier>,
     name: &str,
     bytes: &[u8],
     limits: PluginConfig,
-    cache: Option<&ArtifactCache>,
 ) -> Result<Version> {
     if bytes.is_empty() {
         return Err(anyhow!("the file is empty"));
@@ -93,27 +103,42 @@ pub(crate) fn compile(
     }
     let started = Instant::now();
     let content_hash = content_hash(bytes);
-    let cached = cache.and_then(|c| c.load(engine, &content_hash));
-    let was_cached = cached.is_some();
-    let component = match cached {
-        Some(component) => component,
-        None => Component::new(engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("not a valid wasm component")?,
+    let on_demand_compile = || {
+        on_demand
+            .load_or_compile(bytes, &content_hash)
+            .context("not a valid wasm component")
+    };
+    let (tier, (component, was_cached)) = match fits_pool(bytes) {
+        false => (on_demand, on_demand_compile()?),
+        true => match pool.load_or_compile(bytes, &content_hash) {
+            Ok(compiled) => (pool, compiled),
+            // The pool refuses a component over a slot's limits, which the
+            // binary did not show; the on-demand engine has none, so what
+            // it refuses is invalid.
+            Err(refused) => {
+                let compiled = on_demand_compile()?;
+                tracing::info!("plugin {name} runs on demand: {refused:#}");
+                (on_demand, compiled)
+            }
+        },
     };
     if let Some(needs) = component.resources_required() {
         let cap = u64::from(limits.memory_mb) * 1024 * 1024;
-        if let Some(initial) = needs.max_initial_memory_size {
+        // In wasm pages of 64 KiB (the only page size the engine accepts).
+        if let Some(initial) = needs.max_initial_memory_size.map(|pages| pages << 16) {
             anyhow::ensure!(
                 initial <= cap,
-                "its initial memory ({} KiB) exceeds memory_mb = {}",
+                "its initial memory ({} KiB) exceeds its memory cap of {} MiB: raise \
+                 [plugins.{name}] memory_mb to {} or more",
                 initial / 1024,
-                limits.memory_mb
+                limits.memory_mb,
+                initial.div_ceil(1024 * 1024)
             );
         }
     }
-    check_wit_version(engine, &component)?;
-    let pre = linker
+    check_wit_version(&tier.engine, &component)?;
+    let pre = tier
+        .linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .context("it imports something the host does not provide (is it built against the wasmvisor:plugin world?)")?;
@@ -130,6 +155,7 @@ pub(crate) fn compile(
         hash: content_hash[..12].to_string(),
         content_hash,
         cached: was_cached,
+        tier: tier.clone(),
         component,
         loaded_at: SystemTime::now(),
         compile_ms: started.elapsed().as_secs_f64() * 1e3,

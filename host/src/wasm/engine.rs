@@ -1,6 +1,7 @@
-//! The one `Engine` and `Linker` of a host, and the epoch ticker that drives
-//! CPU deadlines. wasmtime is used as published: every setting here is a
-//! public `Config` or `PoolingAllocationConfig` option.
+//! The host's two engines (pooled for small guests, on demand for those too
+//! large for a pool slot), the linker each gets, and the epoch ticker that
+//! drives CPU deadlines. wasmtime is used as published: every setting here
+//! is a public `Config` or `PoolingAllocationConfig` option.
 
 use super::bindings::Plugin;
 use super::cache::IncrementalCache;
@@ -31,16 +32,18 @@ const MEMORY_GUARD: u64 = 64 * 1024;
 /// instead of one call each.
 const DECOMMIT_BATCH: usize = 32;
 
-/// The engine: the pooling allocator sized by `[pool]`, epoch interruption
-/// for CPU deadlines, component-model concurrency off (no plugin needs it,
-/// and it costs every call), and linear memories initialised by copying
-/// rather than mapped copy-on-write (half the memory mappings per
-/// instance, see [`MAPPINGS_PER_INSTANCE`]).
-pub(crate) fn engine(config: &Config) -> Result<Engine> {
+/// Native stack for the calls of guests too large for the pool: their
+/// interpreters (Python, JavaScript) nest many wasm frames per guest call.
+const ON_DEMAND_STACK_KIB: u32 = 1024;
+
+/// The pooled engine: the pooling allocator sized by `[pool]`, and linear
+/// memories initialised by copying rather than mapped copy-on-write (half
+/// the memory mappings per instance, see [`MAPPINGS_PER_INSTANCE`]). Small
+/// guests start fastest and pack densest here.
+pub(crate) fn pooled(config: &Config) -> Result<Engine> {
     check_capacity(config, &Limits::read())?;
     let pool = &config.pool;
     let n = pool.max_instances;
-    let stack_bytes = pool.stack_kib as usize * 1024;
     let memory_bytes = config.max_memory_mb() as u64 * 1024 * 1024;
     let keep = pool.keep_resident_kib as usize * 1024;
 
@@ -64,11 +67,45 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
         // Keep (and reset) only the pages an instance really touched.
         .pagemap_scan(wasmtime::Enabled::Auto);
 
-    let mut c = wasmtime::Config::new();
+    let mut c = common(config, pool.stack_kib)?;
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
-        .epoch_interruption(true)
+        .memory_init_cow(false);
+    Engine::new(&c)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "cannot create the wasm engine for {n} instances of up to {} MiB; \
+             lower [pool] max_instances or the plugins' memory_mb",
+                config.max_memory_mb()
+            )
+        })
+}
+
+/// The on-demand engine, for plugins that do not belong in a pool slot
+/// (see [`fits_pool`]: Python and JavaScript components). Each instance is allocated when it starts, and
+/// linear memories are mapped copy-on-write from the compiled image, so an
+/// instance neither copies nor keeps resident the pages of a large
+/// pre-initialised heap it does not write.
+pub(crate) fn on_demand(config: &Config) -> Result<Engine> {
+    let stack_kib = config.pool.stack_kib.max(ON_DEMAND_STACK_KIB);
+    let mut c = common(config, stack_kib)?;
+    c.allocation_strategy(InstanceAllocationStrategy::OnDemand)
+        .memory_init_cow(true);
+    Engine::new(&c)
+        .map_err(anyhow::Error::from)
+        .context("cannot create the on-demand wasm engine")
+}
+
+/// What both engines share: epoch interruption for CPU deadlines,
+/// component-model concurrency off (no plugin needs it, and it costs every
+/// call), memories reserved up to the largest `memory_mb` (the store's
+/// limiter holds each plugin to its own), and zeroed fiber stacks.
+fn common(config: &Config, stack_kib: u32) -> Result<wasmtime::Config> {
+    let stack_bytes = stack_kib as usize * 1024;
+    let memory_bytes = config.max_memory_mb() as u64 * 1024 * 1024;
+    let mut c = wasmtime::Config::new();
+    c.epoch_interruption(true)
         .concurrency_support(false)
-        .memory_init_cow(false)
         .memory_reservation(memory_bytes)
         .memory_guard_size(MEMORY_GUARD)
         .memory_reservation_for_growth(0)
@@ -81,15 +118,54 @@ pub(crate) fn engine(config: &Config) -> Result<Engine> {
     // A new version of a plugin mostly repeats the old one's functions.
     c.enable_incremental_compilation(Arc::new(IncrementalCache::default()))
         .map_err(anyhow::Error::from)?;
-    Engine::new(&c)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "cannot create the wasm engine for {n} instances of up to {} MiB; \
-             lower [pool] max_instances or the plugins' memory_mb",
-                config.max_memory_mb()
-            )
-        })
+    Ok(c)
+}
+
+/// Initial data above which a component runs on demand even when it fits a
+/// slot: pre-initialised interpreters (Python, JavaScript) carry megabytes
+/// of heap image, which the on-demand engine maps copy-on-write and the
+/// pool would copy into every instance. Rust guests carry kilobytes.
+const POOL_MAX_DATA: u64 = 1024 * 1024;
+
+/// Whether a component belongs in a pool slot, judged from its binary
+/// before compiling it (so that each version is compiled once, for the
+/// engine it runs on): the core instances it creates and the memories and
+/// tables its core modules define fit a slot's limits, and its data
+/// segments are small. The count is a lower bound of what wasmtime counts
+/// (it adds adapter instances), so a `true` can still be refused by the
+/// pool; [`super::catalog::compile`] then compiles it on demand.
+pub(crate) fn fits_pool(bytes: &[u8]) -> bool {
+    use wasmparser::{Instance, Parser, Payload};
+    let (mut instances, mut memories, mut tables, mut data) = (0u32, 0u32, 0u32, 0u64);
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else {
+            // Not for this check to judge; the compiler reports it.
+            return true;
+        };
+        match payload {
+            Payload::InstanceSection(reader) => {
+                let created = reader
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| matches!(i, Instance::Instantiate { .. }));
+                instances += created.count() as u32;
+            }
+            Payload::MemorySection(reader) => memories += reader.count(),
+            Payload::TableSection(reader) => tables += reader.count(),
+            Payload::DataSection(reader) => {
+                data += reader
+                    .into_iter()
+                    .flatten()
+                    .map(|d| d.data.len() as u64)
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    instances <= CORE_INSTANCES_PER_COMPONENT
+        && memories <= MEMORIES_PER_COMPONENT
+        && tables <= TABLES_PER_COMPONENT
+        && data <= POOL_MAX_DATA
 }
 
 /// The linker every plugin is instantiated through: WASI 0.2 (with nothing
@@ -109,17 +185,23 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     Ok(linker)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// and calls `on_tick` after each: the host's millisecond clock. It holds
-/// only a weak reference, so it ends with the engine.
-pub(crate) fn start_epoch_ticker(engine: &Engine, on_tick: fn()) -> Result<()> {
-    let weak = engine.weak();
+/// Advances the engines' epochs every [`EPOCH_TICK`] on a thread of its
+/// own, and calls `on_tick` after each: the host's millisecond clock. It
+/// holds only weak references, so it ends with the engines.
+pub(crate) fn start_epoch_ticker(engines: [&Engine; 2], on_tick: fn()) -> Result<()> {
+    let weak = engines.map(Engine::weak);
     std::thread::Builder::new()
         .name("wasmvisor-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    break;
+                }
                 on_tick();
                 std::thread::sleep(EPOCH_TICK);
             }

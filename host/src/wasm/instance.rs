@@ -10,9 +10,10 @@ use super::engine::EPOCH_TICK;
 use super::incarnation::{Incarnation, MAX_PENDING, ReplyTx};
 use super::info::{Info, to_wit_reason};
 use super::state::{InstanceState, Interrupted};
+use super::tier::Slot;
 use crate::types::{CallError, ExitReason};
 use std::sync::Arc;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, UpdateDeadline};
 
 /// What a successful `init` asked for.
 #[derive(Debug, PartialEq)]
@@ -60,23 +61,29 @@ pub(crate) struct Instance {
     store: Store<InstanceState>,
     exports: bindings::Plugin,
     pub(crate) version: Arc<Version>,
+    /// Its place among the on-demand tier's live instances; the pool counts
+    /// its own.
+    _slot: Option<Slot>,
 }
 
 impl Instance {
     /// A fresh `Store` serving `incarnation`, instantiated from the
     /// version's `InstancePre`. On failure the incarnation comes back.
     async fn instantiate(
-        engine: &Engine,
         version: Arc<Version>,
         incarnation: Box<Incarnation>,
     ) -> Result<Instance, (StartFailure, Box<Incarnation>)> {
+        let slot = match version.tier.take_slot() {
+            Ok(slot) => slot,
+            Err(why) => return Err((StartFailure::Unavailable(why), incarnation)),
+        };
         let cpu_budget = version
             .limits
             .cpu_ms
             .div_ceil(EPOCH_TICK.as_millis() as u32);
         let state = InstanceState::new(incarnation, &version.plugin, &version.limits, cpu_budget)
             .map_err(|(why, incarnation)| (StartFailure::Init(why), incarnation))?;
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(&version.tier.engine, state);
         store.limiter(|s| s);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
@@ -101,6 +108,7 @@ impl Instance {
                 store,
                 exports,
                 version,
+                _slot: slot,
             }),
             Err(e) => {
                 let failure = start_failure(e, store.data_mut());
@@ -117,12 +125,11 @@ impl Instance {
     /// then `init(args)`. A failed start drops the incarnation, which ends
     /// what `init` set up.
     pub(crate) async fn start(
-        engine: &Engine,
         version: Arc<Version>,
         incarnation: Box<Incarnation>,
         args: &Vec<u8>,
     ) -> Result<(Instance, Init), StartFailure> {
-        let mut instance = Self::instantiate(engine, version, incarnation)
+        let mut instance = Self::instantiate(version, incarnation)
             .await
             .map_err(|(failure, _)| failure)?;
         instance.begin();
@@ -145,12 +152,11 @@ impl Instance {
     /// instance cannot start or does not take the state, the incarnation
     /// comes back with why (some of what `restore` set up may stay in it).
     pub(crate) async fn resume(
-        engine: &Engine,
         version: Arc<Version>,
         incarnation: Box<Incarnation>,
         state: &Vec<u8>,
     ) -> Result<Instance, (ResumeFailure, Box<Incarnation>)> {
-        let mut instance = match Self::instantiate(engine, version, incarnation).await {
+        let mut instance = match Self::instantiate(version, incarnation).await {
             Ok(instance) => instance,
             Err((StartFailure::Unavailable(m), incarnation)) => {
                 return Err((ResumeFailure::Unavailable(m), incarnation));

@@ -1,6 +1,7 @@
-//! Layer 2, WebAssembly: one engine and linker, the catalog of compiled
-//! plugin versions, the compile cache, one instance (a `Store` and its
-//! component instance), and the host functions guests import. What a guest
+//! Layer 2, WebAssembly: two engines with their linkers (the pool, and on
+//! demand for guests too large for it), the catalog of compiled plugin
+//! versions, the compile cache, one instance (a `Store` and its component
+//! instance), and the host functions guests import. What a guest
 //! may ask of the rest of the host goes through its child's [`Port`], which
 //! the layers above implement; nothing here imports them.
 
@@ -16,6 +17,7 @@ mod outbound;
 mod port;
 mod state;
 mod stdio;
+mod tier;
 
 pub(crate) use catalog::Catalog;
 pub use catalog::Version;
@@ -25,77 +27,76 @@ pub(crate) use incarnation::{Incarnation, ReplyTx};
 pub(crate) use info::Info;
 pub(crate) use instance::{Init, Instance, ResumeFailure, StartFailure};
 pub(crate) use port::Port;
+pub use tier::Allocation;
 
 use crate::config::Config;
 use anyhow::Result;
 use cache::ArtifactCache;
-use state::InstanceState;
 use std::sync::Arc;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
+use tier::Tier;
 
 /// What the instance pool holds at one moment.
 #[derive(Debug, Default)]
 pub(crate) struct PoolUsage {
-    /// Live component instances.
+    /// Live component instances in the pool.
     pub(crate) instances: u64,
+    /// Live instances allocated on demand.
+    pub(crate) on_demand: u64,
     /// Bytes freed slots keep resident, by kind (memory, table, stack).
     pub(crate) kept: Vec<(&'static str, u64)>,
 }
 
 /// The wasm side of a host: what every child's instances are made with.
 pub(crate) struct Wasm {
-    pub(crate) engine: Engine,
-    linker: Linker<InstanceState>,
+    pool: Arc<Tier>,
+    on_demand: Arc<Tier>,
     pub(crate) catalog: Catalog,
-    /// Compiled artifacts on disk (none when ephemeral).
-    cache: Option<Arc<ArtifactCache>>,
 }
 
 impl Wasm {
-    /// The engine (with its epoch ticker, which calls `on_tick` every
-    /// millisecond), the linker, an empty catalog and, unless the config is
-    /// ephemeral, the compile cache under the data dir.
+    /// The two engines (with the epoch ticker, which calls `on_tick` every
+    /// millisecond), their linkers, an empty catalog and, unless the config
+    /// is ephemeral, the compile cache under the data dir.
     pub(crate) fn new(config: &Config, on_tick: fn()) -> Result<Wasm> {
-        let engine = engine::engine(config)?;
-        let linker = engine::linker(&engine)?;
-        engine::start_epoch_ticker(&engine, on_tick)?;
-        let cache = match config.ephemeral {
-            true => None,
-            false => Some(Arc::new(ArtifactCache::open(&config.data_dir, &engine)?)),
+        let pool = engine::pooled(config)?;
+        let on_demand = engine::on_demand(config)?;
+        engine::start_epoch_ticker([&pool, &on_demand], on_tick)?;
+        let tier = |allocation, engine, max| -> Result<Arc<Tier>> {
+            let linker = engine::linker(&engine)?;
+            let cache = match config.ephemeral {
+                true => None,
+                false => Some(ArtifactCache::open(&config.cache_dir(), &engine)?),
+            };
+            Ok(Arc::new(Tier::new(allocation, engine, linker, cache, max)))
         };
+        let max_on_demand = u64::from(config.pool.on_demand_instances);
         Ok(Wasm {
-            engine,
-            linker,
+            pool: tier(Allocation::Pool, pool, None)?,
+            on_demand: tier(Allocation::OnDemand, on_demand, Some(max_on_demand))?,
             catalog: Catalog::default(),
-            cache,
         })
     }
 
-    /// Compiles plugin `name` (or loads it from the compile cache) and checks
-    /// it against the `plugin` world. Blocking: run it off the serving path.
+    /// Compiles plugin `name` (or loads it from the compile cache) for the
+    /// engine it fits, and checks it against the `plugin` world. Blocking:
+    /// run it off the serving path.
     pub(crate) fn compile(
         &self,
         name: &str,
         bytes: &[u8],
         limits: crate::config::PluginConfig,
     ) -> Result<Version> {
-        catalog::compile(
-            &self.engine,
-            &self.linker,
-            name,
-            bytes,
-            limits,
-            self.cache.as_deref(),
-        )
+        catalog::compile(&self.pool, &self.on_demand, name, bytes, limits)
     }
 
     /// What the instance pool holds now: live component instances, and the
     /// bytes freed slots keep resident by kind (`[pool] keep_resident_kib`).
     pub(crate) fn pool_usage(&self) -> PoolUsage {
-        match self.engine.pooling_allocator_metrics() {
+        let on_demand = self.on_demand.live().unwrap_or(0);
+        match self.pool.engine.pooling_allocator_metrics() {
             Some(pool) => PoolUsage {
                 instances: pool.component_instances(),
+                on_demand,
                 kept: vec![
                     ("memory", pool.unused_memory_bytes_resident() as u64),
                     ("table", pool.unused_table_bytes_resident() as u64),
@@ -105,7 +106,10 @@ impl Wasm {
                     ),
                 ],
             },
-            None => PoolUsage::default(),
+            None => PoolUsage {
+                on_demand,
+                ..PoolUsage::default()
+            },
         }
     }
 
@@ -115,10 +119,12 @@ impl Wasm {
         if version.cached {
             return;
         }
-        if let Some(cache) = self.cache.clone() {
+        if version.tier.cache.is_some() {
             let version = version.clone();
             tokio::task::spawn_blocking(move || {
-                cache.store(&version.content_hash, &version.component)
+                if let Some(cache) = &version.tier.cache {
+                    cache.store(&version.content_hash, &version.component)
+                }
             });
         }
     }
