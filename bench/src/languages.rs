@@ -25,7 +25,8 @@ pub struct Figures {
     pub compile_cold_ms: f64,
     /// A host start with it in the compile cache: loading it, ms.
     pub compile_cached_ms: f64,
-    /// µs per child started (start_child until init returned), median.
+    /// µs per child started (start_child until init returned), one at a
+    /// time, in an ephemeral host, median.
     pub spawn_p50_us: f64,
     /// µs per child started, 99th percentile.
     pub spawn_p99_us: f64,
@@ -105,7 +106,10 @@ pub async fn run(plugins: &[(String, PathBuf)], dir: &Path, sizes: Sizes) -> Res
     Ok(all)
 }
 
-async fn host(name: &str, wasm: &Path, dir: &Path) -> Result<Host> {
+/// A host on `dir` with plugin `name` from `wasm`: ephemeral (no compile
+/// cache, no state database, so a start is not a write to disk), or with
+/// its compile cache in `dir/cache`.
+async fn host(name: &str, wasm: &Path, dir: &Path, ephemeral: bool) -> Result<Host> {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins)?;
     std::fs::copy(wasm, plugins.join(format!("{name}.wasm")))
@@ -113,6 +117,7 @@ async fn host(name: &str, wasm: &Path, dir: &Path) -> Result<Host> {
     let mut config = Config {
         plugins_dir: plugins,
         data_dir: dir.join("data"),
+        ephemeral,
         ..Config::default()
     };
     config.cache.dir = Some(dir.join("cache"));
@@ -121,22 +126,23 @@ async fn host(name: &str, wasm: &Path, dir: &Path) -> Result<Host> {
     Ok(host)
 }
 
-async fn measure(name: &str, wasm: &Path, dir: &Path, sizes: Sizes) -> Result<Figures> {
-    let _ = std::fs::remove_dir_all(dir);
-    let cold = host(name, wasm, dir).await?;
-    let info = |host: &Host| {
-        host.plugins()
-            .into_iter()
-            .find(|p| p.name == name)
-            .filter(|p| p.version.is_some())
-            .with_context(|| format!("{name} did not load: {:?}", host.plugins()))
-    };
-    let first = info(&cold)?;
-    ensure!(first.cached == Some(false), "the cache was not empty");
-    cold.shutdown().await;
-    drop(cold);
-    // The cold host writes its artifact off the serving path; the next
-    // start finds it once it is there.
+fn info(host: &Host, name: &str) -> Result<wasmvisor::PluginInfo> {
+    host.plugins()
+        .into_iter()
+        .find(|p| p.name == name)
+        .filter(|p| p.version.is_some())
+        .with_context(|| format!("{name} did not load: {:?}", host.plugins()))
+}
+
+/// The compile time with an empty cache and from the cache: a host that
+/// compiles and stores the artifact, then one that loads it.
+async fn compile_times(name: &str, wasm: &Path, dir: &Path) -> Result<(f64, f64)> {
+    let first = host(name, wasm, dir, false).await?;
+    let cold = info(&first, name)?;
+    ensure!(cold.cached == Some(false), "the cache was not empty");
+    first.shutdown().await;
+    drop(first);
+    // The artifact is written off the serving path; wait until it is there.
     let cache = dir.join("cache");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_dir(&cache)?
@@ -149,9 +155,21 @@ async fn measure(name: &str, wasm: &Path, dir: &Path, sizes: Sizes) -> Result<Fi
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let host = host(name, wasm, dir).await?;
-    let cached = info(&host)?;
+    let second = host(name, wasm, dir, false).await?;
+    let cached = info(&second, name)?;
     ensure!(cached.cached == Some(true), "{name} was compiled again");
+    second.shutdown().await;
+    Ok((
+        cold.compile_ms.unwrap_or(0.0),
+        cached.compile_ms.unwrap_or(0.0),
+    ))
+}
+
+async fn measure(name: &str, wasm: &Path, dir: &Path, sizes: Sizes) -> Result<Figures> {
+    let _ = std::fs::remove_dir_all(dir);
+    let (compile_cold_ms, compile_cached_ms) = compile_times(name, wasm, dir).await?;
+    let host = host(name, wasm, &dir.join("ephemeral"), true).await?;
+    let allocation = info(&host, name)?.allocation.unwrap_or("-").to_string();
 
     let add = br#"{"add":1}"#.to_vec();
     let mut spawns = Vec::with_capacity(sizes.children);
@@ -189,9 +207,9 @@ async fn measure(name: &str, wasm: &Path, dir: &Path, sizes: Sizes) -> Result<Fi
     Ok(Figures {
         plugin: name.to_string(),
         size_kib: std::fs::metadata(wasm)?.len() as f64 / 1024.0,
-        allocation: cached.allocation.unwrap_or("-").to_string(),
-        compile_cold_ms: first.compile_ms.unwrap_or(0.0),
-        compile_cached_ms: cached.compile_ms.unwrap_or(0.0),
+        allocation,
+        compile_cold_ms,
+        compile_cached_ms,
         spawn_p50_us: percentile(&spawns, 0.5),
         spawn_p99_us: percentile(&spawns, 0.99),
         rss_per_instance_kib,

@@ -6,8 +6,9 @@
 // those of the Python example (plugins/python/app.py): "state", {"add": n},
 // "crash", "stop", "version", {"send_after": {...}}, {"subscribe": T},
 // {"publish": {...}}, "infos", {"spin": n} and {"alloc_mb": n}; casts
-// "bump", {"add": n} and "crash". `snapshot` and `restore` carry the args,
-// the count and the infos across a hot reload.
+// "bump", {"add": n} and "crash"; init args as there (`subscribe`, `timer`,
+// `fail_init`). `snapshot` and `restore` carry the args, the count and the
+// infos across a hot reload.
 
 import {
   publish,
@@ -48,6 +49,9 @@ export function init(bytes) {
     throw `the args are not JSON: ${e}`;
   }
   if (args !== null && typeof args === "object") {
+    if ("fail_init" in args) {
+      throw args.fail_init;
+    }
     for (const topic of args.subscribe ?? []) {
       subscribe(topic);
     }

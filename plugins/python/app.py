@@ -5,8 +5,9 @@ It shows what a plugin of the `wasmvisor:plugin` world looks like in Python
 behaviour checks on it as on the Rust guests.
 
 Messages are JSON. Args: any JSON, kept and returned by "state"; at `init`,
-`{"subscribe": [T, ...]}` subscribes to those topics and `{"timer": {"ms":
-N, "msg": M}}` sets a timer (so every start does both again).
+`{"subscribe": [T, ...]}` subscribes to those topics, `{"timer": {"ms": N,
+"msg": M}}` sets a timer (so every start does both again) and `{"fail_init":
+"why"}` refuses to start with that error.
 
 | call                                   | effect and reply                               |
 |----------------------------------------|------------------------------------------------|
@@ -79,6 +80,8 @@ class WitWorld(wit_world.WitWorld):
         except ValueError as e:
             raise Err(f"the args are not JSON: {e}")
         if isinstance(S.args, dict):
+            if "fail_init" in S.args:
+                raise Err(S.args["fail_init"])
             for topic in S.args.get("subscribe", []):
                 runtime.subscribe(topic)
             timer = S.args.get("timer")

@@ -141,6 +141,34 @@ macro_rules! language_tests {
             }
 
             #[tokio::test]
+            async fn init_can_refuse_to_start() {
+                let (host, _dir) = host_for($wasm, |_| {}).await;
+                let err = host
+                    .start_child(spec("a", PLUGIN, json!({"fail_init": "not today"})))
+                    .await
+                    .expect_err("init refused");
+                assert!(
+                    matches!(&err, wasmvisor::StartError::InitFailed(why) if why.contains("not today")),
+                    "{err:?}"
+                );
+                assert!(host.child("a").is_none());
+            }
+
+            #[tokio::test]
+            async fn a_hibernated_child_wakes_with_its_state() {
+                let (host, _dir) = host_for($wasm, |_| {}).await;
+                start_ok(&host, "a", PLUGIN, json!({"k": 1})).await;
+                call_ok(&host, "a", json!({"add": 4})).await;
+                host.hibernate_child("a").await.expect("hibernate");
+                assert_eq!(metric(&host, "wasmvisor_on_demand_instances"), 0);
+                assert_eq!(
+                    call_ok(&host, "a", json!("state")).await,
+                    json!({"args": {"k": 1}, "count": 4})
+                );
+                assert_eq!(metric(&host, "wasmvisor_on_demand_instances"), 1);
+            }
+
+            #[tokio::test]
             async fn stop_ends_a_temporary_child_normally() {
                 let (host, _dir) = host_for($wasm, |_| {}).await;
                 let spec = spec_with("a", PLUGIN, json!(null), Restart::Temporary);
