@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the JavaScript example plugin as a component of the wasmvisor:plugin
 # world:  ./build.sh OUT.wasm [VERSION]
-# componentize-js (pinned in package.json and package-lock.json) is
-# installed into node_modules here the first time. VERSION (default 1) is
+# componentize-js (pinned in package.json and package-lock.json, with the
+# preview2-shim it imports at build time but does not declare) is installed
+# into node_modules here the first time. VERSION (default 1) is
 # what the plugin answers "version" with; the hot-reload tests build a
 # second version with it.
 set -euo pipefail

@@ -350,3 +350,31 @@ async fn rust_guests_stay_in_the_pool_and_a_second_host_compiles_nothing() {
     assert_eq!(metric(&host, "wasmvisor_instances"), 1);
     assert_eq!(metric(&host, "wasmvisor_on_demand_instances"), 2);
 }
+
+/// A hot reload may move a plugin between the engines: children of a pool
+/// plugin continue on demand when its new version is a Python component,
+/// with their state (the Python chaos reads the Rust one's snapshot).
+#[tokio::test]
+async fn a_reload_moves_children_from_the_pool_to_on_demand_with_their_state() {
+    let cache = cache_dir().await;
+    let (host, _dir) = host_on(cache, &[], |_| {}).await;
+    let rust = std::fs::read(CHAOS).expect("chaos.wasm");
+    match host.apply_bytes("shifty", rust).await {
+        Ok(wasmvisor::PluginChange::Loaded(_)) => {}
+        other => panic!("shifty was not loaded: {other:?}"),
+    }
+    start_ok(&host, "a", "shifty", json!({"from": "rust"})).await;
+    call_ok(&host, "a", json!({"add": 9})).await;
+    assert_eq!(metric(&host, "wasmvisor_instances"), 1);
+    let python = std::fs::read(CHAOS_PY).expect("chaos_py.wasm");
+    reload(&host, "shifty", python, 1).await;
+    let info = host.plugins().into_iter().find(|p| p.name == "shifty");
+    assert_eq!(info.and_then(|p| p.allocation), Some("on_demand"));
+    assert_eq!(call_ok(&host, "a", json!("version")).await, json!("1"));
+    assert_eq!(
+        call_ok(&host, "a", json!("state")).await,
+        json!({"args": {"from": "rust"}, "count": 9})
+    );
+    assert_eq!(metric(&host, "wasmvisor_instances"), 0);
+    assert_eq!(metric(&host, "wasmvisor_on_demand_instances"), 1);
+}

@@ -21,6 +21,10 @@ pub enum Lang {
 /// example plugins are built and tested with.
 const COMPONENTIZE_PY: &str = "0.25.0";
 const COMPONENTIZE_JS: &str = "0.23.0";
+/// componentize-js 0.23.0 imports this package when it builds but declares
+/// it only for its own development, so `npm ci` from a lock file leaves it
+/// out unless the project names it.
+const PREVIEW2_SHIM: &str = "0.25.0";
 
 /// Creates the plugin in `parent/NAME` and returns its folder.
 pub fn create(parent: &Path, name: &str, lang: Lang, sdk: Option<&Path>) -> Result<PathBuf> {
@@ -400,13 +404,22 @@ fi
 }
 
 fn python_readme(name: &str) -> String {
+    component_readme(
+        name,
+        "Python. Build it (needs python3 with venv; the first\nbuild downloads componentize-py)",
+        "./build.sh",
+    )
+}
+
+/// The README of a Python or JavaScript plugin: how to build it, then the
+/// same steps to run it.
+fn component_readme(name: &str, language_and_needs: &str, build: &str) -> String {
     format!(
         r#"# {name}
 
-A wasmvisor plugin in Python. Build it (needs python3 with venv; the first
-build downloads componentize-py):
+A wasmvisor plugin in {language_and_needs}:
 
-    ./build.sh
+    {build}
 
 and drop `{name}.wasm` into the host's plugins folder; a running host loads
 it, and reloads it whenever the file changes. Then:
@@ -492,7 +505,8 @@ fn js_package(name: &str) -> String {
     "build": "componentize-js app.js --wit wit -n plugin -o {name}.wasm"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
   }}
 }}
 "#
@@ -500,23 +514,10 @@ fn js_package(name: &str) -> String {
 }
 
 fn js_readme(name: &str) -> String {
-    format!(
-        r#"# {name}
-
-A wasmvisor plugin in JavaScript. Build it (needs node and npm):
-
-    npm install
-    npm run build
-
-and drop `{name}.wasm` into the host's plugins folder; a running host loads
-it, and reloads it whenever the file changes. Then:
-
-    wasmvisor start p1 {name}
-    wasmvisor call p1 '"ping"'     # "pong"
-
-`wit/plugin.wit` is the contract (`wasmvisor wit --out wit` writes the
-host's current one).
-"#
+    component_readme(
+        name,
+        "JavaScript. Build it (needs node and npm)",
+        "npm install\n    npm run build",
     )
 }
 
