@@ -52,13 +52,26 @@ impl Default for Config {
 }
 
 /// `[cache]`: the compile cache.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// The folder of compiled plugins (default: `cache` in the data dir).
     /// Hosts of the same wasmvisor version may share one: artifacts are
     /// named by the plugin's content hash and the engine's settings.
     pub dir: Option<PathBuf>,
+    /// The most the folder holds, MiB: beyond it, artifacts of versions the
+    /// host does not run (replaced, removed, or made by another wasmvisor
+    /// version) are deleted, oldest first. The current versions' stay.
+    pub max_mb: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: None,
+            max_mb: 1024,
+        }
+    }
 }
 
 impl Config {

@@ -179,3 +179,85 @@ async fn wit_prints_or_writes_the_package_plugins_are_built_against() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_are_written_for_bash_zsh_and_fish() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = tokio::process::Command::new(common::process::BIN)
+            .args(["completions", shell])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["wasmvisor", "hibernate", "completions"] {
+            assert!(script.contains(word), "no {word} in the {shell} script");
+        }
+        // Where the shell is installed, the script must at least parse.
+        let file = dir.path().join(shell);
+        std::fs::write(&file, &script).unwrap();
+        let parses = match shell {
+            "fish" => std::process::Command::new("fish")
+                .arg("--no-execute")
+                .arg(&file)
+                .status(),
+            other => std::process::Command::new(other)
+                .arg("-n")
+                .arg(&file)
+                .status(),
+        };
+        match parses {
+            Ok(status) => assert!(status.success(), "the {shell} script does not parse"),
+            Err(e) => {
+                println!("{shell} is not installed ({e}); the script's syntax is not checked")
+            }
+        }
+    }
+    let out = tokio::process::Command::new(common::process::BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_coloured_only_on_request_or_a_terminal() {
+    let host = RunningHost::start(&[]).await;
+    let (ok, _, err) = host.cli(&["start", "c1", "chaos"]).await;
+    assert!(ok, "{err}");
+    // Through a pipe: plain text.
+    let (ok, plain, _) = host.cli(&["ps"]).await;
+    assert!(ok);
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    assert!(plain.contains("running"), "{plain}");
+    // Forced (CLICOLOR_FORCE): the status is green and the columns still
+    // line up once the codes are removed.
+    let out = tokio::process::Command::new(common::process::BIN)
+        .args(["--addr", &host.addr, "ps"])
+        .env("CLICOLOR_FORCE", "1")
+        .env_remove("NO_COLOR")
+        .output()
+        .await
+        .unwrap();
+    let coloured = String::from_utf8(out.stdout).unwrap();
+    assert!(coloured.contains("\u{1b}[32mrunning"), "{coloured:?}");
+    let stripped: String = {
+        let mut s = String::new();
+        let mut chars = coloured.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                s.push(c);
+            }
+        }
+        s
+    };
+    assert_eq!(stripped, plain);
+}

@@ -329,6 +329,43 @@ mod chaos {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_reports_its_message_and_backtrace() {
+        let (host, _dir) = host().await;
+        let mut events = host.events();
+        start_ok(&host, "c", "chaos", json!(null)).await;
+        let err = call(&host, "c", json!("panic"))
+            .await
+            .expect_err("it panics");
+        let wasmvisor::CallError::Trapped(why) = err else {
+            panic!("a panic answered {err:?}")
+        };
+        for want in ["chaos panic", "wasm backtrace:", "panic_now"] {
+            assert!(
+                why.contains(want),
+                "no {want:?} in the caller's error:\n{why}"
+            );
+        }
+        let exited = wait_child(&host, "c", "the restart", |c| c.restarts == 1).await;
+        let last = exited.last_exit.expect("a last exit").to_string();
+        assert!(
+            last.contains("chaos panic") && last.contains("panic_now"),
+            "{last}"
+        );
+        // The exit event carries it too.
+        let reason = loop {
+            let event = tokio::time::timeout(LIMIT, events.recv())
+                .await
+                .expect("an exit event in time")
+                .expect("the event stream");
+            let value = serde_json::to_value(&*event).expect("events are JSON");
+            if value["type"] == "child_exited" {
+                break value["reason"].to_string();
+            }
+        };
+        assert!(reason.contains("panic_now"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_spins_and_allocates() {
         let (host, _dir) = host().await;
         start_ok(&host, "c", "chaos", json!([1, 2])).await;

@@ -530,3 +530,47 @@ async fn reload_of_a_thousand_children() {
         "reload of 1,000 children, test build: {total:?} from rename to done ({ms:.1} ms after the change was noticed, {compile_ms:.1} ms of it compiling)"
     );
 }
+
+/// The compile cache over `[cache] max_mb` loses the artifacts of versions
+/// the host no longer runs, and keeps the current ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compile_cache_drops_replaced_versions_beyond_its_cap() {
+    let (host, dir) = host_with(|c| c.cache.max_mb = 0).await;
+    let cache = dir.path().join("data/cache");
+    let chaos = std::fs::read(CHAOS).expect("chaos.wasm");
+    let first = host
+        .plugins()
+        .into_iter()
+        .find(|p| p.name == "chaos")
+        .and_then(|p| p.version)
+        .expect("chaos is loaded");
+    reload(&host, "chaos", rebuilt(chaos.clone(), 1), 0).await;
+    reload(&host, "chaos", rebuilt(chaos, 2), 0).await;
+    let current: Vec<String> = host
+        .plugins()
+        .into_iter()
+        .filter_map(|p| p.version)
+        .collect();
+    assert!(!current.contains(&first));
+    let artifacts = || -> Vec<String> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Stored and evicted off the serving path: wait for the outcome.
+    let kept = wait_for("the cache to hold the current versions only", LIMIT, || {
+        let now = artifacts();
+        let only_current = now.len() == current.len()
+            && now
+                .iter()
+                .all(|n| current.iter().any(|v| n.starts_with(v.as_str())));
+        only_current.then_some(now)
+    })
+    .await;
+    assert!(!kept.iter().any(|n| n.starts_with(&first)), "{kept:?}");
+}

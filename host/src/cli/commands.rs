@@ -2,6 +2,7 @@
 //! JSON with `--json`).
 
 use super::client::Client;
+use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
 use hyper::Method;
 use serde_json::{Value, json};
@@ -26,30 +27,50 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+/// Prints rows as aligned columns: the header bold and, where `style` gives
+/// one, a cell coloured. anstream drops the colours when stdout is not a
+/// terminal or `NO_COLOR` is set, so pipes and `--json`-less scripts get
+/// plain text.
+fn table(header: &[&str], rows: Vec<Vec<String>>, style: impl Fn(usize, &str) -> Style) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
-    let line = |out: &mut std::io::StdoutLock<'_>, cells: Vec<String>| {
+    let mut out = anstream::stdout().lock();
+    let mut line = |cells: Vec<String>, style: &dyn Fn(usize, &str) -> Style| {
         let mut s = String::new();
+        let last = cells.len().saturating_sub(1);
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  ", w = *w));
-            }
+            // Padded as plain text, so that the colour codes do not count.
+            let padded = match i == last {
+                true => cell.trim_end().to_string(),
+                false => format!("{cell:<w$}  ", w = *w),
+            };
+            let (plain, pad) = padded.split_at(cell.len().min(padded.len()));
+            let st = style(i, cell);
+            s.push_str(&format!("{st}{plain}{st:#}{pad}"));
         }
         let _ = writeln!(out, "{}", s.trim_end());
     };
-    line(&mut out, header.iter().map(|h| h.to_string()).collect());
+    let bold = Style::new().bold();
+    line(header.iter().map(|h| h.to_string()).collect(), &|_, _| bold);
     for row in rows {
-        line(&mut out, row);
+        line(row, &style);
     }
+}
+
+/// The colour of a child's status.
+fn status_style(status: &str) -> Style {
+    let colour = match status.split(' ').next().unwrap_or(status) {
+        "running" => AnsiColor::Green,
+        "starting" | "restarting" | "waiting" => AnsiColor::Yellow,
+        "backoff" | "failed" => AnsiColor::Red,
+        "hibernated" | "ignored" => AnsiColor::Cyan,
+        _ => return Style::new(),
+    };
+    Style::new().fg_color(Some(colour.into()))
 }
 
 fn exit_text(v: &Value) -> String {
@@ -130,6 +151,10 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
             "LAST EXIT",
         ],
         rows,
+        |column, cell| match column {
+            2 => status_style(cell),
+            _ => Style::new(),
+        },
     );
     Ok(())
 }
@@ -222,6 +247,10 @@ pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
             "LAST ERROR",
         ],
         rows,
+        |column, cell| match column == 5 && cell != "-" {
+            true => Style::new().fg_color(Some(AnsiColor::Red.into())),
+            false => Style::new(),
+        },
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod commands;
+mod dev;
 mod run;
 pub mod scaffold;
 
@@ -47,6 +48,27 @@ pub enum Command {
         /// checkout's, when run inside one].
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Build a Rust plugin crate on every change of its sources and place
+    /// each new .wasm into a plugins folder, where the host hot-reloads it;
+    /// a failed build keeps the running version. Without --plugins it runs
+    /// a host of its own on PATH/.wasmvisor-dev/plugins.
+    Dev {
+        /// The plugin crate [default: the current folder].
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The plugins folder of a running host to place builds into.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Where the host dev starts listens [default: 127.0.0.1:7070].
+        #[arg(long, conflicts_with = "plugins")]
+        listen: Option<String>,
+    },
+    /// Print a completion script for a shell, e.g. `wasmvisor completions
+    /// bash > /etc/bash_completion.d/wasmvisor`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Print the WIT package plugins are built against (wasmvisor:plugin),
     /// or write it as DIR/plugin.wit, to generate bindings in any language.
@@ -193,9 +215,20 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A failure as the one line scripts expect: a trap's wasm backtrace (the
+/// rest of its message) stays in the child's `last_exit`.
+fn one_line(message: &str) -> String {
+    match message.split_once("\nwasm backtrace:") {
+        Some((first, _)) => {
+            format!("{first} (its wasm backtrace: `wasmvisor ps --json`, the child's last_exit)")
+        }
+        None => message.replace('\n', " "),
     }
 }
 
@@ -210,6 +243,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Wit { out } => scaffold::write_wit(out.as_deref()),
+        Command::Dev {
+            path,
+            plugins,
+            listen,
+        } => {
+            let args = dev::Dev {
+                path,
+                plugins,
+                listen,
+            };
+            dev::dev(args, cli.token.clone()).await
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "wasmvisor", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
         Command::Tree { json } => commands::tree(&client(), json).await,

@@ -106,7 +106,7 @@ fn rust_files(
         ("Cargo.toml", cargo_toml(name, &sdk)),
         ("src/lib.rs", lib_rs(name)),
         ("README.md", readme(name)),
-        (".gitignore", "/target\n".to_string()),
+        (".gitignore", "/target\n/.wasmvisor-dev\n".to_string()),
     ])
 }
 
@@ -598,7 +598,7 @@ mod tests {
         assert!(!krate.join(".cargo").exists());
         assert!(read("src/lib.rs").contains("json!(\"pong\")"));
         assert!(read("README.md").contains("plain.wasm"));
-        assert_eq!(read(".gitignore"), "/target\n");
+        assert_eq!(read(".gitignore"), "/target\n/.wasmvisor-dev\n");
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Host {
                 }
             }
         }
+        self.sup.env.wasm.evict_artifacts();
         Ok(report)
     }
 

@@ -15,7 +15,7 @@
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -110,6 +110,46 @@ impl ArtifactCache {
     }
 }
 
+/// Deletes the artifacts in `dir` (made by any engine) of plugin versions
+/// not in `keep` (content hashes), oldest first, until the folder holds at
+/// most `max_bytes` of them. The current versions' artifacts stay whatever
+/// their size. Returns what it deleted.
+pub(crate) fn evict(dir: &Path, keep: &HashSet<String>, max_bytes: u64) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut total = 0;
+    let mut candidates = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((hash, _engine)) = name.strip_suffix(".cwasm").and_then(|n| n.split_once('-'))
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        total += meta.len();
+        if !keep.contains(hash) {
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            candidates.push((modified, meta.len(), path));
+        }
+    }
+    candidates.sort();
+    let mut deleted = Vec::new();
+    for (_, size, path) in candidates {
+        if total <= max_bytes {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= size;
+            deleted.push(path);
+        }
+    }
+    deleted
+}
+
 /// Cranelift's incremental compilation cache, in memory: a new version of a
 /// plugin usually changes a few functions, and the unchanged ones are not
 /// compiled again. Bounded; once full, new entries are not kept.
@@ -149,6 +189,33 @@ impl wasmtime::CacheStore for IncrementalCache {
 mod tests {
     use super::*;
     use wasmtime::CacheStore;
+
+    #[test]
+    fn eviction_keeps_current_versions_and_deletes_the_oldest_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, size: usize, age_s: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; size]).unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        file("aaa-k1.cwasm", 100, 30); // current, oldest
+        file("bbb-k1.cwasm", 100, 20); // gone, older
+        file("ccc-k2.cwasm", 100, 10); // gone, newer (another engine)
+        file("notes.txt", 1000, 40); // not an artifact
+        let keep: HashSet<String> = ["aaa".to_string()].into();
+        let deleted = evict(dir.path(), &keep, 250);
+        assert_eq!(deleted, vec![dir.path().join("bbb-k1.cwasm")]);
+        let deleted = evict(dir.path(), &keep, 0);
+        assert_eq!(deleted, vec![dir.path().join("ccc-k2.cwasm")]);
+        assert!(dir.path().join("aaa-k1.cwasm").exists());
+        assert!(dir.path().join("notes.txt").exists());
+    }
 
     #[test]
     fn the_incremental_cache_is_bounded() {

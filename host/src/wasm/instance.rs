@@ -409,9 +409,19 @@ fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
         Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
     };
-    match state.last_error_log.take() {
-        Some(logged) => ExitReason::Trap(format!("{logged} ({trap})")),
-        None => ExitReason::Trap(trap),
+    let trap = match state.last_error_log.take() {
+        Some(logged) => format!("{logged} ({trap})"),
+        None => trap,
+    };
+    // wasmtime records the guest's frames with every trap; naming them
+    // (demangled, from the component's name section) costs only here.
+    match error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(backtrace) if !backtrace.frames().is_empty() => {
+            let frames = backtrace.to_string();
+            let frames = frames.split_once('\n').map_or("", |(_, f)| f);
+            ExitReason::Trap(format!("{trap}\nwasm backtrace:\n{frames}"))
+        }
+        _ => ExitReason::Trap(trap),
     }
 }
 

@@ -51,6 +51,8 @@ pub(crate) struct Wasm {
     pool: Arc<Tier>,
     on_demand: Arc<Tier>,
     pub(crate) catalog: Catalog,
+    /// The compile cache's folder and size cap (none when ephemeral).
+    cache: Option<(std::path::PathBuf, u64)>,
 }
 
 impl Wasm {
@@ -74,6 +76,8 @@ impl Wasm {
             pool: tier(Allocation::Pool, pool, None)?,
             on_demand: tier(Allocation::OnDemand, on_demand, Some(max_on_demand))?,
             catalog: Catalog::default(),
+            cache: (!config.ephemeral)
+                .then(|| (config.cache_dir(), u64::from(config.cache.max_mb) << 20)),
         })
     }
 
@@ -113,19 +117,50 @@ impl Wasm {
         }
     }
 
-    /// Writes a freshly compiled version to the compile cache, on a blocking
-    /// thread, off the serving path.
+    /// Writes a freshly compiled version to the compile cache, then keeps
+    /// the cache under `[cache] max_mb`, on a blocking thread, off the
+    /// serving path.
     pub(crate) fn store_artifact(&self, version: &Arc<Version>) {
         if version.cached {
             return;
         }
-        if version.tier.cache.is_some() {
-            let version = version.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Some(cache) = &version.tier.cache {
-                    cache.store(&version.content_hash, &version.component)
-                }
-            });
+        let evict = self.eviction(Some(&version.content_hash));
+        let version = version.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(cache) = &version.tier.cache {
+                cache.store(&version.content_hash, &version.component)
+            }
+            evict();
+        });
+    }
+
+    /// Keeps the compile cache under `[cache] max_mb`, off the serving
+    /// path: what the plugins folder no longer holds goes first.
+    pub(crate) fn evict_artifacts(&self) {
+        tokio::task::spawn_blocking(self.eviction(None));
+    }
+
+    /// Deleting the artifacts of versions other than the current ones (and
+    /// `also`), oldest first, down to the cap.
+    fn eviction(&self, also: Option<&str>) -> impl FnOnce() + Send + 'static {
+        let cache = self.cache.clone();
+        let mut keep: std::collections::HashSet<String> = self
+            .catalog
+            .list()
+            .into_iter()
+            .filter_map(|(_, entry)| entry.current.map(|v| v.content_hash.clone()))
+            .collect();
+        keep.extend(also.map(str::to_string));
+        move || {
+            let Some((dir, max_bytes)) = cache else {
+                return;
+            };
+            for path in cache::evict(&dir, &keep, max_bytes) {
+                tracing::info!(
+                    "removed {} from the compile cache ([cache] max_mb)",
+                    path.display()
+                );
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `"state"`                               | `{"args": ARGS, "count": N}`                             |
 //! | `{"add": n}`                            | adds n to the count; the new count                       |
 //! | `"crash"`                               | traps (also as a cast)                                   |
+//! | `"panic"`                               | panics with `chaos panic` in `panic_now`, which traps    |
 //! | `{"spin": n}`                           | `acc = (acc + i*i) % 1_000_000_007` for i = n..1; acc    |
 //! | `{"alloc_mb": n}`                       | allocates and touches n MiB (kept); n                    |
 //! | `"stop"`                                | stops with reason `normal` after replying `"stopping"`   |
@@ -119,6 +120,7 @@ enum Call {
     State,
     Add(i64),
     Crash,
+    Panic,
     Spin(u64),
     AllocMb(u32),
     Stop,
@@ -167,6 +169,13 @@ fn spin(n: u64) -> u64 {
         i -= 1;
     }
     acc
+}
+
+/// A frame of its own for the backtrace tests: a panic here must show
+/// `panic_now` in the trap's backtrace.
+#[inline(never)]
+fn panic_now() -> ! {
+    panic!("chaos panic")
 }
 
 fn error_value(code: &str, message: String) -> Value {
@@ -255,6 +264,7 @@ impl Plugin for Chaos {
             }
             Call::FetchAsync(url) => http::send_async(&Request::get(url)).0.into(),
             Call::Crash => std::process::abort(),
+            Call::Panic => panic_now(),
             Call::Spin(n) => spin(n).into(),
             Call::AllocMb(n) => {
                 // Touch every page so the memory is really committed.
