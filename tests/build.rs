@@ -51,7 +51,7 @@ fn main() {
         std::thread::spawn(move || build_languages(&plugins_dir, &out))
     };
     let target = target_dir(&plugins_dir);
-    cargo_build(&plugins_dir, &target);
+    cargo_build(&plugins_dir, &target, false);
     let release = target.join("wasm32-wasip2/release");
     let variants = build_variants(
         &root,
@@ -59,7 +59,7 @@ fn main() {
         &target.join("variants"),
     );
     let fixtures_target = fixtures_dir.join("target");
-    cargo_build(&fixtures_dir, &fixtures_target);
+    cargo_build(&fixtures_dir, &fixtures_target, false);
     let fixtures_release = fixtures_target.join("wasm32-wasip2/release");
     let all = members
         .iter()
@@ -150,11 +150,13 @@ fn build_languages(plugins_dir: &Path, out: &Path) -> Vec<(String, PathBuf)> {
     })
 }
 
-/// Variants of `chaos` for the hot-reload tests: (file name, crate version,
-/// features). They compile the same source as `plugins/chaos`.
-const VARIANTS: &[(&str, &str, &str)] = &[
-    ("chaos_v2", "0.2.0", ""),
-    ("chaos_bad_restore", "0.3.0", "restore-traps"),
+/// Variants of `chaos` for the hot-reload and backtrace tests: (file name,
+/// crate version, features, built with debug info). They compile the same
+/// source as `plugins/chaos`.
+const VARIANTS: &[(&str, &str, &str, bool)] = &[
+    ("chaos_v2", "0.2.0", "", false),
+    ("chaos_bad_restore", "0.3.0", "restore-traps", false),
+    ("chaos_debug", "0.4.0", "", true),
 ];
 
 /// Builds each of the [`VARIANTS`] and returns (file name, path of the
@@ -176,7 +178,7 @@ fn build_variants(root: &Path, out: &Path, target: &Path) -> Vec<(String, PathBu
         std::fs::read_to_string(plugins.join("chaos/Cargo.toml")).expect("chaos/Cargo.toml");
     let lock = std::fs::read_to_string(plugins.join("Cargo.lock")).unwrap_or_default();
     let mut built = Vec::new();
-    for (name, version, features) in VARIANTS {
+    for (name, version, features, debug) in VARIANTS {
         let dir = out.join(name);
         std::fs::create_dir_all(dir.join("chaos")).expect("cannot create a variant folder");
         // Older build scripts wrote linker settings there; none belong.
@@ -206,7 +208,7 @@ fn build_variants(root: &Path, out: &Path, target: &Path) -> Vec<(String, PathBu
         write_if_changed(&dir.join("Cargo.toml"), &workspace);
         write_if_changed(&dir.join("Cargo.lock"), &lock);
         let own_target = target.join(name);
-        cargo_build(&dir, &own_target);
+        cargo_build(&dir, &own_target, *debug);
         let wasm = target.join(format!("{name}.wasm"));
         std::fs::copy(own_target.join("wasm32-wasip2/release/chaos.wasm"), &wasm)
             .expect("cannot copy a variant");
@@ -250,8 +252,9 @@ fn write_if_changed(path: &Path, text: &str) {
     }
 }
 
-/// `cargo build --release --target wasm32-wasip2` in `dir`, into `target`.
-fn cargo_build(dir: &Path, target: &Path) {
+/// `cargo build --release --target wasm32-wasip2` in `dir`, into `target`;
+/// with `debug`, with full debug info.
+fn cargo_build(dir: &Path, target: &Path, debug: bool) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -280,6 +283,11 @@ fn cargo_build(dir: &Path, target: &Path) {
         "CARGO_LLVM_COV",
     ] {
         build.env_remove(var);
+    }
+    if debug {
+        build
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "true")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "none");
     }
     let status = build
         .status()

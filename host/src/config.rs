@@ -213,6 +213,10 @@ pub struct PluginConfig {
     /// What a restart after a trap restores: `init` (args only) or
     /// `checkpoint` (`init`, then the last stored state).
     pub restart_from: RestartFrom,
+    /// Resolve file and line for the wasm backtrace of a trap from the
+    /// plugin's DWARF (build it with debug info); costs the memory of its
+    /// debug info, and time only when it traps.
+    pub debug: bool,
 }
 
 /// `[plugins.NAME] restart_from`.
@@ -256,6 +260,7 @@ impl Default for PluginConfig {
             durable_state: false,
             max_state_kib: 1024,
             restart_from: RestartFrom::Init,
+            debug: false,
         }
     }
 }

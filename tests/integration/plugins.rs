@@ -365,6 +365,55 @@ mod chaos {
         assert!(reason.contains("panic_now"), "{reason}");
     }
 
+    /// With `debug = true` and a build with debug info, the frames carry
+    /// file and line; without `debug`, the same build's do not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_debug_plugin_places_its_frames_in_its_sources() {
+        let (host, _dir) = host_with_extra(
+            &[
+                ("chaos_debug", wasmvisor_tests::CHAOS_DEBUG),
+                ("chaos_nodebug", wasmvisor_tests::CHAOS_DEBUG),
+            ],
+            |c| {
+                let debug = wasmvisor::config::PluginConfig {
+                    debug: true,
+                    ..Default::default()
+                };
+                c.plugins.insert("chaos_debug".into(), debug);
+            },
+        )
+        .await;
+        for (id, plugin) in [("d", "chaos_debug"), ("n", "chaos_nodebug")] {
+            start_ok(&host, id, plugin, json!(null)).await;
+        }
+        let trap = |id: &'static str| {
+            let host = host.clone();
+            async move {
+                match call(&host, id, json!("panic")).await {
+                    Err(wasmvisor::CallError::Trapped(why)) => why,
+                    other => panic!("a panic answered {other:?}"),
+                }
+            }
+        };
+        let frame = |text: &str| {
+            let line = text.lines().find(|l| l.contains("!chaos::panic_now"));
+            line.unwrap_or_else(|| panic!("no panic_now frame in\n{text}"))
+                .to_string()
+        };
+        let placed = frame(&trap("d").await);
+        let source = include_str!("../../plugins/chaos/src/lib.rs");
+        let line = 1 + source
+            .lines()
+            .position(|l| l.contains("panic!(\"chaos panic\")"))
+            .expect("chaos panics somewhere");
+        assert!(
+            placed.ends_with(&format!("chaos/src/lib.rs:{line}")),
+            "{placed}"
+        );
+        let plain = frame(&trap("n").await);
+        assert!(!plain.contains(" at "), "{plain}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_spins_and_allocates() {
         let (host, _dir) = host().await;

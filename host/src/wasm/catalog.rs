@@ -5,6 +5,7 @@
 use super::bindings::PluginPre;
 use super::engine::fits_pool;
 use super::state::InstanceState;
+use super::symbols::Symbols;
 use super::tier::{Allocation, Tier};
 use crate::config::PluginConfig;
 use crate::names;
@@ -37,6 +38,8 @@ pub struct Version {
     pub limits: Arc<PluginConfig>,
     /// The engine it was compiled for, and its instances run on.
     pub(crate) tier: Arc<Tier>,
+    /// Its debug info, with `debug = true`.
+    pub(crate) symbols: Option<Arc<Symbols>>,
     pub(crate) component: Component,
     pub(crate) pre: PluginPre<InstanceState>,
 }
@@ -137,6 +140,23 @@ pub(crate) fn compile(
         }
     }
     check_wit_version(&tier.engine, &component)?;
+    let symbols = match limits.debug {
+        false => None,
+        true => match Symbols::read(bytes) {
+            Ok(Some(symbols)) => Some(Arc::new(symbols)),
+            Ok(None) => {
+                tracing::warn!(
+                    "plugin {name} has debug = true but no debug info; build it with debug \
+                     info (e.g. [profile.release] debug = true) for file and line in backtraces"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the debug info of plugin {name}: {e:#}");
+                None
+            }
+        },
+    };
     let pre = tier
         .linker
         .instantiate_pre(&component)
@@ -156,6 +176,7 @@ pub(crate) fn compile(
         content_hash,
         cached: was_cached,
         tier: tier.clone(),
+        symbols,
         component,
         loaded_at: SystemTime::now(),
         compile_ms: started.elapsed().as_secs_f64() * 1e3,

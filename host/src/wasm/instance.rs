@@ -10,8 +10,10 @@ use super::engine::EPOCH_TICK;
 use super::incarnation::{Incarnation, MAX_PENDING, ReplyTx};
 use super::info::{Info, to_wit_reason};
 use super::state::{InstanceState, Interrupted};
+use super::symbols::Symbols;
 use super::tier::Slot;
 use crate::types::{CallError, ExitReason};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use wasmtime::{PoolConcurrencyLimitError, Store, UpdateDeadline};
 
@@ -111,7 +113,7 @@ impl Instance {
                 _slot: slot,
             }),
             Err(e) => {
-                let failure = start_failure(e, store.data_mut());
+                let failure = start_failure(e, store.data_mut(), version.symbols.as_deref());
                 let incarnation = store
                     .data_mut()
                     .take_incarnation()
@@ -143,7 +145,14 @@ impl Instance {
                 Ok((instance, init))
             }
             Ok(Err(message)) => Err(StartFailure::Init(message)),
-            Err(e) => Err(start_failure(e, instance.store.data_mut())),
+            Err(e) => {
+                let symbols = instance.version.symbols.clone();
+                Err(start_failure(
+                    e,
+                    instance.store.data_mut(),
+                    symbols.as_deref(),
+                ))
+            }
         }
     }
 
@@ -188,7 +197,11 @@ impl Instance {
     }
 
     fn fail(&mut self, error: wasmtime::Error) -> ExitReason {
-        classify(error, self.store.data_mut())
+        classify(
+            error,
+            self.store.data_mut(),
+            self.version.symbols.as_deref(),
+        )
     }
 
     /// The incarnation this instance serves.
@@ -398,7 +411,11 @@ impl Instance {
 /// stopped the guest left its reason in `state.kill`; a host failure is
 /// `killed` with a message that says so; everything else is the guest's
 /// fault, reported with the panic message it logged, if any.
-fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
+fn classify(
+    error: wasmtime::Error,
+    state: &mut InstanceState,
+    symbols: Option<&Symbols>,
+) -> ExitReason {
     if let Some(reason) = state.kill.take() {
         return ExitReason::Killed(reason);
     }
@@ -414,21 +431,49 @@ fn classify(error: wasmtime::Error, state: &mut InstanceState) -> ExitReason {
         None => trap,
     };
     // wasmtime records the guest's frames with every trap; naming them
-    // (demangled, from the component's name section) costs only here.
+    // (and, for a `debug` plugin, placing them in its sources) costs only
+    // here.
     match error.downcast_ref::<wasmtime::WasmBacktrace>() {
-        Some(backtrace) if !backtrace.frames().is_empty() => {
-            let frames = backtrace.to_string();
-            let frames = frames.split_once('\n').map_or("", |(_, f)| f);
-            ExitReason::Trap(format!("{trap}\nwasm backtrace:\n{frames}"))
-        }
+        Some(backtrace) if !backtrace.frames().is_empty() => ExitReason::Trap(format!(
+            "{trap}\nwasm backtrace:\n{}",
+            frames(backtrace, symbols)
+        )),
         _ => ExitReason::Trap(trap),
     }
+}
+
+/// One line per frame, innermost first: `module!function`, demangled, and
+/// ` at file:line` where the plugin's debug info says.
+fn frames(backtrace: &wasmtime::WasmBacktrace, symbols: Option<&Symbols>) -> String {
+    let mut out = String::new();
+    for (i, frame) in backtrace.frames().iter().enumerate() {
+        let module = frame.module().name();
+        let function = match frame.func_name() {
+            Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+            None => format!("<wasm function {}>", frame.func_index()),
+        };
+        let _ = write!(
+            out,
+            "{}{i:>4}: {}!{function}",
+            if i == 0 { "" } else { "\n" },
+            module.unwrap_or("<unknown>")
+        );
+        let located = symbols.zip(frame.module_offset());
+        if let Some(place) = located.and_then(|(s, offset)| s.locate(module, offset)) {
+            let _ = write!(out, " at {place}");
+        }
+    }
+    out
 }
 
 /// Why a start failed with `error`: the host could not serve it (the pool
 /// is full, or the operating system refused), or the guest's instantiation
 /// or `init` failed (trapped, or was killed by a limit).
-fn start_failure(error: wasmtime::Error, state: &mut InstanceState) -> StartFailure {
+fn start_failure(
+    error: wasmtime::Error,
+    state: &mut InstanceState,
+    symbols: Option<&Symbols>,
+) -> StartFailure {
     if state.kill.is_none() {
         if error.is::<PoolConcurrencyLimitError>() {
             return StartFailure::Unavailable(format!(
@@ -439,7 +484,7 @@ fn start_failure(error: wasmtime::Error, state: &mut InstanceState) -> StartFail
             return StartFailure::Unavailable(failure);
         }
     }
-    StartFailure::Init(classify(error, state).to_string())
+    StartFailure::Init(classify(error, state, symbols).to_string())
 }
 
 /// What the host failed at, when `error` is the host's and not the guest's:

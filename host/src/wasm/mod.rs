@@ -17,6 +17,7 @@ mod outbound;
 mod port;
 mod state;
 mod stdio;
+mod symbols;
 mod tier;
 
 pub(crate) use catalog::Catalog;
