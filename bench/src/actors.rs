@@ -77,7 +77,7 @@ fn id(i: usize) -> String {
 }
 
 fn lazy_tracker(i: usize) -> ChildSpec {
-    crate::workloads::tracker_spec(id(i)).activate(Activate::Lazy)
+    crate::shared::tracker_spec(id(i)).activate(Activate::Lazy)
 }
 
 /// The average init-args bytes of a child: not counted as the host's cost.
@@ -160,8 +160,8 @@ pub async fn run(plugins: &Path, dir: &Path, pool: &PoolConfig, sizes: Sizes) ->
         wakes.push(t.elapsed());
     }
     wakes.sort();
-    v.wake_p50_us = crate::workloads::percentile(&wakes, 0.5);
-    v.wake_p99_us = crate::workloads::percentile(&wakes, 0.99);
+    v.wake_p50_us = crate::shared::percentile(&wakes, 0.5);
+    v.wake_p99_us = crate::shared::percentile(&wakes, 0.99);
 
     // A host starting with every stored child, until the last one started
     // answers a call.

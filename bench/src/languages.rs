@@ -3,8 +3,8 @@
 //! same host: compile time cold and from the compile cache, spawn time,
 //! resident memory per instance, and calls from one client.
 
+use crate::shared::percentile;
 use crate::system;
-use crate::workloads::percentile;
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

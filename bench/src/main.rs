@@ -9,6 +9,7 @@ mod beam;
 mod languages;
 mod native;
 mod report;
+mod shared;
 mod system;
 mod workloads;
 

@@ -4,12 +4,13 @@
 
 use crate::native::{self, NativeHost};
 use crate::report::Report;
+use crate::shared::{percentile, tracker_spec};
 use crate::system;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmvisor::config::{Config, PluginConfig, PoolConfig};
-use wasmvisor::{CallError, ChildSpec, Event, Host, Restart, StartError};
+use wasmvisor::{CallError, ChildSpec, Event, Host, StartError};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -107,14 +108,6 @@ pub fn default_plugins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
 }
 
-pub(crate) fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
 /// A host on a temp plugins folder holding chaos and tracker.
 async fn host(opts: &Options, dir: &Path, max_instances: u32) -> Result<Host> {
     let plugins = dir.join("plugins");
@@ -153,18 +146,6 @@ async fn host(opts: &Options, dir: &Path, max_instances: u32) -> Result<Host> {
         host.plugins()
     );
     Ok(host)
-}
-
-pub(crate) fn tracker_spec(id: String) -> ChildSpec {
-    let args = format!(r#"{{"transaction_id":"{id}"}}"#);
-    ChildSpec {
-        id,
-        plugin: "tracker".into(),
-        args: args.into_bytes().into(),
-        restart: Restart::Permanent,
-        shutdown_ms: wasmvisor::types::DEFAULT_SHUTDOWN_MS,
-        activate: wasmvisor::types::Activate::Eager,
-    }
 }
 
 async fn call(host: &Host, id: &str, msg: &[u8]) -> Result<Vec<u8>, CallError> {
