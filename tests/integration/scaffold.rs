@@ -64,9 +64,9 @@ async fn a_new_plugin_builds_with_no_edits_and_runs_in_the_host() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
 
-/// `wasmvisor new NAME --lang LANG` in a temp folder, then `build` there;
-/// returns the built `.wasm`.
-fn new_and_build(lang: &str, name: &str, build: &[&[&str]]) -> (tempfile::TempDir, String) {
+/// `wasmvisor new NAME --lang LANG` in a temp folder inside the checkout
+/// (so a Rust crate finds its SDK): the folder, and the plugin's.
+fn scaffold(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = Command::new(BIN)
         .args(["new", name, "--lang", lang])
@@ -79,6 +79,13 @@ fn new_and_build(lang: &str, name: &str, build: &[&[&str]]) -> (tempfile::TempDi
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = parent.path().join(name);
+    (parent, dir)
+}
+
+/// [`scaffold`], then `build` in the plugin's folder; returns the built
+/// `.wasm`.
+fn new_and_build(lang: &str, name: &str, build: &[&[&str]]) -> (tempfile::TempDir, String) {
+    let (parent, dir) = scaffold(lang, name);
     for command in build {
         let run = Command::new(command[0])
             .args(&command[1..])
@@ -133,18 +140,7 @@ async fn dev_serves_each_edit_and_keeps_the_old_version_on_a_compiler_error() {
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let out = Command::new(BIN)
-        .args(["new", "dev_plugin"])
-        .current_dir(parent.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let krate = parent.path().join("dev_plugin");
+    let (_parent, krate) = scaffold("rust", "dev_plugin");
     let host = RunningHost::start(&[]).await;
 
     let mut dev = tokio::process::Command::new(BIN)
