@@ -49,10 +49,7 @@ async fn a_new_plugin_builds_with_no_edits_and_runs_in_the_host() {
         "/scaffold-target/wasm32-wasip2/release/hello_plugin.wasm"
     );
 
-    let (host, _dir) = host_with_extra(&[("hello_plugin", wasm)], |_| {}).await;
-    start_ok(&host, "h", "hello_plugin", json!(null)).await;
-    assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
-    assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
+    answers_ping("hello_plugin", wasm).await;
 
     // Run again, it refuses to overwrite.
     let again = Command::new(BIN)
@@ -106,8 +103,14 @@ fn new_and_build(lang: &str, name: &str, build: &[&[&str]]) -> (tempfile::TempDi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_python_plugin_builds_with_no_edits_and_runs_in_the_host() {
     let (_parent, wasm) = new_and_build("python", "hello_py", &[&["bash", "build.sh"]]);
-    let (host, _dir) = host_with_extra(&[("hello_py", &wasm)], |_| {}).await;
-    start_ok(&host, "h", "hello_py", json!(null)).await;
+    answers_ping("hello_py", &wasm).await;
+}
+
+/// A host with the plugin `name` at `wasm` runs a child that answers
+/// "ping" and counts it.
+async fn answers_ping(name: &str, wasm: &str) {
+    let (host, _dir) = host_with_extra(&[(name, wasm)], |_| {}).await;
+    start_ok(&host, "h", name, json!(null)).await;
     assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
     assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
 }
@@ -125,10 +128,7 @@ async fn a_new_js_plugin_builds_with_no_edits_and_runs_in_the_host() {
         &["npm", "run", "build", "--silent"],
     ];
     let (_parent, wasm) = new_and_build("js", "hello_js", build);
-    let (host, _dir) = host_with_extra(&[("hello_js", &wasm)], |_| {}).await;
-    start_ok(&host, "h", "hello_js", json!(null)).await;
-    assert_eq!(call_ok(&host, "h", json!("ping")).await, json!("pong"));
-    assert_eq!(call_ok(&host, "h", json!("count")).await, json!(1));
+    answers_ping("hello_js", &wasm).await;
 }
 
 /// `wasmvisor dev` on a scaffolded crate, placing builds into a running

@@ -221,14 +221,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A failure as the one line scripts expect: a trap's wasm backtrace (the
-/// rest of its message) stays in the child's `last_exit`.
+/// A failure as the one line scripts expect: the first line of its message
+/// (the rest, such as a trap's wasm backtrace, stays in the child's
+/// `last_exit`).
 fn one_line(message: &str) -> String {
-    match message.split_once("\nwasm backtrace:") {
-        Some((first, _)) => {
-            format!("{first} (its wasm backtrace: `wasmvisor ps --json`, the child's last_exit)")
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default();
+    match lines.count() {
+        0 => first.to_string(),
+        more => {
+            format!("{first} ({more} more lines: `wasmvisor ps --json`, the child's last_exit)")
         }
-        None => message.replace('\n', " "),
     }
 }
 

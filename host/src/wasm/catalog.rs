@@ -106,24 +106,17 @@ pub(crate) fn compile(
     }
     let started = Instant::now();
     let content_hash = content_hash(bytes);
-    let on_demand_compile = || {
-        on_demand
-            .load_or_compile(bytes, &content_hash)
-            .context("not a valid wasm component")
-    };
-    let (tier, (component, was_cached)) = match fits_pool(bytes) {
-        false => (on_demand, on_demand_compile()?),
-        true => match pool.load_or_compile(bytes, &content_hash) {
-            Ok(compiled) => (pool, compiled),
-            // The pool refuses a component over a slot's limits, which the
-            // binary did not show; the on-demand engine has none, so what
-            // it refuses is invalid.
-            Err(refused) => {
-                let compiled = on_demand_compile()?;
-                tracing::info!("plugin {name} runs on demand: {refused:#}");
-                (on_demand, compiled)
-            }
-        },
+    // An artifact in the cache says which engine the plugin runs on; only
+    // a plugin compiled for neither is read to decide.
+    let cached = [pool, on_demand]
+        .into_iter()
+        .find_map(|tier| Some((tier, tier.cached(&content_hash)?)));
+    let (tier, component, was_cached) = match cached {
+        Some((tier, component)) => (tier, component, true),
+        None => {
+            let (tier, component) = compile_for(pool, on_demand, name, bytes)?;
+            (tier, component, false)
+        }
     };
     if let Some(needs) = component.resources_required() {
         let cap = u64::from(limits.memory_mb) * 1024 * 1024;
@@ -184,6 +177,35 @@ pub(crate) fn compile(
         limits: Arc::new(limits),
         pre,
     })
+}
+
+/// Compiles a plugin for the pool when its binary fits a slot, on demand
+/// otherwise.
+fn compile_for<'t>(
+    pool: &'t Arc<Tier>,
+    on_demand: &'t Arc<Tier>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(&'t Arc<Tier>, Component)> {
+    let on_demand_compile = || {
+        on_demand
+            .compile(bytes)
+            .context("not a valid wasm component")
+    };
+    if !fits_pool(bytes) {
+        return Ok((on_demand, on_demand_compile()?));
+    }
+    match pool.compile(bytes) {
+        Ok(component) => Ok((pool, component)),
+        // The pool refuses a component over a slot's limits, which the
+        // binary did not show; the on-demand engine has none, so what it
+        // refuses is invalid.
+        Err(refused) => {
+            let component = on_demand_compile()?;
+            tracing::info!("plugin {name} runs on demand: {refused:#}");
+            Ok((on_demand, component))
+        }
+    }
 }
 
 /// The WIT package plugins are built against, and the version this host

@@ -65,22 +65,15 @@ impl Tier {
         }
     }
 
-    /// The cached compilation of `bytes` for this tier's engine, or a new
-    /// one; the flag says whether it came from the cache.
-    pub(crate) fn load_or_compile(
-        &self,
-        bytes: &[u8],
-        content_hash: &str,
-    ) -> Result<(Component, bool)> {
-        if let Some(component) = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(&self.engine, content_hash))
-        {
-            return Ok((component, true));
-        }
-        let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
-        Ok((component, false))
+    /// This tier's compilation of the plugin whose content hash is
+    /// `content_hash`, if the compile cache holds a valid one.
+    pub(crate) fn cached(&self, content_hash: &str) -> Option<Component> {
+        self.cache.as_ref()?.load(&self.engine, content_hash)
+    }
+
+    /// Compiles `bytes` for this tier's engine.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        Component::new(&self.engine, bytes).map_err(anyhow::Error::from)
     }
 
     /// A slot for one more instance, or why there is none. The slot is
