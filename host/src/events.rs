@@ -9,7 +9,9 @@
 use crate::types::ExitReason;
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 /// How many events a slow subscriber may fall behind before it skips some
@@ -197,27 +199,54 @@ fn message_as_json<S: Serializer>(msg: &Bytes, s: S) -> Result<S::Ok, S::Error> 
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
     hibernation: broadcast::Sender<Arc<Event>>,
+    /// The last [`RECENT`] lifecycle events (no topic or hibernation
+    /// events), for a dashboard that opens after they happened.
+    recent: Mutex<VecDeque<Arc<Event>>>,
 }
+
+/// How many lifecycle events [`EventBus::recent`] keeps.
+pub const RECENT: usize = 1000;
 
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
             tx: broadcast::channel(CAPACITY).0,
             hibernation: broadcast::channel(CAPACITY).0,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
     }
 }
 
 impl EventBus {
     pub(crate) fn emit(&self, event: Event) {
-        let tx = match event.is_hibernation() {
-            true => &self.hibernation,
-            false => &self.tx,
-        };
-        // No subscriber is the common case; then there is nothing to do.
-        if tx.receiver_count() > 0 {
-            let _ = tx.send(Arc::new(event));
+        if event.is_hibernation() {
+            // No subscriber is the common case; then there is nothing to do.
+            if self.hibernation.receiver_count() > 0 {
+                let _ = self.hibernation.send(Arc::new(event));
+            }
+            return;
         }
+        let keep = event.topic().is_none();
+        if !keep && self.tx.receiver_count() == 0 {
+            return;
+        }
+        let event = Arc::new(event);
+        if keep {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(event);
+        }
+    }
+
+    /// The last lifecycle events, oldest first.
+    pub(crate) fn recent(&self) -> Vec<Arc<Event>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
     }
 
     pub(crate) fn subscribe_hibernation(&self) -> broadcast::Receiver<Arc<Event>> {

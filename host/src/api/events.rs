@@ -63,3 +63,15 @@ pub(crate) async fn stream(
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// `GET /v1/events/recent`: the last lifecycle events the host keeps, oldest
+/// first, for a client that starts listening after they happened.
+pub(crate) async fn recent(State(host): State<Host>) -> axum::Json<Vec<serde_json::Value>> {
+    let events = host.recent_events();
+    axum::Json(
+        events
+            .iter()
+            .filter_map(|e| serde_json::to_value(&**e).ok())
+            .collect(),
+    )
+}

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): JSON in and out, errors as `{"error", "message"}`.
 
 mod children;
+mod dashboard;
 pub mod error;
 mod events;
 
@@ -20,8 +21,9 @@ use std::sync::Arc;
 /// The largest request body the API reads (a message and its envelope).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The API's router for `host`. With `token`, every route but `/healthz`
-/// requires `Authorization: Bearer <token>`.
+/// The API's router for `host`. With `token`, every route requires
+/// `Authorization: Bearer <token>` but `/healthz` and the dashboard's page
+/// and assets, which hold no data.
 pub fn router(host: Host, token: Option<String>) -> Router {
     let api = Router::new()
         .route("/v1/plugins", get(plugins))
@@ -37,12 +39,16 @@ pub fn router(host: Host, token: Option<String>) -> Router {
         .route("/v1/children/{id}/cast", post(children::cast))
         .route("/v1/tree", get(tree))
         .route("/v1/events", get(events::stream))
+        .route("/v1/events/recent", get(events::recent))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             token.map(|t| Arc::new(Sha256::digest(t.as_bytes()).to_vec())),
             authorize,
         ));
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),

@@ -57,6 +57,9 @@ pub struct Cell {
     /// When the child last took a message, in ms of the host's clock: the
     /// least recently used idle child is the one a full pool hibernates.
     pub(crate) last_active: AtomicU64,
+    /// Bytes of linear memory of its instance (0 without one), as of its
+    /// last callback.
+    pub(crate) memory: AtomicU64,
     /// The current (or last) incarnation.
     generation: AtomicU64,
     /// The last reference handed out (timers, monitors, replies, requests).
@@ -75,6 +78,7 @@ impl Cell {
             mailbox: Mailbox::new(bound),
             control: ControlSlot::default(),
             last_active: AtomicU64::new(0),
+            memory: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             trap_exits: AtomicBool::new(false),

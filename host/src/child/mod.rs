@@ -966,7 +966,11 @@ impl Child {
         if hibernates {
             self.env.awake.insert(&self.cell);
         }
+        self.cell
+            .memory
+            .store(instance.memory_bytes(), Ordering::Relaxed);
         let ended = self.serving(&mut instance, first).await;
+        self.cell.memory.store(0, Ordering::Relaxed);
         if hibernates {
             self.env.awake.remove(&self.cell);
         }
@@ -1143,6 +1147,9 @@ impl Child {
     /// What the guest asked for during its last callback: to stop, or to
     /// hibernate.
     async fn after_callback(&mut self, instance: &mut Instance) -> Option<Ended> {
+        self.cell
+            .memory
+            .store(instance.memory_bytes(), Ordering::Relaxed);
         if let Some(reason) = instance.take_stop_request() {
             self.terminate(instance, &reason).await;
             return Some(Ended::Exit(reason));

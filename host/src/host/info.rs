@@ -34,6 +34,9 @@ pub struct ChildInfo {
     pub args: serde_json::Value,
     /// Messages waiting in its mailbox (calls, casts and notifications).
     pub queued: usize,
+    /// Bytes of linear memory of its instance, as of its last callback (0
+    /// without an instance).
+    pub memory_bytes: u64,
     /// Whether it was brought back from the state database at host start.
     pub restored: bool,
     /// The supervision group it belongs to (config children only).
@@ -89,6 +92,7 @@ fn child_info(cell: &Cell) -> ChildInfo {
             serde_json::Value::String(String::from_utf8_lossy(&cell.spec.args).into_owned())
         }),
         queued: cell.mailbox.queued(),
+        memory_bytes: cell.memory.load(std::sync::atomic::Ordering::Relaxed),
         restored: state.restored,
         group: state.group.as_deref().map(str::to_string),
         started_at_ms: unix_ms(state.started_at),

@@ -194,6 +194,12 @@ impl Host {
         self.sup.env.events.subscribe()
     }
 
+    /// The last lifecycle events (at most [`crate::events::RECENT`], oldest
+    /// first; no topic or hibernation events).
+    pub fn recent_events(&self) -> Vec<Arc<Event>> {
+        self.sup.env.events.recent()
+    }
+
     /// Subscribes to hibernation events (`child_hibernated`,
     /// `child_woken`), which [`Host::events`] leaves out.
     pub fn hibernation_events(&self) -> broadcast::Receiver<Arc<Event>> {

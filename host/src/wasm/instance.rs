@@ -402,6 +402,11 @@ impl Instance {
         std::mem::take(&mut self.store.data_mut().hibernate_request)
     }
 
+    /// Bytes of linear memory the instance has.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.store.data().memory as u64
+    }
+
     pub(crate) fn take_stop_request(&mut self) -> Option<ExitReason> {
         self.store.data_mut().stop_request.take()
     }

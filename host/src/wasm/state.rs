@@ -38,6 +38,8 @@ pub(crate) struct InstanceState {
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,
     memory_cap: usize,
+    /// Bytes of linear memory the instance has, summed over its memories.
+    pub(super) memory: usize,
     /// Epoch ticks one callback may run, and how many it has run.
     pub(super) cpu_budget: u32,
     pub(super) cpu_ticks: u32,
@@ -82,6 +84,7 @@ impl InstanceState {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_policy,
             memory_cap: limits.memory_mb as usize * 1024 * 1024,
+            memory: 0,
             cpu_budget,
             cpu_ticks: 0,
             kill: None,
@@ -137,7 +140,7 @@ impl wasmtime_wasi_http::WasiHttpView for InstanceState {
 impl ResourceLimiter for InstanceState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -149,6 +152,7 @@ impl ResourceLimiter for InstanceState {
             ));
             return Err(wasmtime::Error::new(Interrupted));
         }
+        self.memory += desired.saturating_sub(current);
         Ok(true)
     }
 
