@@ -37,6 +37,7 @@ pub mod config;
 pub mod events;
 pub(crate) mod metrics;
 pub mod names;
+pub mod trace;
 pub mod types;
 
 pub(crate) mod wasm;

@@ -1,30 +1,23 @@
-//! Counters for `/metrics`, in the Prometheus text exposition format
-//! (version 0.0.4). The hot paths touch only relaxed atomics.
+//! The host's metrics, kept by `prometheus-client` and written for
+//! `/metrics` in the OpenMetrics text format. Counters are relaxed atomics;
+//! a histogram takes its own short lock per observation. Gauges are set
+//! from the host's state at scrape time.
 
-use crate::types::{CallError, ExitReason};
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::types::{CallError, ExitReason, Status};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
 
-/// A gauge sampled at scrape time: its samples are (labels, value), labels
-/// written as `{k="v"}` or empty.
-pub(crate) struct Gauge<'a> {
-    pub name: &'a str,
-    pub help: &'a str,
-    pub samples: Vec<(String, u64)>,
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Default)]
-pub(crate) struct Metrics {
-    calls: AtomicU64,
-    casts: AtomicU64,
-    call_errors: [AtomicU64; 8],
-    restarts: AtomicU64,
-    exits: [AtomicU64; 6],
-    plugin_loads: AtomicU64,
-    plugin_load_failures: AtomicU64,
-    hibernations: AtomicU64,
-    wakes: AtomicU64,
-}
+type Label = [(&'static str, &'static str); 1];
+type PluginLabel = [(&'static str, String); 1];
+type Histograms = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 const CALL_ERROR_CODES: [&str; 8] = [
     "not_found",
@@ -44,18 +37,213 @@ const EXIT_CODES: [&str; 6] = [
     "init_failed",
     "linked",
 ];
+/// Every status a child can have, as `wasmvisor_children` counts them.
+pub(crate) const STATUSES: [Status; 8] = [
+    Status::Starting,
+    Status::Running,
+    Status::Restarting,
+    Status::Backoff,
+    Status::Failed,
+    Status::Waiting,
+    Status::Ignored,
+    Status::Hibernated,
+];
+/// The kinds of pool memory `wasmvisor_pool_unused_resident_bytes` shows.
+pub(crate) const POOL_KINDS: [&str; 3] = ["memory", "table", "stack"];
 
-fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+/// From 1 µs to about 4 s, by fours: a call takes microseconds, but a
+/// callback may run up to its CPU deadline.
+fn call_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    calls: Counter,
+    casts: Counter,
+    call_errors: [Counter; 8],
+    exits: [Counter; 6],
+    restarts: Counter,
+    hibernations: Counter,
+    wakes: Counter,
+    plugin_loads: Counter,
+    plugin_load_failures: Counter,
+    call_duration: Histograms,
+    mailbox_wait: Histogram,
+    restart_duration: Histogram,
+    reload_duration: Histogram,
+    children: [Gauge; 8],
+    plugins: Gauge,
+    instances: Gauge,
+    on_demand_instances: Gauge,
+    pool_unused: [Gauge; 3],
+}
+
+/// One counter of `family` per label value, created up front so that every
+/// value shows, zero or not, and so that the hot path skips the family's
+/// lookup.
+fn per_label<M: Clone + Default, const N: usize>(
+    family: &Family<Label, M>,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [M; N] {
+    values.map(|v| family.get_or_create(&[(key, v)]).clone())
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        // Counter names leave out `_total`: the encoder adds it.
+        let calls = counter(&mut r, "wasmvisor_calls", "Calls sent to children");
+        let casts = counter(&mut r, "wasmvisor_casts", "Casts sent to children");
+        let errors = Family::<Label, Counter>::default();
+        r.register(
+            "wasmvisor_call_errors",
+            "Calls and casts that failed, by error code",
+            errors.clone(),
+        );
+        let exits = Family::<Label, Counter>::default();
+        r.register(
+            "wasmvisor_exits",
+            "Instance exits that the supervisor decided on, by reason",
+            exits.clone(),
+        );
+        let restarts = counter(
+            &mut r,
+            "wasmvisor_restarts",
+            "Instances started to replace an exited one",
+        );
+        let hibernations = counter(
+            &mut r,
+            "wasmvisor_hibernations",
+            "Children that gave their instance back and kept their state",
+        );
+        let wakes = counter(
+            &mut r,
+            "wasmvisor_wakes",
+            "Children without an instance woken by a message or a signal",
+        );
+        let plugin_loads = counter(
+            &mut r,
+            "wasmvisor_plugin_loads",
+            "Plugin versions compiled and installed",
+        );
+        let plugin_load_failures = counter(
+            &mut r,
+            "wasmvisor_plugin_load_failures",
+            "Plugin files that failed to load",
+        );
+        let call_duration = Histograms::new_with_constructor(call_buckets);
+        r.register_with_unit(
+            "wasmvisor_call_duration",
+            "Time a child took to handle a call (its handle-call), by plugin",
+            Unit::Seconds,
+            call_duration.clone(),
+        );
+        let mailbox_wait = call_buckets();
+        r.register_with_unit(
+            "wasmvisor_mailbox_wait",
+            "Time a call or cast waited in a child's mailbox",
+            Unit::Seconds,
+            mailbox_wait.clone(),
+        );
+        // From 10 µs to about 2.6 s: a restart is an instantiation and an
+        // init, unless init does real work.
+        let restart_duration = Histogram::new(exponential_buckets(1e-5, 4.0, 10));
+        r.register_with_unit(
+            "wasmvisor_restart_duration",
+            "From an instance's exit to its replacement serving, for restarts without a backoff",
+            Unit::Seconds,
+            restart_duration.clone(),
+        );
+        // From 1 ms to about 65 s: a reload compiles, then moves every
+        // child of the plugin.
+        let reload_duration = Histogram::new(exponential_buckets(1e-3, 4.0, 9));
+        r.register_with_unit(
+            "wasmvisor_reload_duration",
+            "From a plugin file change being noticed to the last child serving the new version",
+            Unit::Seconds,
+            reload_duration.clone(),
+        );
+        let children = Family::<Label, Gauge>::default();
+        r.register("wasmvisor_children", "Children by status", children.clone());
+        let plugins = gauge(&mut r, "wasmvisor_plugins", "Plugins with a loaded version");
+        let instances = gauge(
+            &mut r,
+            "wasmvisor_instances",
+            "Live wasm instances in the pool ([pool] max_instances at most)",
+        );
+        let on_demand_instances = gauge(
+            &mut r,
+            "wasmvisor_on_demand_instances",
+            "Live instances of plugins too large for the pool ([pool] on_demand_instances at most)",
+        );
+        let pool_unused = Family::<Label, Gauge>::default();
+        r.register(
+            "wasmvisor_pool_unused_resident_bytes",
+            "Bytes freed pool slots keep resident for the next instance ([pool] keep_resident_kib)",
+            pool_unused.clone(),
+        );
+        Metrics {
+            calls,
+            casts,
+            call_errors: per_label(&errors, "code", CALL_ERROR_CODES),
+            exits: per_label(&exits, "reason", EXIT_CODES),
+            restarts,
+            hibernations,
+            wakes,
+            plugin_loads,
+            plugin_load_failures,
+            call_duration,
+            mailbox_wait,
+            restart_duration,
+            reload_duration,
+            children: per_label(&children, "status", STATUSES.map(Status::as_str)),
+            plugins,
+            instances,
+            on_demand_instances,
+            pool_unused: per_label(&pool_unused, "kind", POOL_KINDS),
+            registry: r,
+        }
+    }
+}
+
+/// The gauges, as sampled from the host's state at scrape time.
+pub(crate) struct Sample {
+    /// Children per status, in the order of [`STATUSES`].
+    pub children: [u64; 8],
+    pub plugins: u64,
+    pub instances: u64,
+    pub on_demand_instances: u64,
+    /// Bytes per kind, in the order of [`POOL_KINDS`].
+    pub pool_unused: [u64; 3],
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn set(gauge: &Gauge, value: u64) {
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
 }
 
 impl Metrics {
     pub(crate) fn call(&self) {
-        inc(&self.calls);
+        self.calls.inc();
     }
 
     pub(crate) fn cast(&self) {
-        inc(&self.casts);
+        self.casts.inc();
     }
 
     pub(crate) fn call_error(&self, error: &CallError) {
@@ -69,19 +257,19 @@ impl Metrics {
             CallError::InitFailed(_) => 6,
             CallError::Unavailable(_) => 7,
         };
-        inc(&self.call_errors[i]);
+        self.call_errors[i].inc();
     }
 
     pub(crate) fn restart(&self) {
-        inc(&self.restarts);
+        self.restarts.inc();
     }
 
     pub(crate) fn hibernation(&self) {
-        inc(&self.hibernations);
+        self.hibernations.inc();
     }
 
     pub(crate) fn wake(&self) {
-        inc(&self.wakes);
+        self.wakes.inc();
     }
 
     pub(crate) fn exit(&self, reason: &ExitReason) {
@@ -95,98 +283,56 @@ impl Metrics {
             // Only ever in `down` notifications, never an instance's exit.
             ExitReason::Noproc => return,
         };
-        inc(&self.exits[i]);
+        self.exits[i].inc();
     }
 
     pub(crate) fn plugin_load(&self, ok: bool) {
-        inc(if ok {
-            &self.plugin_loads
-        } else {
-            &self.plugin_load_failures
-        });
+        match ok {
+            true => self.plugin_loads.inc(),
+            false => self.plugin_load_failures.inc(),
+        };
     }
 
-    /// Renders every metric; `gauges` are sampled by the caller at scrape
-    /// time.
-    pub(crate) fn render(&self, gauges: &[Gauge<'_>]) -> String {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        family(
-            "wasmvisor_calls_total",
-            "counter",
-            "Calls sent to children.",
-            &[(String::new(), load(&self.calls))],
-        );
-        family(
-            "wasmvisor_casts_total",
-            "counter",
-            "Casts sent to children.",
-            &[(String::new(), load(&self.casts))],
-        );
-        let errors: Vec<_> = CALL_ERROR_CODES
-            .iter()
-            .zip(&self.call_errors)
-            .map(|(code, c)| (format!("{{code=\"{code}\"}}"), load(c)))
-            .collect();
-        family(
-            "wasmvisor_call_errors_total",
-            "counter",
-            "Calls and casts that failed, by error code.",
-            &errors,
-        );
-        let exits: Vec<_> = EXIT_CODES
-            .iter()
-            .zip(&self.exits)
-            .map(|(code, c)| (format!("{{reason=\"{code}\"}}"), load(c)))
-            .collect();
-        family(
-            "wasmvisor_exits_total",
-            "counter",
-            "Instance exits that the supervisor decided on, by reason.",
-            &exits,
-        );
-        family(
-            "wasmvisor_restarts_total",
-            "counter",
-            "Instances started to replace an exited one.",
-            &[(String::new(), load(&self.restarts))],
-        );
-        family(
-            "wasmvisor_hibernations_total",
-            "counter",
-            "Children that gave their instance back and kept their state.",
-            &[(String::new(), load(&self.hibernations))],
-        );
-        family(
-            "wasmvisor_wakes_total",
-            "counter",
-            "Children without an instance woken by a message or a signal.",
-            &[(String::new(), load(&self.wakes))],
-        );
-        family(
-            "wasmvisor_plugin_loads_total",
-            "counter",
-            "Plugin versions compiled and installed.",
-            &[(String::new(), load(&self.plugin_loads))],
-        );
-        family(
-            "wasmvisor_plugin_load_failures_total",
-            "counter",
-            "Plugin files that failed to load.",
-            &[(String::new(), load(&self.plugin_load_failures))],
-        );
-        for g in gauges {
-            family(g.name, "gauge", g.help, &g.samples);
+    /// The call-duration histogram of `plugin`, for its children to keep.
+    pub(crate) fn call_duration(&self, plugin: &str) -> Histogram {
+        self.call_duration
+            .get_or_create(&[("plugin", plugin.to_string())])
+            .clone()
+    }
+
+    pub(crate) fn mailbox_wait(&self, wait: Duration) {
+        self.mailbox_wait.observe(seconds(wait));
+    }
+
+    pub(crate) fn restart_duration(&self, took: Duration) {
+        self.restart_duration.observe(seconds(took));
+    }
+
+    pub(crate) fn reload_duration(&self, took: Duration) {
+        self.reload_duration.observe(seconds(took));
+    }
+
+    /// Every metric, with the gauges set from `sample`.
+    pub(crate) fn render(&self, sample: &Sample) -> String {
+        for (g, n) in self.children.iter().zip(sample.children) {
+            set(g, n);
         }
+        set(&self.plugins, sample.plugins);
+        set(&self.instances, sample.instances);
+        set(&self.on_demand_instances, sample.on_demand_instances);
+        for (g, n) in self.pool_unused.iter().zip(sample.pool_unused) {
+            set(g, n);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Observes one duration into a histogram a caller keeps.
+pub(crate) fn observe(histogram: &Histogram, took: Duration) {
+    histogram.observe(seconds(took));
 }
 
 #[cfg(test)]
@@ -194,19 +340,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_help_type_and_samples() {
+    fn renders_counters_gauges_and_histograms() {
         let m = Metrics::default();
         m.call();
         m.call_error(&CallError::Timeout);
         m.exit(&ExitReason::Trap("x".into()));
-        let text = m.render(&[Gauge {
-            name: "wasmvisor_children",
-            help: "Children.",
-            samples: vec![(String::new(), 2)],
-        }]);
-        assert!(text.contains("# TYPE wasmvisor_calls_total counter\nwasmvisor_calls_total 1\n"));
+        observe(&m.call_duration("echo"), Duration::from_micros(3));
+        m.mailbox_wait(Duration::from_micros(2));
+        let text = m.render(&Sample {
+            children: [0, 2, 0, 0, 0, 0, 0, 0],
+            plugins: 1,
+            instances: 2,
+            on_demand_instances: 0,
+            pool_unused: [4096, 0, 0],
+        });
+        assert!(text.contains("# TYPE wasmvisor_calls counter\nwasmvisor_calls_total 1\n"));
         assert!(text.contains("wasmvisor_call_errors_total{code=\"timeout\"} 1\n"));
+        assert!(text.contains("wasmvisor_call_errors_total{code=\"not_found\"} 0\n"));
         assert!(text.contains("wasmvisor_exits_total{reason=\"trap\"} 1\n"));
-        assert!(text.contains("# TYPE wasmvisor_children gauge\nwasmvisor_children 2\n"));
+        assert!(text.contains("wasmvisor_children{status=\"running\"} 2\n"));
+        assert!(text.contains("wasmvisor_pool_unused_resident_bytes{kind=\"memory\"} 4096\n"));
+        assert!(text.contains("# TYPE wasmvisor_call_duration_seconds histogram\n"));
+        assert!(
+            text.contains(
+                "wasmvisor_call_duration_seconds_bucket{le=\"0.000004\",plugin=\"echo\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("wasmvisor_mailbox_wait_seconds_count 1\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 }

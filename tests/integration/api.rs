@@ -460,18 +460,23 @@ async fn topic_filter_keeps_only_that_topic() {
     reader.abort();
 }
 
-/// A strict reader of the Prometheus text format (0.0.4): every line is a
-/// `# HELP`, a `# TYPE` that precedes its samples, or `name{labels} value`.
+/// A strict reader of the OpenMetrics text format: every line is a
+/// `# HELP`, `# UNIT` or `# TYPE` of a family declared before its samples,
+/// a sample `name{labels} value`, and the last line is `# EOF`.
 fn parse_prometheus(text: &str) -> HashMap<String, f64> {
     let mut types = HashMap::new();
     let mut samples = HashMap::new();
-    for line in text.lines() {
+    assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
+    for line in text.lines().filter(|l| *l != "# EOF") {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             assert!(rest.split_once(' ').is_some(), "HELP without text: {line}");
+        } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+            let (name, _) = rest.split_once(' ').expect("UNIT name unit");
+            assert!(types.contains_key(name), "UNIT before its TYPE: {line}");
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                ["counter", "gauge", "histogram", "summary", "unknown"].contains(&kind),
                 "{line}"
             );
             assert!(
@@ -490,7 +495,11 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
                 "bad metric name {name}"
             );
-            assert!(types.contains_key(name), "sample before its TYPE: {line}");
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| types.contains_key(*f)))
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "sample before its TYPE: {line}");
             if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
                 let inner = labels
                     .strip_prefix('{')
@@ -554,6 +563,67 @@ async fn metrics_parse_as_prometheus_text() {
         samples["wasmvisor_children{status=\"running\"}"]
             + samples["wasmvisor_children{status=\"restarting\"}"],
         1.0
+    );
+    // Histograms, with buckets: both calls that reached the child were
+    // handled, and the crash was followed by one restart.
+    assert_eq!(
+        samples["wasmvisor_call_duration_seconds_count{plugin=\"chaos\"}"],
+        2.0
+    );
+    assert_eq!(
+        samples["wasmvisor_call_duration_seconds_bucket{le=\"+Inf\",plugin=\"chaos\"}"],
+        2.0
+    );
+    let buckets = samples
+        .keys()
+        .filter(|k| k.starts_with("wasmvisor_call_duration_seconds_bucket{"))
+        .count();
+    assert!(buckets > 5, "{buckets} buckets");
+    assert_eq!(samples["wasmvisor_mailbox_wait_seconds_count"], 2.0);
+    assert_eq!(samples["wasmvisor_restart_duration_seconds_count"], 1.0);
+    assert!(samples.contains_key("wasmvisor_reload_duration_seconds_bucket{le=\"+Inf\"}"));
+}
+
+/// The Prometheus Python client (which `.ci/run` installs) reads `/metrics`
+/// with its OpenMetrics parser, histograms and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_with_the_prometheus_python_client() {
+    let h = RunningHost::start(&[]).await;
+    post(&h, "/v1/children", json!({"id": "m", "plugin": "chaos"})).await;
+    post(&h, "/v1/children/m/call", json!({"msg": {"add": 1}})).await;
+    let (status, body) = h.client.raw(Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+calls = families["wasmvisor_calls"]
+assert calls.type == "counter", calls.type
+assert calls.samples[0].value == 1.0, calls.samples
+hist = families["wasmvisor_call_duration_seconds"]
+assert hist.type == "histogram", hist.type
+buckets = [s for s in hist.samples if s.name.endswith("_bucket") and s.labels["plugin"] == "chaos"]
+assert len(buckets) > 5, buckets
+assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 1.0, buckets
+print(len(families), "families")
+"#;
+    let mut python = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = python.stdin.take().expect("stdin is piped");
+    stdin.write_all(&body).await.unwrap();
+    drop(stdin);
+    let out = python.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus Python client refused /metrics (pip install prometheus-client):\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&body)
     );
 }
 

@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use error::ApiError;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The largest request body the API reads (a message and its envelope).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,7 +71,26 @@ pub fn router(host: Host, token: Option<String>) -> Router {
             }
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(traced))
         .with_state(host)
+}
+
+/// With traces on, each request is a span (the parent of the call it
+/// makes); without, one branch.
+async fn traced(request: Request, next: Next) -> Response {
+    if !crate::trace::enabled() {
+        return next.run(request).await;
+    }
+    let name = format!("{} {}", request.method(), request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Compares the presented token with the configured one in constant time
@@ -115,10 +135,7 @@ async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {
 
 async fn metrics(State(host): State<Host>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         host.metrics_text(),
     )
 }

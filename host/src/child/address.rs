@@ -6,11 +6,12 @@
 use super::control::{Control, ControlSlot};
 use super::deadline;
 use super::mailbox::{Envelope, Mailbox, Refused};
+use crate::trace;
 use crate::types::{CallError, ChildSpec, ExitReason, Status};
 use crate::wasm::{Info, Version};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 /// A watcher's incarnation that wants a `down` when this child exits.
@@ -145,7 +146,12 @@ impl Cell {
     /// reply is dropped.
     pub async fn call(&self, msg: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallError> {
         let (reply, answer) = oneshot::channel();
-        self.post(Envelope::Call { msg, reply })?;
+        self.post(Envelope::Call {
+            msg,
+            reply,
+            sent: Instant::now(),
+            parent: trace::sender(),
+        })?;
         // Cells are heap allocations of a few hundred bytes: the address
         // above its low bits spreads callees over the shards.
         let shard = (self as *const Cell as usize) >> 8;
@@ -160,7 +166,11 @@ impl Cell {
 
     /// Queues a message that expects no reply.
     pub fn cast(&self, msg: Vec<u8>) -> Result<(), CallError> {
-        self.post(Envelope::Cast { msg })
+        self.post(Envelope::Cast {
+            msg,
+            sent: Instant::now(),
+            parent: trace::sender(),
+        })
     }
 
     fn post(&self, envelope: Envelope) -> Result<(), CallError> {

@@ -14,13 +14,25 @@ use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
+use std::time::Instant;
+use tracing::Span;
 
 /// One entry of a mailbox.
 pub(crate) enum Envelope {
-    /// A request; the reply goes to `reply`.
-    Call { msg: Vec<u8>, reply: ReplyTx },
+    /// A request; the reply goes to `reply`. `sent`: when it was queued;
+    /// `parent`: the sender's span, when traced.
+    Call {
+        msg: Vec<u8>,
+        reply: ReplyTx,
+        sent: Instant,
+        parent: Span,
+    },
     /// A message without a reply.
-    Cast { msg: Vec<u8> },
+    Cast {
+        msg: Vec<u8>,
+        sent: Instant,
+        parent: Span,
+    },
     /// A runtime notification for incarnation `generation` only: timers,
     /// monitors, subscriptions and requests end with the incarnation that
     /// made them, so a notification for an earlier one is dropped.
@@ -262,12 +274,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn cast(n: u8) -> Envelope {
-        Envelope::Cast { msg: vec![n] }
+        Envelope::Cast {
+            msg: vec![n],
+            sent: Instant::now(),
+            parent: Span::none(),
+        }
     }
 
     fn take(e: Option<Envelope>) -> u8 {
         match e {
-            Some(Envelope::Cast { msg }) => msg[0],
+            Some(Envelope::Cast { msg, .. }) => msg[0],
             _ => panic!("not a cast"),
         }
     }
@@ -309,7 +325,12 @@ mod tests {
         let (reply, answer) = tokio::sync::oneshot::channel();
         assert!(
             mailbox
-                .try_send(Envelope::Call { msg: vec![], reply })
+                .try_send(Envelope::Call {
+                    msg: vec![],
+                    reply,
+                    sent: Instant::now(),
+                    parent: Span::none(),
+                })
                 .is_ok()
         );
         let (queued, _) = mailbox.close();

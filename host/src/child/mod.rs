@@ -24,12 +24,14 @@ pub(crate) use sleep::{Asleep, Awake, Clock};
 
 use crate::config::RestartFrom;
 use crate::events::{Event, EventBus};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
+use crate::trace;
 use crate::types::{
     CallError, CheckpointError, ChildError, ExitReason, StartError, StartOutcome, Status,
 };
 use crate::wasm::{Incarnation, Info, Init, Instance, ResumeFailure, StartFailure, Version, Wasm};
 use mailbox::Sleeper;
+use prometheus_client::metrics::histogram::Histogram;
 use sleep::Dormant;
 use std::future::Future;
 use std::pin::pin;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// What every child's task uses: the wasm side, the event stream, the
 /// counters, the count of running tasks, and what hibernation needs.
@@ -185,12 +188,18 @@ pub(crate) struct Child {
     restore: Restore,
     /// When a start last restored a checkpoint.
     restored_at: Option<Instant>,
+    /// When the instance exited that the next start replaces, for a
+    /// restart without a backoff.
+    exited_at: Option<Instant>,
+    /// Its plugin's call-duration histogram.
+    call_duration: Histogram,
     /// Counts this task among the running ones until it ends or sleeps.
     _task: TaskGuard,
 }
 
 impl Child {
     fn new(env: &Arc<Env>, cell: Arc<Cell>, parent: Box<dyn Parent>, config: bool) -> Child {
+        let call_duration = env.metrics.call_duration(&cell.spec.plugin);
         Child {
             _task: env.tasks.enter(),
             env: env.clone(),
@@ -199,6 +208,8 @@ impl Child {
             config,
             restore: Restore::Nothing,
             restored_at: None,
+            exited_at: None,
+            call_duration,
         }
     }
 
@@ -306,6 +317,7 @@ impl Child {
                     return;
                 }
                 Ended::Restart(done) => {
+                    self.exited_at = Some(Instant::now());
                     self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
                     self.parent.revived(&self.cell, false);
                     // Answered once the new instance has started (or its
@@ -346,6 +358,8 @@ impl Child {
             config,
             restore,
             restored_at,
+            exited_at: _,
+            call_duration,
             _task,
         } = self;
         let hibernated = matches!(asleep, Asleep::Hibernated { .. });
@@ -387,6 +401,8 @@ impl Child {
                     config: dormant.config,
                     restore,
                     restored_at,
+                    exited_at: None,
+                    call_duration,
                     _task,
                 };
                 // It did give its instance back; it takes a new one now.
@@ -416,7 +432,13 @@ impl Child {
             tell(attempted, ());
             return Began::Next(self.wait(None).await);
         };
-        match self.start(version.clone(), false).await {
+        let restart = self.exited_at.take();
+        let span = match restart.is_some() && trace::enabled() {
+            true => tracing::info_span!("restart", child = &*self.cell.id),
+            false => tracing::Span::none(),
+        };
+        let started = self.start(version.clone(), false).instrument(span).await;
+        match started {
             Ok(Ok((instance, Init::Ignore))) => {
                 Began::Next(self.ignored(instance, ready, strict, attempted).await)
             }
@@ -425,6 +447,9 @@ impl Child {
                     return Began::Ended(Ended::Exit(reason));
                 }
                 self.running(&version);
+                if let Some(exited) = restart {
+                    self.env.metrics.restart_duration(exited.elapsed());
+                }
                 Began::Serving(instance, init.into_continue())
             }
             Ok(Err(failure)) => {
@@ -900,6 +925,7 @@ impl Child {
 
     /// An instance ended on its own: ask the parent and act on it.
     async fn after_exit(&mut self, reason: ExitReason, uptime: Duration) -> Wake {
+        let exited_at = Instant::now();
         self.cell.exited(&reason, Status::Restarting);
         self.announce_exit(&reason);
         let decision = self.parent.exited(&self.cell, &reason, uptime);
@@ -916,7 +942,10 @@ impl Child {
             };
         }
         match decision {
-            Decision::Restart => Wake::Start,
+            Decision::Restart => {
+                self.exited_at = Some(exited_at);
+                Wake::Start
+            }
             Decision::Remove => {
                 self.remove().await;
                 Wake::Removed
@@ -1293,11 +1322,35 @@ impl Child {
     ) -> Result<(), ExitReason> {
         let generation = instance.generation();
         match envelope {
-            Envelope::Call { msg, reply } => {
-                guarded(&self.cell, generation, instance.handle_call(&msg, reply)).await
+            Envelope::Call {
+                msg,
+                reply,
+                sent,
+                parent,
+            } => {
+                let start = Instant::now();
+                self.env.metrics.mailbox_wait(start.duration_since(sent));
+                let work = guarded(&self.cell, generation, instance.handle_call(&msg, reply));
+                let handled = if trace::enabled() {
+                    let id = &*self.cell.id;
+                    work.instrument(tracing::info_span!(parent: &parent, "handle-call", child = id))
+                        .await
+                } else {
+                    work.await
+                };
+                metrics::observe(&self.call_duration, start.elapsed());
+                handled
             }
-            Envelope::Cast { msg } => {
-                guarded(&self.cell, generation, instance.handle_cast(&msg)).await
+            Envelope::Cast { msg, sent, parent } => {
+                self.env.metrics.mailbox_wait(sent.elapsed());
+                let work = guarded(&self.cell, generation, instance.handle_cast(&msg));
+                if trace::enabled() {
+                    let id = &*self.cell.id;
+                    work.instrument(tracing::info_span!(parent: &parent, "handle-cast", child = id))
+                        .await
+                } else {
+                    work.await
+                }
             }
             Envelope::Info {
                 generation: to,

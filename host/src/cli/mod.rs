@@ -4,6 +4,7 @@
 pub mod client;
 mod commands;
 mod dev;
+mod logging;
 mod run;
 pub mod scaffold;
 
@@ -26,8 +27,27 @@ pub struct Cli {
     /// The API token: `run` requires it from clients, client commands send it.
     #[arg(long, global = true, env = "WASMVISOR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How log lines are written to stderr: text, or json (one object per
+    /// line, with the span fields).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WASMVISOR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For a person at a terminal.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 /// The commands.
@@ -195,13 +215,13 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let traces = match logging::init(default_level, cli.log_format) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,7 +232,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Spans still in the batch go out before the process ends.
+    if let Some(Err(e)) = traces.map(|t| t.shutdown()) {
+        eprintln!("warning: the last spans may not have been exported: {e}");
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&format!("{e:#}")));

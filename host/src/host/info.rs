@@ -3,7 +3,7 @@
 
 use super::Host;
 use crate::child::Cell;
-use crate::metrics::Gauge;
+use crate::metrics::{STATUSES, Sample};
 use crate::supervisor::Tree;
 use crate::types::{ExitReason, Restart, Status};
 use serde::Serialize;
@@ -161,22 +161,14 @@ impl Host {
             .collect()
     }
 
-    /// `/metrics` in the Prometheus text format.
+    /// `/metrics` in the OpenMetrics text format
+    /// ([`crate::metrics::CONTENT_TYPE`]).
     pub fn metrics_text(&self) -> String {
-        let statuses = [
-            Status::Starting,
-            Status::Running,
-            Status::Restarting,
-            Status::Backoff,
-            Status::Failed,
-            Status::Waiting,
-            Status::Hibernated,
-        ];
-        let mut counts = [0u64; 7];
+        let mut children = [0u64; 8];
         self.sup.registry.for_each(|cell| {
             let status = cell.state().status;
-            if let Some(i) = statuses.iter().position(|s| *s == status) {
-                counts[i] += 1;
+            if let Some(i) = STATUSES.iter().position(|s| *s == status) {
+                children[i] += 1;
             }
         });
         let plugins = self
@@ -189,41 +181,12 @@ impl Host {
             .filter(|(_, e)| e.current.is_some())
             .count();
         let pool = self.sup.env.wasm.pool_usage();
-        let gauges = [
-            Gauge {
-                name: "wasmvisor_children",
-                help: "Children by status.",
-                samples: statuses
-                    .iter()
-                    .zip(counts)
-                    .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n))
-                    .collect(),
-            },
-            Gauge {
-                name: "wasmvisor_plugins",
-                help: "Plugins with a loaded version.",
-                samples: vec![(String::new(), plugins as u64)],
-            },
-            Gauge {
-                name: "wasmvisor_instances",
-                help: "Live wasm instances in the pool ([pool] max_instances at most).",
-                samples: vec![(String::new(), pool.instances)],
-            },
-            Gauge {
-                name: "wasmvisor_on_demand_instances",
-                help: "Live instances of plugins too large for the pool ([pool] on_demand_instances at most).",
-                samples: vec![(String::new(), pool.on_demand)],
-            },
-            Gauge {
-                name: "wasmvisor_pool_unused_resident_bytes",
-                help: "Bytes freed pool slots keep resident for the next instance ([pool] keep_resident_kib).",
-                samples: pool
-                    .kept
-                    .into_iter()
-                    .map(|(kind, bytes)| (format!("{{kind=\"{kind}\"}}"), bytes))
-                    .collect(),
-            },
-        ];
-        self.sup.env.metrics.render(&gauges)
+        self.sup.env.metrics.render(&Sample {
+            children,
+            plugins: plugins as u64,
+            instances: pool.instances,
+            on_demand_instances: pool.on_demand,
+            pool_unused: pool.kept,
+        })
     }
 }

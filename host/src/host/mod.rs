@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
+use crate::trace;
 use crate::types::{CallError, ChildError, ChildSpec, StartError};
 use crate::wasm::Wasm;
 use anyhow::Result;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 /// A running wasmvisor host. Cheap to clone; all clones are the same host.
 ///
@@ -122,6 +124,11 @@ impl Host {
         let metrics = &self.sup.env.metrics;
         metrics.call();
         let result = match self.sup.registry.get(id) {
+            Some(cell) if trace::enabled() => {
+                cell.call(msg, timeout)
+                    .instrument(tracing::info_span!("call", child = id))
+                    .await
+            }
             Some(cell) => cell.call(msg, timeout).await,
             None => Err(CallError::NotFound),
         };
@@ -136,6 +143,9 @@ impl Host {
         let metrics = &self.sup.env.metrics;
         metrics.cast();
         let result = match self.sup.registry.get(id) {
+            Some(cell) if trace::enabled() => {
+                tracing::info_span!("cast", child = id).in_scope(|| cell.cast(msg))
+            }
             Some(cell) => cell.cast(msg),
             None => Err(CallError::NotFound),
         };

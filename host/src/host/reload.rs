@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// How many children move to a new version at once after the canary. Each
 /// holds two instances while it moves, so the pool needs this many spare
@@ -124,6 +125,14 @@ impl Host {
     /// Makes `bytes` the current version of plugin `name`: loads it, or
     /// hot-reloads every running child of it.
     pub async fn apply_bytes(&self, name: &str, bytes: Vec<u8>) -> Result<PluginChange> {
+        let span = match crate::trace::enabled() {
+            true => tracing::info_span!("reload", plugin = name),
+            false => tracing::Span::none(),
+        };
+        self.apply(name, bytes).instrument(span).await
+    }
+
+    async fn apply(&self, name: &str, bytes: Vec<u8>) -> Result<PluginChange> {
         let _one_change_at_a_time = self.plugin_changes.lock().await;
         let started = Instant::now();
         crate::names::validate_plugin(name).map_err(anyhow::Error::msg)?;
@@ -255,6 +264,7 @@ impl Host {
             matches!(s, Status::Backoff | Status::Failed | Status::Waiting)
         })
         .await;
+        env.metrics.reload_duration(started.elapsed());
         let ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             "plugin {name} reloaded to {} in {ms:.1} ms ({} in {:.1} ms, rollout {:.1} ms): \

@@ -43,8 +43,9 @@ pub(crate) struct PoolUsage {
     pub(crate) instances: u64,
     /// Live instances allocated on demand.
     pub(crate) on_demand: u64,
-    /// Bytes freed slots keep resident, by kind (memory, table, stack).
-    pub(crate) kept: Vec<(&'static str, u64)>,
+    /// Bytes freed slots keep resident, by kind, in the order of
+    /// [`crate::metrics::POOL_KINDS`] (memory, table, stack).
+    pub(crate) kept: [u64; 3],
 }
 
 /// The wasm side of a host: what every child's instances are made with.
@@ -102,13 +103,10 @@ impl Wasm {
             Some(pool) => PoolUsage {
                 instances: pool.component_instances(),
                 on_demand,
-                kept: vec![
-                    ("memory", pool.unused_memory_bytes_resident() as u64),
-                    ("table", pool.unused_table_bytes_resident() as u64),
-                    (
-                        "stack",
-                        pool.unused_stack_bytes_resident().unwrap_or(0) as u64,
-                    ),
+                kept: [
+                    pool.unused_memory_bytes_resident() as u64,
+                    pool.unused_table_bytes_resident() as u64,
+                    pool.unused_stack_bytes_resident().unwrap_or(0) as u64,
                 ],
             },
             None => PoolUsage {

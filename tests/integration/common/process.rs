@@ -40,6 +40,15 @@ impl RunningHost {
     /// Starts the binary on an existing folder (`plugins/`, `data/`); the
     /// log of a host that exited instead of listening is the error.
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<RunningHost, String> {
+        RunningHost::start_in_env(dir, extra, &[]).await
+    }
+
+    /// As [`RunningHost::start_in`], with `env` set for the host.
+    pub async fn start_in_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<RunningHost, String> {
         let log = std::fs::File::create(dir.path().join("host.log")).expect("log file");
         let mut process = tokio::process::Command::new(BIN)
             .current_dir(dir.path())
@@ -50,6 +59,7 @@ impl RunningHost {
             .args(extra)
             .env_remove("WASMVISOR_TOKEN")
             .env_remove("WASMVISOR_ADDR")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
