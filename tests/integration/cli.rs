@@ -261,3 +261,51 @@ async fn tables_are_coloured_only_on_request_or_a_terminal() {
     };
     assert_eq!(stripped, plain);
 }
+
+/// On a terminal, a host start that compiles several plugins draws a
+/// progress bar on stderr (`script` gives the host a pseudo-terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_start_on_a_terminal_shows_a_progress_bar() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
+    let command = format!(
+        "{} run --ephemeral --listen 127.0.0.1:0 --plugins {} --data {}",
+        common::process::BIN,
+        dir.path().join("plugins").display(),
+        dir.path().join("data").display()
+    );
+    let mut host = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("WASMVISOR_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script runs");
+    let mut out = BufReader::new(host.stdout.take().unwrap());
+    let mut seen = String::new();
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !seen.contains("wasmvisor listening on") {
+        let mut chunk = Vec::new();
+        let read = tokio::time::timeout_at(limit.into(), out.read_until(b'\n', &mut chunk))
+            .await
+            .expect("the host listens within 120 s")
+            .unwrap();
+        assert!(read > 0, "the host ended:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let total = wasmvisor_tests::ALL_PLUGINS.len();
+    assert!(
+        seen.contains("compiling plugins [") && seen.contains(&format!("/{total} (")),
+        "no progress bar on the terminal:\n{seen}"
+    );
+}

@@ -21,7 +21,7 @@ pub(super) fn init(default_level: &str, format: LogFormat) -> Result<Option<SdkT
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = match format {
         LogFormat::Text => fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(super::progress::LogWriter)
             .with_ansi(ansi)
             .with_filter(filter)
             .boxed(),
@@ -29,7 +29,7 @@ pub(super) fn init(default_level: &str, format: LogFormat) -> Result<Option<SdkT
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(super::progress::LogWriter)
             .with_filter(filter)
             .boxed(),
     };

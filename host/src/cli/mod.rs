@@ -5,6 +5,7 @@ pub mod client;
 mod commands;
 mod dev;
 mod logging;
+mod progress;
 mod run;
 pub mod scaffold;
 

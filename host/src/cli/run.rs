@@ -43,7 +43,10 @@ pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
             plugins_dir.display()
         );
     }
-    let host = Host::new(config).await?;
+    let bar = super::progress::StartBar::default();
+    let host = Host::start(config, &|p| bar.update(p)).await;
+    bar.finish();
+    let host = host?;
     let _watch = match host.watch(&plugins_dir) {
         Ok(w) => Some(w),
         Err(e) => {

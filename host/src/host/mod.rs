@@ -43,12 +43,37 @@ pub struct Host {
 /// Up to this many stored children, each one restored gets a log line.
 const RESTORE_LINES: usize = 500;
 
+/// How a host start goes: each step is reported once done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// `done` of `total` plugin files compiled (or loaded from the cache).
+    Compiling {
+        /// Files done.
+        done: usize,
+        /// Files in the plugins folder.
+        total: usize,
+    },
+    /// `done` of `total` stored children restored.
+    Restoring {
+        /// Children done.
+        done: usize,
+        /// Children in the state database.
+        total: usize,
+    },
+}
+
 impl Host {
     /// Creates the engine, the linker and the epoch ticker, loads every
     /// plugin in `config.plugins_dir` (a file that fails is reported and
     /// skipped), starts the config's children and groups, and brings back
     /// the stored children. Must run inside a multi-threaded tokio runtime.
     pub async fn new(config: Config) -> Result<Host> {
+        Host::start(config, &|_| {}).await
+    }
+
+    /// As [`Host::new`], telling `progress` how compiling the plugins and
+    /// restoring the stored children goes (the CLI draws a bar from it).
+    pub async fn start(config: Config, progress: &(dyn Fn(Progress) + Sync)) -> Result<Host> {
         let env = Arc::new(Env {
             // The engine's millisecond clock also bounds calls' waits.
             wasm: Wasm::new(&config, crate::child::tick)?,
@@ -66,7 +91,7 @@ impl Host {
         };
         let dir = host.sup.config.plugins_dir.clone();
         if dir.is_dir() {
-            host.load_dir(&dir).await?;
+            host.load_dir(&dir, progress).await?;
         } else {
             tracing::warn!(
                 "plugins folder {} does not exist; no plugins loaded",
@@ -90,6 +115,7 @@ impl Host {
                 tracing::debug!("[{n}/{total}] restoring child {}", record.spec.id);
             }
             host.sup.restore(record).await;
+            progress(Progress::Restoring { done: n, total });
         }
         if total > 0 {
             tracing::info!("restored {total} children from the state database");

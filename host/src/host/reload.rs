@@ -61,7 +61,11 @@ pub enum PluginChange {
 impl Host {
     /// Compiles every `NAME.wasm` in `dir`, showing progress in the log. A
     /// file that fails is reported and the others still load.
-    pub async fn load_dir(&self, dir: &Path) -> Result<LoadReport> {
+    pub async fn load_dir(
+        &self,
+        dir: &Path,
+        progress: &(dyn Fn(super::Progress) + Sync),
+    ) -> Result<LoadReport> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read plugins folder {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -95,6 +99,7 @@ impl Host {
                     report.failed.push((path, format!("{e:#}")));
                 }
             }
+            progress(super::Progress::Compiling { done: i + 1, total });
         }
         self.sup.env.wasm.evict_artifacts();
         Ok(report)
