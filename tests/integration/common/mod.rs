@@ -178,6 +178,7 @@ where
     tokio::spawn(call)
 }
 
+pub mod browser;
 pub mod process;
 
 /// `wasm` with a custom section tagged `tag` appended: the same code, but
