@@ -24,6 +24,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Where compiled plugins are kept.
     pub cache: CacheConfig,
+    /// Cluster mode (`--cluster`): absent, the host runs alone.
+    pub cluster: Option<ClusterConfig>,
     /// Static top-level children, started in order at host start.
     pub children: Vec<StaticChild>,
     /// Supervision groups, started in order after `children`.
@@ -44,10 +46,88 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
             cache: CacheConfig::default(),
+            cluster: None,
             children: Vec::new(),
             groups: Vec::new(),
             ephemeral: false,
         }
+    }
+}
+
+/// `[cluster]`: several hosts as one system on NATS JetStream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The NATS server(s), comma-separated: `nats://HOST:PORT`, with a
+    /// user and password or a token in the URL if the server wants them.
+    pub nats: String,
+    /// This node's name, unique among the live nodes (default: the
+    /// hostname and the API port, `HOST-PORT`).
+    pub node: Option<String>,
+    /// The cluster's name: its buckets and subjects are prefixed with it,
+    /// so several clusters can share one NATS.
+    pub name: String,
+    /// How often the node writes its heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat is older than this is gone, ms.
+    pub node_timeout_ms: u64,
+    /// A NATS credentials file (`.creds`).
+    pub credentials: Option<PathBuf>,
+    /// A PEM file of the CA that signed the NATS server's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// The node's API address, as `run` bound it. Not a file key.
+    #[serde(skip)]
+    pub api: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats: String::new(),
+            node: None,
+            name: "wasmvisor".into(),
+            heartbeat_ms: 500,
+            node_timeout_ms: 3000,
+            credentials: None,
+            tls_ca: None,
+            api: None,
+        }
+    }
+}
+
+/// Cluster and node names: 1 to 64 of `A-Z a-z 0-9 _ -` (they become
+/// NATS bucket names, keys and subject tokens).
+pub fn validate_cluster_name(what: &str, name: &str) -> Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{what} {name:?} must be 1 to 64 letters, digits, _ or -"
+    );
+    Ok(())
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            !self.nats.is_empty(),
+            "cluster.nats is empty; give the NATS server, e.g. nats://127.0.0.1:4222"
+        );
+        validate_cluster_name("cluster.name", &self.name)?;
+        if let Some(node) = &self.node {
+            validate_cluster_name("cluster.node", node)?;
+        }
+        anyhow::ensure!(
+            self.heartbeat_ms >= 10,
+            "cluster.heartbeat_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.node_timeout_ms >= 2 * self.heartbeat_ms,
+            "cluster.node_timeout_ms must be at least twice cluster.heartbeat_ms"
+        );
+        Ok(())
     }
 }
 
@@ -387,6 +467,9 @@ impl Config {
         }
         for group in &self.groups {
             validate_group(group, "groups", &mut names)?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         self.pool.validate()
     }

@@ -14,7 +14,8 @@
 //! 2. `wasm`: the engine, plugin catalog, compile cache, one instance, and
 //!    the host functions guests import (through a narrow `Port`);
 //! 3. `child`: one child's address, mailbox, supervision signals and task;
-//! 4. `registry` (ids and topics), then `supervisor` (restart decisions,
+//! 4. `registry` (ids and topics) and `cluster` (NATS JetStream: node
+//!    membership and cluster-wide id claims), then `supervisor` (restart decisions,
 //!    intensity, groups, the dynamic supervisor, the state database, and the
 //!    port each instance reaches the host by);
 //! 5. `host`: [`Host`], the entry point, with plugin loading and hot reload;
@@ -44,6 +45,7 @@ pub(crate) mod wasm;
 
 pub(crate) mod child;
 
+pub(crate) mod cluster;
 pub(crate) mod registry;
 pub(crate) mod supervisor;
 

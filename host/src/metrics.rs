@@ -5,11 +5,14 @@
 
 use crate::types::{CallError, ExitReason, Status};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The content type of [`Metrics::render`]'s text.
@@ -17,7 +20,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 type Label = [(&'static str, &'static str); 1];
 type PluginLabel = [(&'static str, String); 1];
-type Histograms = Family<PluginLabel, Histogram, fn() -> Histogram>;
+type Histograms = Family<PluginLabel, Timings, fn() -> Timings>;
 
 const CALL_ERROR_CODES: [&str; 8] = [
     "not_found",
@@ -53,8 +56,8 @@ pub(crate) const POOL_KINDS: [&str; 3] = ["memory", "table", "stack"];
 
 /// From 1 µs to about 4 s, by fours: a call takes microseconds, but a
 /// callback may run up to its CPU deadline.
-fn call_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+fn call_buckets() -> Timings {
+    Timings::new(1_000, 12)
 }
 
 pub(crate) struct Metrics {
@@ -69,9 +72,9 @@ pub(crate) struct Metrics {
     plugin_loads: Counter,
     plugin_load_failures: Counter,
     call_duration: Histograms,
-    mailbox_wait: Histogram,
-    restart_duration: Histogram,
-    reload_duration: Histogram,
+    mailbox_wait: Timings,
+    restart_duration: Timings,
+    reload_duration: Timings,
     children: [Gauge; 8],
     plugins: Gauge,
     instances: Gauge,
@@ -159,7 +162,7 @@ impl Default for Metrics {
         );
         // From 10 µs to about 2.6 s: a restart is an instantiation and an
         // init, unless init does real work.
-        let restart_duration = Histogram::new(exponential_buckets(1e-5, 4.0, 10));
+        let restart_duration = Timings::new(10_000, 10);
         r.register_with_unit(
             "wasmvisor_restart_duration",
             "From an instance's exit to its replacement serving, for restarts without a backoff",
@@ -168,7 +171,7 @@ impl Default for Metrics {
         );
         // From 1 ms to about 65 s: a reload compiles, then moves every
         // child of the plugin.
-        let reload_duration = Histogram::new(exponential_buckets(1e-3, 4.0, 9));
+        let reload_duration = Timings::new(1_000_000, 9);
         r.register_with_unit(
             "wasmvisor_reload_duration",
             "From a plugin file change being noticed to the last child serving the new version",
@@ -227,10 +230,6 @@ pub(crate) struct Sample {
     pub on_demand_instances: u64,
     /// Bytes per kind, in the order of [`POOL_KINDS`].
     pub pool_unused: [u64; 3],
-}
-
-fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 fn set(gauge: &Gauge, value: u64) {
@@ -294,22 +293,22 @@ impl Metrics {
     }
 
     /// The call-duration histogram of `plugin`, for its children to keep.
-    pub(crate) fn call_duration(&self, plugin: &str) -> Histogram {
+    pub(crate) fn call_duration(&self, plugin: &str) -> Timings {
         self.call_duration
             .get_or_create(&[("plugin", plugin.to_string())])
             .clone()
     }
 
     pub(crate) fn mailbox_wait(&self, wait: Duration) {
-        self.mailbox_wait.observe(seconds(wait));
+        self.mailbox_wait.observe(wait);
     }
 
     pub(crate) fn restart_duration(&self, took: Duration) {
-        self.restart_duration.observe(seconds(took));
+        self.restart_duration.observe(took);
     }
 
     pub(crate) fn reload_duration(&self, took: Duration) {
-        self.reload_duration.observe(seconds(took));
+        self.reload_duration.observe(took);
     }
 
     /// Every metric, with the gauges set from `sample`.
@@ -330,9 +329,90 @@ impl Metrics {
     }
 }
 
-/// Observes one duration into a histogram a caller keeps.
-pub(crate) fn observe(histogram: &Histogram, took: Duration) {
-    histogram.observe(seconds(took));
+/// A histogram of durations that takes no lock: each thread adds to its
+/// own shard of relaxed counters, and a scrape sums the shards.
+/// (`prometheus_client`'s `Histogram` takes a lock per observation, which
+/// every core's children contend for; see BENCHMARKS.md.)
+#[derive(Clone, Debug)]
+pub(crate) struct Timings(Arc<TimingsInner>);
+
+#[derive(Debug)]
+struct TimingsInner {
+    /// Upper bounds, ns, ascending; the last bucket (+Inf) is implicit.
+    bounds: Vec<u64>,
+    shards: Box<[Shard]>,
+}
+
+/// Most buckets a [`Timings`] has, +Inf included.
+const MAX_BUCKETS: usize = 15;
+const SHARDS: usize = 8;
+
+/// One thread's counts, on cache lines of their own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    counts: [AtomicU64; MAX_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+/// Which shard this thread adds to.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl Timings {
+    /// `buckets` bounds from `first_ns`, by fours, then +Inf.
+    pub(crate) fn new(first_ns: u64, buckets: u32) -> Timings {
+        let bounds: Vec<u64> = (0..buckets)
+            .map(|i| first_ns.saturating_mul(4u64.saturating_pow(i)))
+            .take(MAX_BUCKETS - 1)
+            .collect();
+        let shards = (0..SHARDS).map(|_| Shard::default()).collect();
+        Timings(Arc::new(TimingsInner { bounds, shards }))
+    }
+
+    pub(crate) fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = self.0.bounds.partition_point(|b| *b < ns);
+        let shard = &self.0.shards[shard_index()];
+        shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Timings {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Timings {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let inner = &self.0;
+        let mut counts = [0u64; MAX_BUCKETS];
+        let mut sum_ns = 0u64;
+        for shard in inner.shards.iter() {
+            for (total, c) in counts.iter_mut().zip(&shard.counts) {
+                *total += c.load(Ordering::Relaxed);
+            }
+            sum_ns = sum_ns.wrapping_add(shard.sum_ns.load(Ordering::Relaxed));
+        }
+        let buckets: Vec<(f64, u64)> = inner
+            .bounds
+            .iter()
+            .map(|b| *b as f64 / 1e9)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts)
+            .collect();
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        encoder.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 #[cfg(test)]
@@ -345,7 +425,7 @@ mod tests {
         m.call();
         m.call_error(&CallError::Timeout);
         m.exit(&ExitReason::Trap("x".into()));
-        observe(&m.call_duration("echo"), Duration::from_micros(3));
+        m.call_duration("echo").observe(Duration::from_micros(3));
         m.mailbox_wait(Duration::from_micros(2));
         let text = m.render(&Sample {
             children: [0, 2, 0, 0, 0, 0, 0, 0],

@@ -50,3 +50,25 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
+
+/// As [`wait_for`], for a check that has to await (an HTTP request, a
+/// connection).
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

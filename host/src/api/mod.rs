@@ -39,6 +39,7 @@ pub fn router(host: Host, token: Option<String>) -> Router {
         .route("/v1/children/{id}/call", post(children::call))
         .route("/v1/children/{id}/cast", post(children::cast))
         .route("/v1/tree", get(tree))
+        .route("/v1/nodes", get(nodes))
         .route("/v1/events", get(events::stream))
         .route("/v1/events/recent", get(events::recent))
         .route("/metrics", get(metrics))
@@ -127,6 +128,22 @@ async fn authorize(
 
 async fn tree(State(host): State<Host>) -> Json<crate::host::Tree> {
     Json(host.tree().await)
+}
+
+async fn nodes(State(host): State<Host>) -> Result<Json<Vec<crate::host::NodeStatus>>, ApiError> {
+    match host.nodes().await {
+        Some(Ok(nodes)) => Ok(Json(nodes)),
+        Some(Err(e)) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: format!("{e:#}"),
+        }),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "no_cluster",
+            message: "this host runs alone; start it with --cluster nats://HOST:PORT".into(),
+        }),
+    }
 }
 
 async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {

@@ -24,14 +24,13 @@ pub(crate) use sleep::{Asleep, Awake, Clock};
 
 use crate::config::RestartFrom;
 use crate::events::{Event, EventBus};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{Metrics, Timings};
 use crate::trace;
 use crate::types::{
     CallError, CheckpointError, ChildError, ExitReason, StartError, StartOutcome, Status,
 };
 use crate::wasm::{Incarnation, Info, Init, Instance, ResumeFailure, StartFailure, Version, Wasm};
 use mailbox::Sleeper;
-use prometheus_client::metrics::histogram::Histogram;
 use sleep::Dormant;
 use std::future::Future;
 use std::pin::pin;
@@ -192,7 +191,7 @@ pub(crate) struct Child {
     /// restart without a backoff.
     exited_at: Option<Instant>,
     /// Its plugin's call-duration histogram.
-    call_duration: Histogram,
+    call_duration: Timings,
     /// Counts this task among the running ones until it ends or sleeps.
     _task: TaskGuard,
 }
@@ -1338,7 +1337,7 @@ impl Child {
                 } else {
                     work.await
                 };
-                metrics::observe(&self.call_duration, start.elapsed());
+                self.call_duration.observe(start.elapsed());
                 handled
             }
             Envelope::Cast { msg, sent, parent } => {

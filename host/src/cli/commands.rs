@@ -255,6 +255,64 @@ pub(super) async fn plugins(client: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
+pub(super) async fn nodes(client: &Client, json: bool) -> Result<()> {
+    let nodes = client.json(Method::GET, "/v1/nodes", None).await?;
+    if json {
+        println!("{nodes}");
+        return Ok(());
+    }
+    let rows = nodes
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|n| {
+                    let mut name = text(&n["node"]);
+                    if n["this_node"] == true {
+                        name.push_str(" *");
+                    }
+                    let plugins = n["plugins"]
+                        .as_object()
+                        .map(|p| {
+                            p.iter()
+                                .map(|(k, v)| format!("{k}@{}", text(v)))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    vec![
+                        name,
+                        match n["alive"] == true {
+                            true => "alive".into(),
+                            false => "gone".into(),
+                        },
+                        format!("{} ms", text(&n["heartbeat_age_ms"])),
+                        text(&n["children"]),
+                        text(&n["api"]),
+                        plugins,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &[
+            "NODE",
+            "LIVENESS",
+            "HEARTBEAT",
+            "CHILDREN",
+            "API",
+            "PLUGINS",
+        ],
+        rows,
+        |column, cell| match (column, cell) {
+            (1, "alive") => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            (1, _) => Style::new().fg_color(Some(AnsiColor::Red.into())),
+            _ => Style::new(),
+        },
+    );
+    Ok(())
+}
+
 pub(super) async fn start(
     client: &Client,
     id: &str,

@@ -66,6 +66,8 @@ pub(super) async fn dev(args: Dev, token: Option<String>) -> Result<()> {
         listen: args.listen,
         data: Some(krate.join(".wasmvisor-dev/data")),
         ephemeral: true,
+        cluster: None,
+        node: None,
     };
     let watched = krate.display().to_string();
     let builds = tokio::spawn(async move {

@@ -111,6 +111,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the cluster's nodes (a host started with --cluster).
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the plugins.
     Plugins {
         /// Print JSON instead of a table.
@@ -200,6 +206,13 @@ pub struct RunArgs {
     /// Keep no state on disk.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Join a cluster through this NATS server (nats://HOST:PORT); the
+    /// config's [cluster] section holds the other settings.
+    #[arg(long, value_name = "NATS_URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME-PORT].
+    #[arg(long, requires = "cluster")]
+    pub node: Option<String>,
 }
 
 /// The binary's entry point.
@@ -292,6 +305,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ps { json } => commands::ps(&client(), json).await,
         Command::Plugins { json } => commands::plugins(&client(), json).await,
+        Command::Nodes { json } => commands::nodes(&client(), json).await,
         Command::Tree { json } => commands::tree(&client(), json).await,
         Command::Start {
             id,

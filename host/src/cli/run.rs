@@ -27,12 +27,39 @@ pub fn effective_config(args: &RunArgs) -> Result<Config> {
         config.data_dir = data.clone();
     }
     config.ephemeral |= args.ephemeral;
+    if let Some(nats) = &args.cluster {
+        let cluster = config.cluster.get_or_insert_with(Default::default);
+        cluster.nats = nats.clone();
+    }
+    if let Some(node) = &args.node {
+        crate::config::validate_cluster_name("--node", node)?;
+        if let Some(cluster) = config.cluster.as_mut() {
+            cluster.node = Some(node.clone());
+        }
+    }
+    if let Some(cluster) = &config.cluster {
+        anyhow::ensure!(
+            !cluster.nats.is_empty(),
+            "[cluster] needs nats = \"nats://HOST:PORT\" (or --cluster)"
+        );
+    }
     Ok(config)
 }
 
 pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
-    let config = effective_config(&args)?;
+    let mut config = effective_config(&args)?;
     let listen = config.listen.clone();
+    // Bound first: a cluster node is named after its port by default.
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if let Some(cluster) = config.cluster.as_mut() {
+        cluster.api = Some(addr.to_string());
+        if cluster.node.is_none() {
+            cluster.node = Some(format!("{}-{}", hostname(), addr.port()));
+        }
+    }
     let plugins_dir = config.plugins_dir.clone();
     if !plugins_dir.exists() {
         std::fs::create_dir_all(&plugins_dir).with_context(|| {
@@ -54,10 +81,6 @@ pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
             None
         }
     };
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
     if token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             "the API listens on {addr} without a token; anyone who can reach it controls the host"
@@ -76,6 +99,29 @@ pub(super) async fn run(args: RunArgs, token: Option<String>) -> Result<()> {
     tracing::info!("stopping every child");
     host.shutdown().await;
     Ok(())
+}
+
+/// The machine's name as a node name takes it (letters, digits, _ and -).
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '-',
+            },
+        )
+        .take(50)
+        .collect();
+    match name.is_empty() {
+        true => "node".into(),
+        false => name,
+    }
 }
 
 async fn shutdown_signal() {

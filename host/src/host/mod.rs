@@ -8,12 +8,14 @@ mod info;
 mod reload;
 mod watch;
 
+pub use crate::cluster::{NodeInfo, NodeStatus};
 pub use crate::supervisor::{GroupTree, Tree, TreeChild, TreeMember};
 pub use info::{ChildInfo, PluginInfo};
 pub use reload::{LoadReport, PluginChange, RELOAD_BATCH};
 pub use watch::{SETTLE, Watcher};
 
 use crate::child::{Address, Env, Tasks};
+use crate::cluster::{Adopt, Cluster};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
@@ -38,6 +40,8 @@ pub struct Host {
     sup: Arc<Supervisor>,
     /// Plugin loads, reloads and removals happen one at a time.
     plugin_changes: Arc<tokio::sync::Mutex<()>>,
+    /// The cluster heartbeat's task, ended by `shutdown`.
+    heartbeat: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 /// Up to this many stored children, each one restored gets a log line.
@@ -84,10 +88,15 @@ impl Host {
             awake: Default::default(),
             clock: Default::default(),
         });
-        let (sup, stored) = Supervisor::open(config, env)?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(Cluster::join(c).await?)),
+            None => None,
+        };
+        let (sup, stored) = Supervisor::open(config, env, cluster)?;
         let host = Host {
             sup,
             plugin_changes: Arc::default(),
+            heartbeat: Arc::default(),
         };
         let dir = host.sup.config.plugins_dir.clone();
         if dir.is_dir() {
@@ -114,11 +123,34 @@ impl Host {
             } else {
                 tracing::debug!("[{n}/{total}] restoring child {}", record.spec.id);
             }
+            if let Some(cluster) = &host.sup.cluster {
+                match cluster.adopt(&record.spec).await {
+                    Ok(Adopt::Mine) => {}
+                    Ok(Adopt::Elsewhere(owner)) => {
+                        tracing::info!(
+                            "stored child {} runs on node {owner} now; forgotten here",
+                            record.spec.id
+                        );
+                        host.sup.forget_stored(&record.spec.id).await;
+                        progress(Progress::Restoring { done: n, total });
+                        continue;
+                    }
+                    Err(e) => anyhow::bail!(
+                        "cannot reconcile stored child {} with the cluster: {e:#}",
+                        record.spec.id
+                    ),
+                }
+            }
             host.sup.restore(record).await;
             progress(Progress::Restoring { done: n, total });
         }
         if total > 0 {
             tracing::info!("restored {total} children from the state database");
+        }
+        if let Some(cluster) = &host.sup.cluster {
+            let sample = host.clone();
+            let task = cluster.heartbeat(move || sample.node_sample());
+            *host.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         }
         Ok(host)
     }
@@ -246,5 +278,39 @@ impl Host {
     /// exits. Stored children stay stored.
     pub async fn shutdown(&self) {
         self.sup.shutdown().await;
+        let heartbeat = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = heartbeat {
+            task.abort();
+        }
+        if let Some(cluster) = &self.sup.cluster {
+            cluster.leave().await;
+        }
+    }
+
+    /// The cluster's nodes; `None` when the host runs alone.
+    pub async fn nodes(&self) -> Option<Result<Vec<NodeStatus>>> {
+        match &self.sup.cluster {
+            Some(cluster) => Some(cluster.nodes().await),
+            None => None,
+        }
+    }
+
+    /// What the heartbeat tells the cluster: children, and plugin
+    /// versions.
+    fn node_sample(&self) -> (usize, std::collections::BTreeMap<String, String>) {
+        let plugins = self
+            .sup
+            .env
+            .wasm
+            .catalog
+            .list()
+            .into_iter()
+            .filter_map(|(name, e)| Some((name, e.current?.hash.clone())))
+            .collect();
+        (self.sup.registry.len(), plugins)
     }
 }

@@ -13,6 +13,7 @@ mod port;
 pub use group::{GroupTree, TreeChild, TreeMember};
 
 use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent};
+use crate::cluster::Cluster;
 use crate::config::{Config, StaticChild};
 use crate::events::Event;
 use crate::names;
@@ -62,13 +63,20 @@ pub(crate) struct Supervisor {
     dynamic: AtomicUsize,
     /// The config's top-level supervision groups, in start order.
     groups: Mutex<Vec<GroupHandle>>,
+    /// The cluster this node belongs to, if any: dynamic ids are claimed
+    /// there.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl Supervisor {
     /// The supervisor over `env`, with the state database under the data
     /// dir unless the config is ephemeral; and the stored children to bring
     /// back with [`Supervisor::restore`].
-    pub(crate) fn open(config: Config, env: Arc<Env>) -> Result<(Arc<Supervisor>, Vec<Record>)> {
+    pub(crate) fn open(
+        config: Config,
+        env: Arc<Env>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<(Arc<Supervisor>, Vec<Record>)> {
         let (durable, stored) = match config.ephemeral {
             true => (None, Vec::new()),
             false => {
@@ -85,6 +93,7 @@ impl Supervisor {
             shutting_down: AtomicBool::new(false),
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
+            cluster,
         });
         Ok((sup, stored))
     }
@@ -171,14 +180,32 @@ impl Supervisor {
             return Err(StartError::UnknownPlugin(spec.plugin));
         }
         let slot = self.dynamic_slot()?;
-        let cell = if spec.activate == Activate::Lazy {
-            self.register_dormant(spec, Origin::Started)?
+        if let Some(cluster) = &self.cluster {
+            // A local id (a config child's too) is refused here, before the
+            // cluster is asked.
+            if self.registry.get(&spec.id).is_some() {
+                return Err(StartError::AlreadyStarted(spec.id));
+            }
+            cluster.claim(&spec).await?;
+        }
+        let id = spec.id.clone();
+        let started = if spec.activate == Activate::Lazy {
+            self.register_dormant(spec, Origin::Started).map(Some)
         } else {
             let parent = DynamicParent::boxed(self, true);
             match self.spawn(spec, Origin::Started, parent, None).await {
-                Ok((cell, StartOutcome::Started)) => cell,
-                Ok((_, StartOutcome::Ignored)) => return Ok(None),
-                Err(e) => return Err(e),
+                Ok((cell, StartOutcome::Started)) => Ok(Some(cell)),
+                Ok((_, StartOutcome::Ignored)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let cell = match started {
+            Ok(Some(cell)) => cell,
+            other => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.release(&id).await;
+                }
+                return other;
             }
         };
         slot.keep();
@@ -476,6 +503,24 @@ impl Supervisor {
         }
     }
 
+    /// Forgets a stored child that another node runs now.
+    pub(crate) async fn forget_stored(&self, id: &str) {
+        self.forget(id).await;
+    }
+
+    /// Gives up the cluster's claim on a removed dynamic child's id, unless
+    /// the host is stopping and keeps the child stored: it brings it back
+    /// under the same claim.
+    async fn release_claim(&self, id: &str) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if self.shutting_down.load(Ordering::Acquire) && self.durable.is_some() {
+            return;
+        }
+        cluster.release(id).await;
+    }
+
     /// Records durably whether a child is `failed`. Not synced to disk (see
     /// `Durable::set_failed`), so cheap enough to do in place.
     fn remember_failed(&self, id: &str, failed: Option<ExitReason>) {
@@ -603,6 +648,7 @@ impl Parent for DynamicParent {
             if sup.registry.remove(&cell) && stored {
                 sup.dynamic.fetch_sub(1, Ordering::AcqRel);
                 sup.forget(&cell.id).await;
+                sup.release_claim(&cell.id).await;
             }
         })
     }

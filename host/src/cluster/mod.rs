@@ -1,0 +1,384 @@
+//! Cluster mode on NATS JetStream: the node's membership and the
+//! cluster-wide claims on dynamic child ids.
+//!
+//! Two key-value buckets per cluster name:
+//! - `NAME-nodes`: one key per live node, rewritten every `heartbeat_ms`;
+//!   the bucket's `max_age` is `node_timeout_ms`, so the key of a node that
+//!   stopped renewing it disappears, and a name is free again.
+//! - `NAME-children`: one key per dynamic child id, created only if absent
+//!   (JetStream's compare-and-set), holding the spec, the owner node and an
+//!   epoch that grows with every change of owner. A second start of the id
+//!   anywhere loses the create and answers `already_started`.
+
+use crate::config::ClusterConfig;
+use crate::types::{Activate, ChildSpec, Restart, StartError};
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a node writes into the nodes bucket with each heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NodeInfo {
+    /// The node name.
+    pub node: String,
+    /// Its HTTP API address.
+    pub api: Option<String>,
+    /// When it joined (Unix ms, its clock).
+    pub joined_at_ms: u64,
+    /// Children it runs.
+    pub children: usize,
+    /// Its plugins and their current versions.
+    pub plugins: BTreeMap<String, String>,
+}
+
+/// A node as `GET /v1/nodes` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeStatus {
+    /// What the node last wrote.
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Whether its heartbeat is younger than `node_timeout_ms`.
+    pub alive: bool,
+    /// How long ago its last heartbeat was written, ms, by the NATS
+    /// server's clock against this node's.
+    pub heartbeat_age_ms: u64,
+    /// Whether it is the node that answered.
+    pub this_node: bool,
+}
+
+/// The spec part of a claim, as the other nodes need it to run the child.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ClaimedSpec {
+    plugin: String,
+    /// The init args, as the UTF-8 JSON text they are.
+    args: String,
+    restart: Restart,
+    shutdown_ms: u32,
+    activate: Activate,
+}
+
+/// A claim on a child id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Claim {
+    /// The node that runs the child.
+    pub owner: String,
+    /// Grows with every change of owner.
+    pub epoch: u64,
+    spec: ClaimedSpec,
+}
+
+/// What a restarting node does with a child it has stored.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Adopt {
+    /// It is this node's (or nobody's, and now this node's): restore it.
+    Mine,
+    /// Another node holds it now: forget it here.
+    Elsewhere(String),
+}
+
+/// This node's membership in a cluster.
+pub(crate) struct Cluster {
+    node: String,
+    name: String,
+    config: ClusterConfig,
+    children: kv::Store,
+    nodes: kv::Store,
+    joined_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A child id as a key: ids may hold `:` and `@`, which keys may not, and
+/// `.`, which a key may not start or end with. `=` is in no id, so the
+/// escape is reversible.
+fn key(id: &str) -> String {
+    let mut k = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '.' => k.push_str("=d"),
+            ':' => k.push_str("=c"),
+            '@' => k.push_str("=a"),
+            c => k.push(c),
+        }
+    }
+    k
+}
+
+impl Cluster {
+    /// Connects to NATS, opens (or creates) the cluster's buckets and
+    /// joins under the configured node name. A live node of that name (its
+    /// heartbeat younger than `node_timeout_ms`) makes the join fail once
+    /// that long has passed without the name coming free.
+    pub(crate) async fn join(config: &ClusterConfig) -> Result<Cluster> {
+        let node = config
+            .node
+            .clone()
+            .context("cluster mode needs a node name")?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("wasmvisor {node}"))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(creds) = &config.credentials {
+            options = options
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("cannot read credentials {}", creds.display()))?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let client = tokio::time::timeout(
+            Duration::from_secs(10),
+            options.connect(config.nats.as_str()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from NATS at {} within 10 s", config.nats))?
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats))?;
+        let js = jetstream::new(client);
+        let timeout = Duration::from_millis(config.node_timeout_ms);
+        let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
+        let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
+        let cluster = Cluster {
+            node,
+            name: config.name.clone(),
+            config: config.clone(),
+            children,
+            nodes,
+            joined_at_ms: now_ms(),
+        };
+        cluster.claim_name().await?;
+        tracing::info!(
+            "joined cluster {} as node {} through {}",
+            cluster.name,
+            cluster.node,
+            config.nats
+        );
+        Ok(cluster)
+    }
+
+    async fn claim_name(&self) -> Result<()> {
+        let info = self.info(0, BTreeMap::new());
+        let value = serde_json::to_vec(&info)?;
+        let heartbeat = Duration::from_millis(self.config.heartbeat_ms);
+        // A node that just died keeps its name until its last heartbeat
+        // ages out; a live one renews it, and the name stays taken.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.node_timeout_ms)
+            + 2 * heartbeat;
+        loop {
+            match self.nodes.create(&self.node, value.clone().into()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if tokio::time::Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "a node named {} is alive in cluster {}; give this one another --node",
+                            self.node,
+                            self.name
+                        );
+                    }
+                    tokio::time::sleep(heartbeat).await;
+                }
+                Err(e) => return Err(e).context("cannot register the node in NATS"),
+            }
+        }
+    }
+
+    fn info(&self, children: usize, plugins: BTreeMap<String, String>) -> NodeInfo {
+        NodeInfo {
+            node: self.node.clone(),
+            api: self.config.api.clone(),
+            joined_at_ms: self.joined_at_ms,
+            children,
+            plugins,
+        }
+    }
+
+    /// Writes the node's heartbeat every `heartbeat_ms` with what `sample`
+    /// says, until the returned task is aborted.
+    pub(crate) fn heartbeat(
+        self: &Arc<Self>,
+        sample: impl Fn() -> (usize, BTreeMap<String, String>) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(me.config.heartbeat_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (children, plugins) = sample();
+                let Ok(value) = serde_json::to_vec(&me.info(children, plugins)) else {
+                    continue;
+                };
+                if let Err(e) = me.nodes.put(&me.node, value.into()).await {
+                    tracing::warn!("cannot write the node's heartbeat: {e}");
+                }
+            }
+        })
+    }
+
+    /// Every node whose key is in the nodes bucket, by name.
+    pub(crate) async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let mut keys = self.nodes.keys().await.context("cannot list the nodes")?;
+        let mut out = Vec::new();
+        let now = now_ms() as i128;
+        while let Some(k) = keys.next().await {
+            let k = k.context("cannot list the nodes")?;
+            let Some(entry) = self.nodes.entry(&k).await.context("cannot read a node")? else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let Ok(info) = serde_json::from_slice::<NodeInfo>(&entry.value) else {
+                continue;
+            };
+            let written = entry.created.unix_timestamp_nanos() / 1_000_000;
+            let age = u64::try_from(now - written).unwrap_or(0);
+            out.push(NodeStatus {
+                alive: age < self.config.node_timeout_ms,
+                heartbeat_age_ms: age,
+                this_node: info.node == self.node,
+                info,
+            });
+        }
+        out.sort_by(|a, b| a.info.node.cmp(&b.info.node));
+        Ok(out)
+    }
+
+    /// Claims `spec.id` for this node: `already_started` when any node
+    /// holds it.
+    pub(crate) async fn claim(&self, spec: &ChildSpec) -> Result<(), StartError> {
+        let claim = Claim {
+            owner: self.node.clone(),
+            epoch: 1,
+            spec: ClaimedSpec {
+                plugin: spec.plugin.clone(),
+                args: String::from_utf8_lossy(&spec.args).into_owned(),
+                restart: spec.restart,
+                shutdown_ms: spec.shutdown_ms,
+                activate: spec.activate,
+            },
+        };
+        let value = serde_json::to_vec(&claim)
+            .map_err(|e| StartError::Unavailable(format!("cannot encode the claim: {e}")))?;
+        match self.children.create(key(&spec.id), value.into()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(StartError::AlreadyStarted(spec.id.clone()))
+            }
+            Err(e) => Err(StartError::Unavailable(format!(
+                "cannot claim the id in the cluster: {e}"
+            ))),
+        }
+    }
+
+    /// The claim on `id`, if any node holds one.
+    pub(crate) async fn claim_of(&self, id: &str) -> Result<Option<(Claim, u64)>> {
+        let entry = self
+            .children
+            .entry(key(id))
+            .await
+            .context("cannot read the cluster registry")?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
+    }
+
+    /// Gives up this node's claim on `id` (the child is gone); a claim
+    /// another node holds is left alone.
+    pub(crate) async fn release(&self, id: &str) {
+        match self.claim_of(id).await {
+            Ok(Some((claim, revision))) if claim.owner == self.node => {
+                if let Err(e) = self
+                    .children
+                    .delete_expect_revision(key(id), Some(revision))
+                    .await
+                {
+                    tracing::warn!(child = id, "cannot release the id in the cluster: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(child = id, "cannot release the id in the cluster: {e:#}"),
+        }
+    }
+
+    /// What a restarting node does with a child it stored: keep it if the
+    /// claim is its own or free (then it claims it again), forget it if
+    /// another node holds it.
+    pub(crate) async fn adopt(&self, spec: &ChildSpec) -> Result<Adopt> {
+        if let Some((claim, _)) = self.claim_of(&spec.id).await? {
+            return Ok(match claim.owner == self.node {
+                true => Adopt::Mine,
+                false => Adopt::Elsewhere(claim.owner),
+            });
+        }
+        match self.claim(spec).await {
+            Ok(()) => Ok(Adopt::Mine),
+            // Claimed meanwhile by another node.
+            Err(StartError::AlreadyStarted(_)) => Ok(Adopt::Elsewhere(
+                self.claim_of(&spec.id)
+                    .await?
+                    .map(|(c, _)| c.owner)
+                    .unwrap_or_default(),
+            )),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
+    }
+
+    /// Leaves the cluster: the node's key goes at once, rather than when
+    /// its heartbeat ages out.
+    pub(crate) async fn leave(&self) {
+        if let Err(e) = self.nodes.delete(&self.node).await {
+            tracing::warn!("cannot remove the node from the cluster: {e}");
+        }
+    }
+}
+
+/// The bucket `name`, created if it does not exist yet. Its stream is
+/// made here with the key-value conventions (what async-nats'
+/// `create_key_value` makes), because that call first reads the account's
+/// info, which nats-server 2.9 (Debian's) answers in a form the client
+/// does not parse.
+async fn bucket(js: &jetstream::Context, name: String, max_age: Duration) -> Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.with_context(|| {
+        format!("cannot create the JetStream bucket {name} (is JetStream on: nats-server -js?)")
+    })?;
+    js.get_key_value(&name)
+        .await
+        .with_context(|| format!("cannot open the JetStream bucket {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_valid_distinct_keys() {
+        assert_eq!(key("a.b:c@d"), "a=db=cc=ad");
+        assert_eq!(key(".x."), "=dx=d");
+        assert_ne!(key("a:b"), key("a@b"));
+    }
+}

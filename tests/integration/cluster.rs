@@ -1,0 +1,212 @@
+//! Cluster mode against a real `nats-server -js` on loopback (which
+//! `.ci/run` installs): three `wasmvisor` processes join one cluster, list
+//! each other, refuse a second node of a live name, and agree on who holds
+//! each dynamic child id when they all start the same ids at once.
+
+mod common;
+
+use common::process::RunningHost;
+use hyper::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// A `nats-server` with JetStream on a free loopback port and a temporary
+/// store, killed on drop.
+struct Nats {
+    url: String,
+    _process: tokio::process::Child,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    /// `None` (with the reason printed) when `nats-server` is not installed.
+    async fn start() -> Option<Nats> {
+        if std::process::Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: nats-server is not on PATH (apt-get install nats-server)");
+            return None;
+        }
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let process = tokio::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts");
+        let addr = format!("127.0.0.1:{port}");
+        wasmvisor_tests::wait_for_async("nats-server to listen", Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(&addr).await.ok() }
+        })
+        .await;
+        Some(Nats {
+            url: format!("nats://{addr}"),
+            _process: process,
+            _store: store,
+        })
+    }
+}
+
+async fn node(nats: &Nats, name: &str) -> RunningHost {
+    RunningHost::start(&["--cluster", &nats.url, "--node", name]).await
+}
+
+async fn ids_of(h: &RunningHost) -> Vec<String> {
+    h.get("/v1/children?limit=10000")
+        .await
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_join_and_every_id_is_started_once() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let nodes = [
+        node(&nats, "n1").await,
+        node(&nats, "n2").await,
+        node(&nats, "n3").await,
+    ];
+
+    // Each lists the three, alive, and says which one it is.
+    let listed = nodes[1].get("/v1/nodes").await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2", "n3"], "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["alive"] == true)
+    );
+    assert_eq!(listed[1]["this_node"], true);
+    assert_eq!(listed[1]["api"], nodes[1].addr.as_str());
+    assert!(listed[0]["plugins"]["chaos"].is_string(), "{listed}");
+
+    // Every node starts the same 100 ids, 3 times each, all at once.
+    let mut starts = Vec::new();
+    for round in 0..3 {
+        for (n, h) in nodes.iter().enumerate() {
+            for i in 0..100 {
+                let client = h.client.clone();
+                starts.push(tokio::spawn(async move {
+                    let body = json!({"id": format!("c{i}"), "plugin": "chaos",
+                                      "args": {"by": n, "round": round}});
+                    let (status, body) = client
+                        .raw(Method::POST, "/v1/children", Some(&body))
+                        .await
+                        .expect("the node answers");
+                    (
+                        status.as_u16(),
+                        serde_json::from_slice::<Value>(&body).unwrap(),
+                    )
+                }));
+            }
+        }
+    }
+    let (mut started, mut refused) = (0, 0);
+    for s in starts {
+        match s.await.unwrap() {
+            (201, _) => started += 1,
+            (409, body) => {
+                assert_eq!(body["error"], "already_started", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((started, refused), (100, 800));
+    let mut all = Vec::new();
+    for h in &nodes {
+        all.extend(ids_of(h).await);
+    }
+    let unique: BTreeSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (100, 100), "an id runs twice");
+
+    // The heartbeats carry the counts.
+    wasmvisor_tests::wait_for_async("the nodes' child counts", Duration::from_secs(20), || {
+        let h = &nodes[0];
+        async move {
+            let listed = h.get("/v1/nodes").await;
+            let total: u64 = listed
+                .as_array()?
+                .iter()
+                .map(|n| n["children"].as_u64().unwrap_or(0))
+                .sum();
+            (total == 100).then_some(())
+        }
+    })
+    .await;
+
+    // A stopped child's id is free again, on any node.
+    let mut owner = None;
+    for (n, h) in nodes.iter().enumerate() {
+        let (status, _) = h
+            .client
+            .raw(Method::GET, "/v1/children/c7", None)
+            .await
+            .unwrap();
+        if status.as_u16() == 200 {
+            owner = Some(n);
+        }
+    }
+    let owner = owner.expect("some node runs c7");
+    let other = (owner + 1) % 3;
+    let again = json!({"id": "c7", "plugin": "chaos"});
+    let (status, _) = nodes[other]
+        .client
+        .raw(Method::POST, "/v1/children", Some(&again))
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 409, "c7 runs on n{}", owner + 1);
+    nodes[owner]
+        .client
+        .json(Method::DELETE, "/v1/children/c7", None)
+        .await
+        .expect("c7 stops");
+    let (status, body) = nodes[other]
+        .client
+        .raw(Method::POST, "/v1/children", Some(&again))
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 201, "{}", String::from_utf8_lossy(&body));
+
+    // A fourth node with a live node's name is refused (once that name
+    // has had `node_timeout_ms` to come free, and did not).
+    let dir = tempfile::tempdir().unwrap();
+    wasmvisor_tests::copy_plugins(&dir.path().join("plugins"));
+    let log = RunningHost::start_in(dir, &["--cluster", &nats.url, "--node", "n2"])
+        .await
+        .err()
+        .expect("a second n2 is refused");
+    assert!(log.contains("a node named n2 is alive"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_host_has_no_nodes() {
+    let h = RunningHost::start(&[]).await;
+    let (status, body) = h.client.raw(Method::GET, "/v1/nodes", None).await.unwrap();
+    assert_eq!(status.as_u16(), 404);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "no_cluster");
+}
