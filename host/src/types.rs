@@ -234,6 +234,33 @@ impl CallError {
             CallError::Unavailable(_) => "unavailable",
         }
     }
+
+    /// The error of `code` (as [`CallError::code`] spells it): how another
+    /// node's answer comes back. An unknown code is `failed`.
+    pub fn from_code(code: &str, message: String) -> CallError {
+        match code {
+            "not_found" => CallError::NotFound,
+            "timeout" => CallError::Timeout,
+            "trapped" => CallError::Trapped(message),
+            "killed" => CallError::Killed(message),
+            "mailbox_full" => CallError::MailboxFull,
+            "init_failed" => CallError::InitFailed(message),
+            "unavailable" => CallError::Unavailable(message),
+            _ => CallError::Failed(message),
+        }
+    }
+
+    /// The message a [`CallError::from_code`] takes back.
+    pub fn message(&self) -> String {
+        match self {
+            CallError::Trapped(m)
+            | CallError::Killed(m)
+            | CallError::Failed(m)
+            | CallError::InitFailed(m)
+            | CallError::Unavailable(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Why `runtime.checkpoint` stored nothing.
@@ -310,6 +337,10 @@ pub enum ChildError {
     /// no instance to give back).
     #[error("cannot_hibernate: {0}")]
     CannotHibernate(String),
+    /// The child runs on another node of the cluster, which did not
+    /// answer.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ChildError {
@@ -318,6 +349,17 @@ impl ChildError {
         match self {
             ChildError::NotFound(_) => "not_found",
             ChildError::CannotHibernate(_) => "cannot_hibernate",
+            ChildError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The error of `code` (as [`ChildError::code`] spells it) about child
+    /// `id`: how another node's answer comes back.
+    pub fn from_code(code: &str, id: &str, message: String) -> ChildError {
+        match code {
+            "not_found" => ChildError::NotFound(id.to_string()),
+            "cannot_hibernate" => ChildError::CannotHibernate(message),
+            _ => ChildError::Unavailable(message),
         }
     }
 }

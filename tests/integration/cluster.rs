@@ -210,3 +210,114 @@ async fn a_lone_host_has_no_nodes() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "no_cluster");
 }
+
+async fn post(h: &RunningHost, path: &str, body: Value) -> (u16, Value) {
+    let (status, bytes) = h
+        .client
+        .raw(Method::POST, path, Some(&body))
+        .await
+        .expect("the node answers");
+    (
+        status.as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Calls, casts, kills, restarts, reads and stops reach the node that runs
+/// the child, from another node's API and from a guest on another node,
+/// with the same answers and error codes as on one host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_casts_reach_the_node_that_runs_the_child() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2) = (node(&nats, "n1").await, node(&nats, "n2").await);
+    assert_eq!(
+        post(&n1, "/v1/children", json!({"id": "a", "plugin": "chaos"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post(
+            &n2,
+            "/v1/children",
+            json!({"id": "b", "plugin": "chaos", "args": {"k": 1}})
+        )
+        .await
+        .0,
+        201
+    );
+
+    // Through n1's API to b, which runs on n2.
+    for i in 1..=20 {
+        let (status, body) = post(&n1, "/v1/children/b/cast", json!({"msg": {"add": i}})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, body) = post(&n1, "/v1/children/b/call", json!({"msg": "state"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], json!({"args": {"k": 1}, "count": 210}));
+    let got = n1.get("/v1/children/b").await;
+    assert_eq!(
+        (got["node"].as_str(), got["plugin"].as_str()),
+        (Some("n2"), Some("chaos"))
+    );
+    let (status, body) = post(&n1, "/v1/children/b/call", json!({"msg": "panic"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("trapped")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("chaos panic"),
+        "{body}"
+    );
+    let (status, body) = post(&n1, "/v1/children/ghost/call", json!({"msg": 1})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &n1,
+        "/v1/children/b/call",
+        json!({"msg": {"spin": 1_000_000_000_u64}, "timeout_ms": 200}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (504, Some("timeout")),
+        "{body}"
+    );
+    let (status, _) = post(&n1, "/v1/children/b/kill", json!({"reason": "from n1"})).await;
+    assert_eq!(status, 202);
+    wasmvisor_tests::wait_for_async("b's kill", Duration::from_secs(20), || async {
+        let b = n2.get("/v1/children/b").await;
+        (b["last_exit"]["killed"] == "from n1").then_some(())
+    })
+    .await;
+    let (status, _) = post(&n1, "/v1/children/b/restart", json!({})).await;
+    assert_eq!(status, 200);
+
+    // Guest to guest: a (on n1) calls and casts b (on n2).
+    let via_a = |msg: Value| post(&n1, "/v1/children/a/call", json!({"msg": msg}));
+    let (_, body) = via_a(json!({"call": {"to": "b", "msg": {"add": 2}}})).await;
+    assert_eq!(body["reply"], 2, "{body}");
+    let (_, body) = via_a(json!({"cast": {"to": "b", "msg": {"add": 3}}})).await;
+    assert_eq!(body["reply"], "ok", "{body}");
+    let (_, body) = via_a(json!({"call": {"to": "b", "msg": "state"}})).await;
+    assert_eq!(body["reply"]["count"], 5, "{body}");
+    let (_, body) = via_a(json!({"call": {"to": "b", "msg": "panic"}})).await;
+    assert_eq!(body["reply"]["error"], "trapped", "{body}");
+    let (_, body) = via_a(json!({"cast": {"to": "nobody", "msg": 1}})).await;
+    assert_eq!(body["reply"]["error"], "not_found", "{body}");
+
+    // Stopped from n1, b is gone everywhere.
+    n1.client
+        .json(Method::DELETE, "/v1/children/b", None)
+        .await
+        .expect("b stops");
+    assert!(ids_of(&n2).await.is_empty());
+    let (status, _) = post(&n1, "/v1/children/b/call", json!({"msg": 1})).await;
+    assert_eq!(status, 404);
+}

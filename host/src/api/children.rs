@@ -140,13 +140,13 @@ pub(crate) async fn list(
     Ok(Json(host.children_page(page.after.as_deref(), limit)))
 }
 
+/// A child of this node, or in a cluster of whichever node runs it (with
+/// `node`).
 pub(crate) async fn get(
     State(host): State<Host>,
     ChildId(id): ChildId,
-) -> Result<Json<ChildInfo>, ApiError> {
-    host.child(&id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(&id))
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(host.child_anywhere(&id).await?))
 }
 
 pub(crate) async fn start(
@@ -204,7 +204,7 @@ pub(crate) async fn kill(
     JsonBody(req): JsonBody<KillRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let reason = req.reason.unwrap_or_else(|| "killed by operator".into());
-    host.kill_child(&id, &reason)?;
+    host.kill_anywhere(&id, &reason).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"killed": id}))))
 }
 
@@ -237,7 +237,8 @@ pub(crate) async fn cast(
     ChildId(id): ChildId,
     JsonBody(req): JsonBody<CastRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    host.cast(&id, serde_json::to_vec(&req.msg).unwrap_or_default())
+    host.cast_anywhere(&id, serde_json::to_vec(&req.msg).unwrap_or_default())
+        .await
         .map_err(|e| naming(e, &id))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": id}))))
 }

@@ -111,6 +111,11 @@ impl From<ChildError> for ApiError {
                 code: "cannot_hibernate",
                 message: why,
             },
+            ChildError::Unavailable(why) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "unavailable",
+                message: why,
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::types::{Activate, ChildSpec, Restart, StartError};
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,8 +81,42 @@ pub(crate) enum Adopt {
     Elsewhere(String),
 }
 
+/// What one node asks of the node that runs a child.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    /// A call, with the time left for it.
+    Call(Duration),
+    Cast,
+    Stop,
+    Restart,
+    Kill(String),
+    /// The child's info, as JSON.
+    Get,
+}
+
+/// An answer from the node that runs the child: the reply's bytes, or an
+/// error's code and message (the API's codes).
+pub(crate) type Answer = Result<Vec<u8>, (String, String)>;
+
+/// What this node does when another asks: the operation on a child of its
+/// own (never routed on again).
+pub(crate) trait Inbound: Send + Sync + 'static {
+    fn handle(&self, op: Op, id: String, msg: Vec<u8>) -> BoxFuture<'static, Answer>;
+}
+
+/// How long a request other than a call may take end to end (a stop waits
+/// for the child's `terminate`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+const OP: &str = "wv-op";
+const ID: &str = "wv-id";
+const TIMEOUT_MS: &str = "wv-timeout-ms";
+const REASON: &str = "wv-reason";
+const ERROR: &str = "wv-error";
+
 /// This node's membership in a cluster.
 pub(crate) struct Cluster {
+    client: async_nats::Client,
     node: String,
     name: String,
     config: ClusterConfig,
@@ -142,11 +177,12 @@ impl Cluster {
         .await
         .map_err(|_| anyhow::anyhow!("no answer from NATS at {} within 10 s", config.nats))?
         .with_context(|| format!("cannot connect to NATS at {}", config.nats))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let timeout = Duration::from_millis(config.node_timeout_ms);
         let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
         let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
         let cluster = Cluster {
+            client,
             node,
             name: config.name.clone(),
             config: config.clone(),
@@ -331,6 +367,141 @@ impl Cluster {
             )),
             Err(e) => Err(anyhow::anyhow!("{e}")),
         }
+    }
+
+    /// This node's name.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// The subject a node takes requests on.
+    fn subject(&self, node: &str) -> String {
+        format!("{}.node.{node}", self.name)
+    }
+
+    /// Answers the other nodes' requests about this node's children with
+    /// `inbound`, until the returned task is aborted. Casts and kills are
+    /// handled in the order they came; the rest each in a task of its own.
+    pub(crate) async fn serve(
+        self: &Arc<Self>,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let mut requests = self
+            .client
+            .subscribe(self.subject(&self.node))
+            .await
+            .context("cannot take requests from the other nodes")?;
+        let client = self.client.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let Some(reply_to) = request.reply.clone() else {
+                    continue;
+                };
+                let headers = request.headers.clone().unwrap_or_default();
+                let header = |k: &str| headers.get(k).map(|v| v.as_str().to_string());
+                let id = header(ID).unwrap_or_default();
+                let op = match header(OP).as_deref() {
+                    Some("call") => Op::Call(Duration::from_millis(
+                        header(TIMEOUT_MS)
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(5_000),
+                    )),
+                    Some("cast") => Op::Cast,
+                    Some("stop") => Op::Stop,
+                    Some("restart") => Op::Restart,
+                    Some("kill") => Op::Kill(header(REASON).unwrap_or_default()),
+                    Some("get") => Op::Get,
+                    _ => continue,
+                };
+                let in_order = matches!(op, Op::Cast | Op::Kill(_));
+                let work = inbound.handle(op, id, request.payload.to_vec());
+                let client = client.clone();
+                let answer = async move {
+                    let (headers, payload) = match work.await {
+                        Ok(reply) => (async_nats::HeaderMap::new(), reply),
+                        Err((code, message)) => {
+                            let mut h = async_nats::HeaderMap::new();
+                            h.insert(ERROR, code.as_str());
+                            (h, message.into_bytes())
+                        }
+                    };
+                    if let Err(e) = client
+                        .publish_with_headers(reply_to, headers, payload.into())
+                        .await
+                    {
+                        tracing::warn!("cannot answer another node: {e}");
+                    }
+                };
+                match in_order {
+                    true => answer.await,
+                    false => drop(tokio::spawn(answer)),
+                }
+            }
+        }))
+    }
+
+    /// Asks the node that holds `id` to do `op`. `None` when no other node
+    /// holds it (then nobody does, or this node, which has no such child).
+    pub(crate) async fn route(&self, id: &str, op: Op, msg: Vec<u8>) -> Option<Answer> {
+        let owner = match self.claim_of(id).await {
+            Ok(Some((claim, _))) if claim.owner != self.node => claim.owner,
+            Ok(_) => return None,
+            Err(e) => return Some(Err(("unavailable".into(), format!("{e:#}")))),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ID, id);
+        let (name, timeout) = match &op {
+            Op::Call(t) => {
+                headers.insert(TIMEOUT_MS, t.as_millis().to_string().as_str());
+                // The callee's node times the call out; this one waits a
+                // little longer for its answer.
+                ("call", *t + Duration::from_secs(1))
+            }
+            Op::Cast => ("cast", REQUEST_TIMEOUT),
+            Op::Stop => ("stop", REQUEST_TIMEOUT),
+            Op::Restart => ("restart", REQUEST_TIMEOUT),
+            Op::Kill(reason) => {
+                headers.insert(REASON, reason.as_str());
+                ("kill", REQUEST_TIMEOUT)
+            }
+            Op::Get => ("get", REQUEST_TIMEOUT),
+        };
+        headers.insert(OP, name);
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(msg.into())
+            .timeout(Some(timeout));
+        let answer = self
+            .client
+            .send_request(self.subject(&owner), request)
+            .await;
+        Some(match answer {
+            Ok(reply) => match reply.headers.as_ref().and_then(|h| h.get(ERROR)) {
+                Some(code) => Err((
+                    code.as_str().to_string(),
+                    String::from_utf8_lossy(&reply.payload).into_owned(),
+                )),
+                None => Ok(reply.payload.to_vec()),
+            },
+            Err(e) => match e.kind() {
+                async_nats::client::RequestErrorKind::TimedOut => Err((
+                    "timeout".into(),
+                    format!("node {owner} did not answer in time"),
+                )),
+                async_nats::client::RequestErrorKind::NoResponders => Err((
+                    "unavailable".into(),
+                    format!("node {owner}, which runs {id}, does not answer"),
+                )),
+                async_nats::client::RequestErrorKind::MaxPayloadExceeded => Err((
+                    "failed".into(),
+                    format!("the message is larger than NATS takes: {e}"),
+                )),
+                _ => Err((
+                    "unavailable".into(),
+                    format!("cannot reach node {owner}: {e}"),
+                )),
+            },
+        })
     }
 
     /// Leaves the cluster: the node's key goes at once, rather than when

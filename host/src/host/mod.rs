@@ -15,7 +15,7 @@ pub use reload::{LoadReport, PluginChange, RELOAD_BATCH};
 pub use watch::{SETTLE, Watcher};
 
 use crate::child::{Address, Env, Tasks};
-use crate::cluster::{Adopt, Cluster};
+use crate::cluster::{Adopt, Answer, Cluster, Inbound, Op};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
@@ -25,6 +25,7 @@ use crate::types::{CallError, ChildError, ChildSpec, StartError};
 use crate::wasm::Wasm;
 use anyhow::Result;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -40,8 +41,8 @@ pub struct Host {
     sup: Arc<Supervisor>,
     /// Plugin loads, reloads and removals happen one at a time.
     plugin_changes: Arc<tokio::sync::Mutex<()>>,
-    /// The cluster heartbeat's task, ended by `shutdown`.
-    heartbeat: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
+    /// The cluster's heartbeat and request tasks, ended by `shutdown`.
+    cluster_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// Up to this many stored children, each one restored gets a log line.
@@ -96,7 +97,7 @@ impl Host {
         let host = Host {
             sup,
             plugin_changes: Arc::default(),
-            heartbeat: Arc::default(),
+            cluster_tasks: Arc::default(),
         };
         let dir = host.sup.config.plugins_dir.clone();
         if dir.is_dir() {
@@ -149,8 +150,10 @@ impl Host {
         }
         if let Some(cluster) = &host.sup.cluster {
             let sample = host.clone();
-            let task = cluster.heartbeat(move || sample.node_sample());
-            *host.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+            let heartbeat = cluster.heartbeat(move || sample.node_sample());
+            let requests = cluster.serve(Arc::new(Local(host.clone()))).await?;
+            *host.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()) =
+                vec![heartbeat.abort_handle(), requests.abort_handle()];
         }
         Ok(host)
     }
@@ -188,12 +191,51 @@ impl Host {
                     .await
             }
             Some(cell) => cell.call(msg, timeout).await,
-            None => Err(CallError::NotFound),
+            // On another node of the cluster, or nowhere.
+            None => self.sup.call(id, msg, timeout).await,
         };
         if let Err(e) = &result {
             metrics.call_error(e);
         }
         result
+    }
+
+    /// Casts to child `id` on whichever node of the cluster runs it (on a
+    /// host that runs alone, as [`Host::cast`]).
+    pub async fn cast_anywhere(&self, id: &str, msg: Vec<u8>) -> Result<(), CallError> {
+        if self.sup.cluster.is_none() || self.sup.registry.get(id).is_some() {
+            return self.cast(id, msg);
+        }
+        let metrics = &self.sup.env.metrics;
+        metrics.cast();
+        let result = self.sup.cast(id, msg).await;
+        if let Err(e) = &result {
+            metrics.call_error(e);
+        }
+        result
+    }
+
+    /// Kills child `id` on whichever node of the cluster runs it (on a
+    /// host that runs alone, as [`Host::kill_child`]).
+    pub async fn kill_anywhere(&self, id: &str, reason: &str) -> Result<(), ChildError> {
+        self.sup.kill_anywhere(id, reason).await
+    }
+
+    /// Child `id` as JSON, from whichever node of the cluster runs it,
+    /// with the node's name in `node`.
+    pub async fn child_anywhere(&self, id: &str) -> Result<serde_json::Value, ChildError> {
+        if let Some(info) = self.child(id) {
+            let mut value = serde_json::to_value(info).unwrap_or_default();
+            if let Some(cluster) = &self.sup.cluster {
+                value["node"] = cluster.node_name().into();
+            }
+            return Ok(value);
+        }
+        match self.sup.remote_child(id).await {
+            Some(answer) => serde_json::from_slice(&answer?)
+                .map_err(|e| ChildError::Unavailable(format!("the other node's answer: {e}"))),
+            None => Err(ChildError::NotFound(id.to_string())),
+        }
     }
 
     /// Casts to child `id`.
@@ -278,12 +320,9 @@ impl Host {
     /// exits. Stored children stay stored.
     pub async fn shutdown(&self) {
         self.sup.shutdown().await;
-        let heartbeat = self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = heartbeat {
+        let tasks =
+            std::mem::take(&mut *self.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             task.abort();
         }
         if let Some(cluster) = &self.sup.cluster {
@@ -312,5 +351,50 @@ impl Host {
             .filter_map(|(name, e)| Some((name, e.current?.hash.clone())))
             .collect();
         (self.sup.registry.len(), plugins)
+    }
+}
+
+/// What this node does for the other nodes of its cluster: operations on
+/// its own children, never routed on.
+struct Local(Host);
+
+impl Inbound for Local {
+    fn handle(&self, op: Op, id: String, msg: Vec<u8>) -> BoxFuture<'static, Answer> {
+        let host = self.0.clone();
+        Box::pin(async move {
+            let call_error = |e: CallError| (e.code().to_string(), e.message());
+            let child_error = |e: ChildError| (e.code().to_string(), e.to_string());
+            let Some(cell) = host.sup.registry.get(&id) else {
+                return Err((
+                    "not_found".into(),
+                    format!("no child with id {id:?} on this node"),
+                ));
+            };
+            match op {
+                Op::Call(timeout) => cell.call(msg, timeout).await.map_err(call_error),
+                Op::Cast => cell.cast(msg).map(|()| Vec::new()).map_err(call_error),
+                Op::Stop => host
+                    .sup
+                    .stop_child(&id)
+                    .await
+                    .map(|()| Vec::new())
+                    .map_err(child_error),
+                Op::Restart => host
+                    .sup
+                    .restart_child(&id)
+                    .await
+                    .map(|()| Vec::new())
+                    .map_err(child_error),
+                Op::Kill(reason) => host
+                    .sup
+                    .kill_child(&id, &reason)
+                    .map(|()| Vec::new())
+                    .map_err(child_error),
+                Op::Get => {
+                    let value = host.child_anywhere(&id).await.map_err(child_error)?;
+                    Ok(serde_json::to_vec(&value).unwrap_or_default())
+                }
+            }
+        })
     }
 }

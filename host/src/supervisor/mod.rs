@@ -13,13 +13,14 @@ mod port;
 pub use group::{GroupTree, TreeChild, TreeMember};
 
 use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Op};
 use crate::config::{Config, StaticChild};
 use crate::events::Event;
 use crate::names;
 use crate::registry::{Registry, Topics};
 use crate::types::{
-    Activate, CheckpointError, ChildError, ChildSpec, ExitReason, StartError, StartOutcome,
+    Activate, CallError, CheckpointError, ChildError, ChildSpec, ExitReason, StartError,
+    StartOutcome,
 };
 use crate::wasm::Port;
 use anyhow::Result;
@@ -234,16 +235,91 @@ impl Supervisor {
     }
 
     /// The dynamic supervisor's `terminate_child`: `terminate(shutdown)`,
-    /// then the child is removed and its id is free.
+    /// then the child is removed and its id is free. A child on another
+    /// node of the cluster is stopped there.
     pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
-        self.order(id, |done| Control::Stop { done }).await
+        match self.route_child(id, Op::Stop).await {
+            Some(answer) => answer,
+            None => self.order(id, |done| Control::Stop { done }).await,
+        }
     }
 
     /// A fresh instance with the same args, once the old one's
     /// `terminate(shutdown)` ran; revives a child in `backoff` or `failed`.
     /// Resolves once the new instance started or failed to.
     pub(crate) async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
-        self.order(id, |done| Control::Restart { done }).await
+        match self.route_child(id, Op::Restart).await {
+            Some(answer) => answer,
+            None => self.order(id, |done| Control::Restart { done }).await,
+        }
+    }
+
+    /// `kill_child`, on whichever node of the cluster runs the child.
+    pub(crate) async fn kill_anywhere(&self, id: &str, reason: &str) -> Result<(), ChildError> {
+        match self.route_child(id, Op::Kill(reason.to_string())).await {
+            Some(answer) => answer,
+            None => self.kill_child(id, reason),
+        }
+    }
+
+    /// `op` on a child that is not on this node but on another of the
+    /// cluster: its answer. `None` for a child of this node (or of none).
+    async fn route_child(&self, id: &str, op: Op) -> Option<Result<(), ChildError>> {
+        let cluster = self.cluster.as_ref()?;
+        if self.registry.get(id).is_some() {
+            return None;
+        }
+        let answer = cluster.route(id, op, Vec::new()).await?;
+        Some(
+            answer
+                .map(drop)
+                .map_err(|(code, message)| ChildError::from_code(&code, id, message)),
+        )
+    }
+
+    /// Calls child `id`, on this node or, in a cluster, on the node that
+    /// runs it.
+    pub(crate) async fn call(
+        &self,
+        id: &str,
+        msg: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        if let Some(cell) = self.registry.get(id) {
+            return cell.call(msg, timeout).await;
+        }
+        match &self.cluster {
+            Some(cluster) => match cluster.route(id, Op::Call(timeout), msg).await {
+                Some(answer) => answer.map_err(|(code, m)| CallError::from_code(&code, m)),
+                None => Err(CallError::NotFound),
+            },
+            None => Err(CallError::NotFound),
+        }
+    }
+
+    /// Casts to child `id`, on this node or, in a cluster, on the node that
+    /// runs it.
+    pub(crate) async fn cast(&self, id: &str, msg: Vec<u8>) -> Result<(), CallError> {
+        if let Some(cell) = self.registry.get(id) {
+            return cell.cast(msg);
+        }
+        match &self.cluster {
+            Some(cluster) => match cluster.route(id, Op::Cast, msg).await {
+                Some(answer) => answer
+                    .map(drop)
+                    .map_err(|(code, m)| CallError::from_code(&code, m)),
+                None => Err(CallError::NotFound),
+            },
+            None => Err(CallError::NotFound),
+        }
+    }
+
+    /// Child `id`'s info as another node of the cluster reports it (JSON),
+    /// when this node does not run it.
+    pub(crate) async fn remote_child(&self, id: &str) -> Option<Result<Vec<u8>, ChildError>> {
+        let cluster = self.cluster.as_ref()?;
+        let answer = cluster.route(id, Op::Get, Vec::new()).await?;
+        Some(answer.map_err(|(code, message)| ChildError::from_code(&code, id, message)))
     }
 
     /// Ends child `id`'s instance now with `killed(reason)`.

@@ -48,19 +48,23 @@ impl Port for GuestPort {
         msg: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        let target = self.sup.registry.get(to);
-        Box::pin(async move {
-            match target {
-                Some(target) => target.call(msg, timeout).await,
-                None => Err(CallError::NotFound),
+        match self.sup.registry.get(to) {
+            Some(target) => Box::pin(async move { target.call(msg, timeout).await }),
+            // On another node of the cluster, or nowhere.
+            None => {
+                let (sup, to) = (self.sup.clone(), to.to_string());
+                Box::pin(async move { sup.call(&to, msg, timeout).await })
             }
-        })
+        }
     }
 
-    fn cast(&self, to: &str, msg: Vec<u8>) -> Result<(), CallError> {
+    fn cast(&self, to: &str, msg: Vec<u8>) -> BoxFuture<'static, Result<(), CallError>> {
         match self.sup.registry.get(to) {
-            Some(target) => target.cast(msg),
-            None => Err(CallError::NotFound),
+            Some(target) => Box::pin(std::future::ready(target.cast(msg))),
+            None => {
+                let (sup, to) = (self.sup.clone(), to.to_string());
+                Box::pin(async move { sup.cast(&to, msg).await })
+            }
         }
     }
 

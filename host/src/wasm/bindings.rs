@@ -5,6 +5,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: {
         "wasmvisor:plugin/runtime.call": async | trappable,
+        // Async for a cast to a child on another node of a cluster.
+        "wasmvisor:plugin/runtime.cast": async | trappable,
         "wasmvisor:plugin/runtime.start-child": async | trappable,
         "wasmvisor:plugin/runtime.stop-child": async | trappable,
         "wasmvisor:plugin/runtime.checkpoint": async | trappable,

@@ -83,8 +83,12 @@ impl Host for InstanceState {
         Ok(reply.map_err(to_wit_call_error))
     }
 
-    fn cast(&mut self, to: String, msg: Vec<u8>) -> wasmtime::Result<Result<(), wit::CallError>> {
-        let sent = self.incarnation().port.cast(&to, msg);
+    async fn cast(
+        &mut self,
+        to: String,
+        msg: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit::CallError>> {
+        let sent = self.incarnation().port.cast(&to, msg).await;
         Ok(sent.map_err(to_wit_call_error))
     }
 
@@ -163,6 +167,9 @@ impl Host for InstanceState {
             ChildError::NotFound(_) => wit::StopError::NotFound,
             // A stop is never refused for this; say the child is not there.
             ChildError::CannotHibernate(_) => wit::StopError::NotFound,
+            // Its node does not answer: as far as this guest can reach, it
+            // is not there (the WIT's stop-error has no other code).
+            ChildError::Unavailable(_) => wit::StopError::NotFound,
         }))
     }
 

@@ -33,7 +33,7 @@ pub(crate) trait Port: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
 
     /// Queues `msg` for child `to`.
-    fn cast(&self, to: &str, msg: Vec<u8>) -> Result<(), CallError>;
+    fn cast(&self, to: &str, msg: Vec<u8>) -> BoxFuture<'static, Result<(), CallError>>;
 
     /// Starts a dynamic child and resolves once its `init` returned.
     fn start_child(&self, spec: ChildSpec) -> BoxFuture<'static, Result<StartOutcome, StartError>>;
