@@ -62,6 +62,7 @@ async fn node(nats: &Nats, name: &str) -> RunningHost {
     RunningHost::start(&["--cluster", &nats.url, "--node", name]).await
 }
 
+/// The ids the cluster lists, as node `h` sees it.
 async fn ids_of(h: &RunningHost) -> Vec<String> {
     h.get("/v1/children?limit=10000")
         .await
@@ -136,12 +137,46 @@ async fn three_nodes_join_and_every_id_is_started_once() {
         }
     }
     assert_eq!((started, refused), (100, 800));
-    let mut all = Vec::new();
-    for h in &nodes {
-        all.extend(ids_of(h).await);
+    // Every node lists the whole cluster, each child once, with its node;
+    // and each node runs what it says.
+    let listed = nodes[2].get("/v1/children?limit=10000").await;
+    let listed = listed.as_array().expect("a list");
+    let unique: BTreeSet<&str> = listed.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!((listed.len(), unique.len()), (100, 100), "an id runs twice");
+    for (n, h) in nodes.iter().enumerate() {
+        let name = format!("n{}", n + 1);
+        let theirs: BTreeSet<String> = listed
+            .iter()
+            .filter(|c| c["node"] == name.as_str())
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect();
+        let own = h
+            .get(&format!("/v1/children/{}", theirs.iter().next().unwrap()))
+            .await;
+        assert_eq!(own["node"], name.as_str(), "{own}");
     }
-    let unique: BTreeSet<&String> = all.iter().collect();
-    assert_eq!((all.len(), unique.len()), (100, 100), "an id runs twice");
+    // Paged across nodes: 40 + 40 + 20, in id order.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = match after.is_empty() {
+            true => "/v1/children?limit=40".to_string(),
+            false => format!("/v1/children?limit=40&after={after}"),
+        };
+        let page = nodes[0].get(&path).await;
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap()["id"].as_str().unwrap().to_string();
+        paged.extend(
+            page.into_iter()
+                .map(|c| c["id"].as_str().unwrap().to_string()),
+        );
+    }
+    let mut sorted = paged.clone();
+    sorted.sort();
+    assert_eq!((paged.len(), paged == sorted), (100, true));
 
     // The heartbeats carry the counts.
     wasmvisor_tests::wait_for_async("the nodes' child counts", Duration::from_secs(20), || {
@@ -312,12 +347,71 @@ async fn calls_and_casts_reach_the_node_that_runs_the_child() {
     let (_, body) = via_a(json!({"cast": {"to": "nobody", "msg": 1}})).await;
     assert_eq!(body["reply"]["error"], "not_found", "{body}");
 
+    // Topics are cluster-wide: a publish on n1 reaches a subscriber on
+    // n2 and an event stream on n2.
+    let client = n2.client.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        client
+            .events(Some("news"), false, |_, data| {
+                let _ = tx.send(data.to_string());
+                true
+            })
+            .await
+    });
+    post(
+        &n2,
+        "/v1/children",
+        json!({"id": "reader", "plugin": "chaos"}),
+    )
+    .await;
+    post(
+        &n2,
+        "/v1/children/reader/call",
+        json!({"msg": {"subscribe": "news"}}),
+    )
+    .await;
+    // The stream is open once it shows a publish; publish until it does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no event on n2");
+        via_a_publish(&n1).await;
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            break event;
+        }
+    };
+    let event: Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(
+        (event["topic"].as_str(), &event["msg"]),
+        (Some("news"), &json!({"n": 1}))
+    );
+    reader.abort();
+    let (_, infos) = post(&n2, "/v1/children/reader/call", json!({"msg": "infos"})).await;
+    assert!(
+        infos["reply"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"event": {"topic": "news", "msg": {"n": 1}}})),
+        "{infos}"
+    );
+
     // Stopped from n1, b is gone everywhere.
     n1.client
         .json(Method::DELETE, "/v1/children/b", None)
         .await
         .expect("b stops");
-    assert!(ids_of(&n2).await.is_empty());
+    assert_eq!(ids_of(&n2).await, ["a", "reader"]);
     let (status, _) = post(&n1, "/v1/children/b/call", json!({"msg": 1})).await;
     assert_eq!(status, 404);
+}
+
+/// `a` (on n1) publishes `{"n": 1}` on `news`.
+async fn via_a_publish(n1: &RunningHost) {
+    let (status, body) = post(
+        n1,
+        "/v1/children/a/call",
+        json!({"msg": {"publish": {"topic": "news", "msg": {"n": 1}}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -1,7 +1,7 @@
 //! `/v1/children`: the dynamic supervisor over HTTP.
 
 use super::error::{ApiError, JsonBody};
-use crate::host::{ChildInfo, Host};
+use crate::host::Host;
 use crate::names;
 use crate::types::{Activate, CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
 use axum::Json;
@@ -120,7 +120,7 @@ pub(crate) struct Page {
 pub(crate) async fn list(
     State(host): State<Host>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Vec<ChildInfo>>, ApiError> {
+) -> Result<Json<Vec<Value>>, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = match page.limit.as_deref() {
         None => DEFAULT_PAGE,
@@ -137,7 +137,9 @@ pub(crate) async fn list(
     if let Some(after) = &page.after {
         valid_id(after)?;
     }
-    Ok(Json(host.children_page(page.after.as_deref(), limit)))
+    Ok(Json(
+        host.children_anywhere(page.after.as_deref(), limit).await,
+    ))
 }
 
 /// A child of this node, or in a cluster of whichever node runs it (with

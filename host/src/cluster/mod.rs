@@ -92,6 +92,9 @@ pub(crate) enum Op {
     Kill(String),
     /// The child's info, as JSON.
     Get,
+    /// The node's own children after an id, at most a number, as a JSON
+    /// array.
+    List(Option<String>, usize),
 }
 
 /// An answer from the node that runs the child: the reply's bytes, or an
@@ -113,10 +116,21 @@ const ID: &str = "wv-id";
 const TIMEOUT_MS: &str = "wv-timeout-ms";
 const REASON: &str = "wv-reason";
 const ERROR: &str = "wv-error";
+const TOPIC: &str = "wv-topic";
+const AFTER: &str = "wv-after";
+const LIMIT: &str = "wv-limit";
+const ORIGIN: &str = "wv-origin";
+
+/// Publishes waiting to go out to the other nodes; past this, new ones are
+/// dropped (and counted in the log) rather than held without bound.
+const TOPIC_BACKLOG: usize = 65_536;
 
 /// This node's membership in a cluster.
 pub(crate) struct Cluster {
     client: async_nats::Client,
+    /// This node's publishes, in order, to the task that sends them.
+    outbox: tokio::sync::mpsc::Sender<(String, bytes::Bytes)>,
+    outbox_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, bytes::Bytes)>>>,
     node: String,
     name: String,
     config: ClusterConfig,
@@ -181,8 +195,11 @@ impl Cluster {
         let timeout = Duration::from_millis(config.node_timeout_ms);
         let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
         let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
+        let (outbox, outbox_rx) = tokio::sync::mpsc::channel(TOPIC_BACKLOG);
         let cluster = Cluster {
             client,
+            outbox,
+            outbox_rx: std::sync::Mutex::new(Some(outbox_rx)),
             node,
             name: config.name.clone(),
             config: config.clone(),
@@ -411,6 +428,10 @@ impl Cluster {
                     Some("restart") => Op::Restart,
                     Some("kill") => Op::Kill(header(REASON).unwrap_or_default()),
                     Some("get") => Op::Get,
+                    Some("list") => Op::List(
+                        header(AFTER),
+                        header(LIMIT).and_then(|l| l.parse().ok()).unwrap_or(1000),
+                    ),
                     _ => continue,
                 };
                 let in_order = matches!(op, Op::Cast | Op::Kill(_));
@@ -440,6 +461,68 @@ impl Cluster {
         }))
     }
 
+    /// Sends a publish of this node's to the other nodes (in the order of
+    /// this node's publishes).
+    pub(crate) fn broadcast(&self, topic: &str, msg: &bytes::Bytes) {
+        if self
+            .outbox
+            .try_send((topic.to_string(), msg.clone()))
+            .is_err()
+        {
+            tracing::warn!(
+                topic,
+                "a publish was not sent to the other nodes: {TOPIC_BACKLOG} are waiting for NATS"
+            );
+        }
+    }
+
+    /// Sends this node's publishes out, and hands the other nodes' to
+    /// `deliver` (topic, message), until the returned tasks are aborted.
+    pub(crate) async fn serve_topics(
+        self: &Arc<Self>,
+        deliver: impl Fn(&str, bytes::Bytes) + Send + Sync + 'static,
+    ) -> Result<[tokio::task::JoinHandle<()>; 2]> {
+        let subject = format!("{}.topics", self.name);
+        let mut incoming = self
+            .client
+            .subscribe(subject.clone())
+            .await
+            .context("cannot take the other nodes' publishes")?;
+        let me = self.node.clone();
+        let receive = tokio::spawn(async move {
+            while let Some(m) = incoming.next().await {
+                let Some(headers) = &m.headers else { continue };
+                if headers.get(ORIGIN).map(|o| o.as_str()) == Some(me.as_str()) {
+                    continue;
+                }
+                if let Some(topic) = headers.get(TOPIC) {
+                    deliver(topic.as_str(), m.payload.clone());
+                }
+            }
+        });
+        let mut outbox = self
+            .outbox_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .context("the publishes are served already")?;
+        let (client, node) = (self.client.clone(), self.node.clone());
+        let send = tokio::spawn(async move {
+            while let Some((topic, msg)) = outbox.recv().await {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(TOPIC, topic.as_str());
+                headers.insert(ORIGIN, node.as_str());
+                if let Err(e) = client
+                    .publish_with_headers(subject.clone(), headers, msg)
+                    .await
+                {
+                    tracing::warn!(topic, "cannot send a publish to the other nodes: {e}");
+                }
+            }
+        });
+        Ok([receive, send])
+    }
+
     /// Asks the node that holds `id` to do `op`. `None` when no other node
     /// holds it (then nobody does, or this node, which has no such child).
     pub(crate) async fn route(&self, id: &str, op: Op, msg: Vec<u8>) -> Option<Answer> {
@@ -448,6 +531,22 @@ impl Cluster {
             Ok(_) => return None,
             Err(e) => return Some(Err(("unavailable".into(), format!("{e:#}")))),
         };
+        Some(self.ask(&owner, id, op, msg).await)
+    }
+
+    /// The live nodes other than this one.
+    pub(crate) async fn others(&self) -> Result<Vec<String>> {
+        Ok(self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.alive && !n.this_node)
+            .map(|n| n.info.node)
+            .collect())
+    }
+
+    /// Asks node `owner` to do `op` on its child `id`.
+    pub(crate) async fn ask(&self, owner: &str, id: &str, op: Op, msg: Vec<u8>) -> Answer {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ID, id);
         let (name, timeout) = match &op {
@@ -465,17 +564,21 @@ impl Cluster {
                 ("kill", REQUEST_TIMEOUT)
             }
             Op::Get => ("get", REQUEST_TIMEOUT),
+            Op::List(after, limit) => {
+                if let Some(after) = after {
+                    headers.insert(AFTER, after.as_str());
+                }
+                headers.insert(LIMIT, limit.to_string().as_str());
+                ("list", REQUEST_TIMEOUT)
+            }
         };
         headers.insert(OP, name);
         let request = async_nats::Request::new()
             .headers(headers)
             .payload(msg.into())
             .timeout(Some(timeout));
-        let answer = self
-            .client
-            .send_request(self.subject(&owner), request)
-            .await;
-        Some(match answer {
+        let answer = self.client.send_request(self.subject(owner), request).await;
+        match answer {
             Ok(reply) => match reply.headers.as_ref().and_then(|h| h.get(ERROR)) {
                 Some(code) => Err((
                     code.as_str().to_string(),
@@ -501,7 +604,7 @@ impl Cluster {
                     format!("cannot reach node {owner}: {e}"),
                 )),
             },
-        })
+        }
     }
 
     /// Leaves the cluster: the node's key goes at once, rather than when

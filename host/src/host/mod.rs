@@ -152,8 +152,17 @@ impl Host {
             let sample = host.clone();
             let heartbeat = cluster.heartbeat(move || sample.node_sample());
             let requests = cluster.serve(Arc::new(Local(host.clone()))).await?;
-            *host.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()) =
-                vec![heartbeat.abort_handle(), requests.abort_handle()];
+            let sup = Arc::downgrade(&host.sup);
+            let topics = cluster
+                .serve_topics(move |topic, msg| {
+                    if let Some(sup) = sup.upgrade() {
+                        sup.deliver(topic, msg);
+                    }
+                })
+                .await?;
+            let mut tasks = vec![heartbeat.abort_handle(), requests.abort_handle()];
+            tasks.extend(topics.iter().map(|t| t.abort_handle()));
+            *host.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         }
         Ok(host)
     }
@@ -219,6 +228,63 @@ impl Host {
     /// host that runs alone, as [`Host::kill_child`]).
     pub async fn kill_anywhere(&self, id: &str, reason: &str) -> Result<(), ChildError> {
         self.sup.kill_anywhere(id, reason).await
+    }
+
+    /// This node's page of children, as JSON with each one's `node` when
+    /// in a cluster.
+    fn local_page(&self, after: Option<&str>, limit: usize) -> Vec<serde_json::Value> {
+        let node = self.sup.cluster.as_ref().map(|c| c.node_name().to_string());
+        self.children_page(after, limit)
+            .into_iter()
+            .map(|info| {
+                let mut value = serde_json::to_value(info).unwrap_or_default();
+                if let Some(node) = &node {
+                    value["node"] = node.as_str().into();
+                }
+                value
+            })
+            .collect()
+    }
+
+    /// At most `limit` children in id order after `after`, of every live
+    /// node of the cluster (each with its `node`); on a host that runs
+    /// alone, as [`Host::children_page`]. A node that does not answer is
+    /// left out, with a warning in the log.
+    pub async fn children_anywhere(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<serde_json::Value> {
+        let mut page = self.local_page(after, limit);
+        let Some(cluster) = &self.sup.cluster else {
+            return page;
+        };
+        let others = match cluster.others().await {
+            Ok(others) => others,
+            Err(e) => {
+                tracing::warn!("cannot list the other nodes: {e:#}");
+                Vec::new()
+            }
+        };
+        let asks = others.iter().map(|node| {
+            let op = Op::List(after.map(str::to_string), limit);
+            cluster.ask(node, "", op, Vec::new())
+        });
+        for (node, answer) in others
+            .iter()
+            .zip(futures_util::future::join_all(asks).await)
+        {
+            match answer.map(|bytes| serde_json::from_slice::<Vec<serde_json::Value>>(&bytes)) {
+                Ok(Ok(theirs)) => page.extend(theirs),
+                Ok(Err(e)) => tracing::warn!("node {node} listed its children unreadably: {e}"),
+                Err((code, message)) => {
+                    tracing::warn!("node {node} did not list its children: {code}: {message}")
+                }
+            }
+        }
+        page.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        page.truncate(limit);
+        page
     }
 
     /// Child `id` as JSON, from whichever node of the cluster runs it,
@@ -364,6 +430,10 @@ impl Inbound for Local {
         Box::pin(async move {
             let call_error = |e: CallError| (e.code().to_string(), e.message());
             let child_error = |e: ChildError| (e.code().to_string(), e.to_string());
+            if let Op::List(after, limit) = &op {
+                let page = host.local_page(after.as_deref(), *limit);
+                return Ok(serde_json::to_vec(&page).unwrap_or_default());
+            }
             let Some(cell) = host.sup.registry.get(&id) else {
                 return Err((
                     "not_found".into(),
@@ -394,6 +464,7 @@ impl Inbound for Local {
                     let value = host.child_anywhere(&id).await.map_err(child_error)?;
                     Ok(serde_json::to_vec(&value).unwrap_or_default())
                 }
+                Op::List(..) => Ok(Vec::new()),
             }
         })
     }

@@ -493,8 +493,17 @@ impl Supervisor {
         }
     }
 
-    /// Publishes `msg` on `topic`, to subscribers and event streams.
+    /// Publishes `msg` on `topic`, to subscribers and event streams, on
+    /// every node of the cluster.
     pub(crate) fn publish(&self, topic: &str, msg: Bytes) {
+        if let Some(cluster) = &self.cluster {
+            cluster.broadcast(topic, &msg);
+        }
+        self.deliver(topic, msg);
+    }
+
+    /// Hands a publish to this node's subscribers and event streams.
+    pub(crate) fn deliver(&self, topic: &str, msg: Bytes) {
         if self.env.events.has_listeners() {
             self.env.events.emit(Event::Topic {
                 topic: topic.to_string(),
