@@ -111,10 +111,7 @@ pub fn validate_cluster_name(what: &str, name: &str) -> Result<()> {
 
 impl ClusterConfig {
     fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            !self.nats.is_empty(),
-            "cluster.nats is empty; give the NATS server, e.g. nats://127.0.0.1:4222"
-        );
+        // `nats` may come from --cluster; `run` checks that one is given.
         validate_cluster_name("cluster.name", &self.name)?;
         if let Some(node) = &self.node {
             validate_cluster_name("cluster.node", node)?;

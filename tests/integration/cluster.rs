@@ -58,8 +58,15 @@ impl Nats {
     }
 }
 
+/// The tests run one at a time: each runs a NATS server and up to three
+/// hosts, and on a small machine more at once would starve heartbeats.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A lease of 3 s (half the timeout): long enough for a busy test machine.
+const CONFIG: &str = "[cluster]\nheartbeat_ms = 500\nnode_timeout_ms = 6000\n";
+
 async fn node(nats: &Nats, name: &str) -> RunningHost {
-    RunningHost::start(&["--cluster", &nats.url, "--node", name]).await
+    RunningHost::start_with(&["--cluster", &nats.url, "--node", name], Some(CONFIG)).await
 }
 
 /// The ids the cluster lists, as node `h` sees it.
@@ -75,6 +82,7 @@ async fn ids_of(h: &RunningHost) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_and_every_id_is_started_once() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(nats) = Nats::start().await else {
         return;
     };
@@ -263,6 +271,7 @@ async fn post(h: &RunningHost, path: &str, body: Value) -> (u16, Value) {
 /// with the same answers and error codes as on one host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_casts_reach_the_node_that_runs_the_child() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(nats) = Nats::start().await else {
         return;
     };
@@ -414,4 +423,92 @@ async fn via_a_publish(n1: &RunningHost) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// `kill -9` of a node: once its heartbeat is older than
+/// `node_timeout_ms`, the survivors take its children over (each by
+/// exactly one of them), restarted with their args; `temporary` ones are
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_children_serve_again_on_the_survivors() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        node(&nats, "n1").await,
+        node(&nats, "n2").await,
+        node(&nats, "n3").await,
+    );
+    let mut starts = Vec::new();
+    for i in 0..300 {
+        let client = n3.client.clone();
+        starts.push(tokio::spawn(async move {
+            let restart = if i % 15 == 0 {
+                "temporary"
+            } else {
+                "permanent"
+            };
+            let body = json!({"id": format!("k{i:03}"), "plugin": "chaos",
+                              "args": {"i": i}, "restart": restart});
+            let (status, _) = client
+                .raw(Method::POST, "/v1/children", Some(&body))
+                .await
+                .expect("n3 answers");
+            status.as_u16()
+        }));
+    }
+    for s in starts {
+        assert_eq!(s.await.unwrap(), 201);
+    }
+    n3.kill().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        let listed = n1.get("/v1/children?limit=10000").await;
+        let listed = listed.as_array().expect("a list").clone();
+        let serving = listed
+            .iter()
+            .filter(|c| c["status"] == "running" && c["node"] != "n3")
+            .count();
+        if listed.len() == 280 && serving == 280 {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 30 s, {} listed, {serving} serving; n1's log:\n{}\nn2's log:\n{}",
+            listed.len(),
+            n1.log(),
+            n2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: BTreeSet<&str> = moved.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 280, "an id runs twice");
+    assert!(moved.iter().all(|c| c["restart"] == "permanent"));
+    assert!(moved.iter().any(|c| c["node"] == "n1"));
+    assert!(moved.iter().any(|c| c["node"] == "n2"));
+    // They serve, with their args.
+    for id in ["k001", "k299", "k151"] {
+        let (status, body) = post(
+            &n2,
+            &format!("/v1/children/{id}/call"),
+            json!({"msg": "state"}),
+        )
+        .await;
+        let i: u64 = id[1..].parse().unwrap();
+        assert_eq!(
+            (status, &body["reply"]["args"]),
+            (200, &json!({"i": i})),
+            "{body}"
+        );
+    }
+    // A temporary child is not restarted: its id is free.
+    let (status, _) = post(
+        &n1,
+        "/v1/children",
+        json!({"id": "k000", "plugin": "chaos"}),
+    )
+    .await;
+    assert_eq!(status, 201);
 }

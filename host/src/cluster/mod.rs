@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a node writes into the nodes bucket with each heartbeat.
@@ -62,6 +63,19 @@ struct ClaimedSpec {
     activate: Activate,
 }
 
+impl ClaimedSpec {
+    fn to_spec(&self, id: &str) -> ChildSpec {
+        ChildSpec {
+            id: id.to_string(),
+            plugin: self.plugin.clone(),
+            args: bytes::Bytes::from(self.args.clone().into_bytes()),
+            restart: self.restart,
+            shutdown_ms: self.shutdown_ms,
+            activate: self.activate,
+        }
+    }
+}
+
 /// A claim on a child id.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Claim {
@@ -70,6 +84,14 @@ pub(crate) struct Claim {
     /// Grows with every change of owner.
     pub epoch: u64,
     spec: ClaimedSpec,
+}
+
+/// A claim this node is to act on: a dead node's child it is the chosen
+/// heir of, or one of its own that runs nowhere.
+pub(crate) struct Orphan {
+    pub spec: ChildSpec,
+    claim: Claim,
+    revision: u64,
 }
 
 /// What a restarting node does with a child it has stored.
@@ -137,12 +159,95 @@ pub(crate) struct Cluster {
     children: kv::Store,
     nodes: kv::Store,
     joined_at_ms: u64,
+    /// Set while the node cannot renew its heartbeat: its children were
+    /// stopped, and it starts none.
+    fenced: std::sync::atomic::AtomicBool,
+    /// The newest claim revision when the node was last fenced: its own
+    /// claims up to it that run nowhere are restarted once it is back (0:
+    /// none to look for).
+    fenced_at: std::sync::atomic::AtomicU64,
+    /// This node's copy of both buckets, kept by watching them.
+    replica: Arc<Replica>,
+    /// The watching tasks.
+    watchers: Vec<tokio::task::AbortHandle>,
+}
+
+/// What a node knows of the cluster, from watching its buckets: every
+/// claim, and every member with when this node last saw its heartbeat
+/// (by its own clock, so clocks need not agree).
+#[derive(Default)]
+struct Replica {
+    claims: std::sync::Mutex<std::collections::HashMap<String, (Claim, u64)>>,
+    members: std::sync::Mutex<BTreeMap<String, (NodeInfo, std::time::Instant)>>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Follows `store` from its current contents on, handing each entry to
+/// `apply`; a watch that ends (the connection dropped) is started again.
+fn follow(
+    store: kv::Store,
+    apply: impl Fn(kv::Entry) + Send + 'static,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        loop {
+            match store.watch_with_history(">").await {
+                Ok(mut watch) => {
+                    while let Some(entry) = watch.next().await {
+                        match entry {
+                            Ok(entry) => apply(entry),
+                            Err(e) => {
+                                tracing::warn!("watching {}: {e}", store.name);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot watch {}: {e}", store.name),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .abort_handle()
 }
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The live node that inherits `id`'s child: the highest hash of the id
+/// and the node's name (rendezvous hashing), so every survivor agrees, and
+/// a dead node's children spread over them.
+fn heir<'a>(id: &str, live: &'a [String]) -> Option<&'a String> {
+    // FNV-1a: fixed, so nodes of different builds agree.
+    let hash = |node: &str| {
+        let bytes = id.bytes().chain([0xff]).chain(node.bytes());
+        bytes.fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    live.iter().max_by_key(|node| hash(node))
+}
+
+/// The id of a key made by [`key`].
+fn unkey(key: &str) -> String {
+    let mut id = String::with_capacity(key.len());
+    let mut chars = key.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '=' => id.push(match chars.next() {
+                Some('d') => '.',
+                Some('c') => ':',
+                _ => '@',
+            }),
+            c => id.push(c),
+        }
+    }
+    id
 }
 
 /// A child id as a key: ids may hold `:` and `@`, which keys may not, and
@@ -196,6 +301,44 @@ impl Cluster {
         let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
         let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
         let (outbox, outbox_rx) = tokio::sync::mpsc::channel(TOPIC_BACKLOG);
+        let replica = Arc::new(Replica::default());
+        let claims = replica.clone();
+        let members = replica.clone();
+        let watchers = vec![
+            follow(children.clone(), move |e| {
+                let mut claims = locked(&claims.claims);
+                match e.operation {
+                    kv::Operation::Put => {
+                        if let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) {
+                            claims.insert(e.key, (claim, e.revision));
+                        }
+                    }
+                    _ => {
+                        claims.remove(&e.key);
+                    }
+                }
+            }),
+            follow(nodes.clone(), move |e| {
+                let mut members = locked(&members.members);
+                match e.operation {
+                    kv::Operation::Put => {
+                        if let Ok(info) = serde_json::from_slice::<NodeInfo>(&e.value) {
+                            // An entry from before the watch started is as
+                            // old as the server says.
+                            let written = e.created.unix_timestamp_nanos() / 1_000_000;
+                            let age = u64::try_from(now_ms() as i128 - written).unwrap_or(0);
+                            let seen = std::time::Instant::now()
+                                .checked_sub(Duration::from_millis(age))
+                                .unwrap_or_else(std::time::Instant::now);
+                            members.insert(e.key, (info, seen));
+                        }
+                    }
+                    _ => {
+                        members.remove(&e.key);
+                    }
+                }
+            }),
+        ];
         let cluster = Cluster {
             client,
             outbox,
@@ -206,6 +349,10 @@ impl Cluster {
             children,
             nodes,
             joined_at_ms: now_ms(),
+            fenced: std::sync::atomic::AtomicBool::new(false),
+            fenced_at: std::sync::atomic::AtomicU64::new(0),
+            replica,
+            watchers,
         };
         cluster.claim_name().await?;
         tracing::info!(
@@ -255,55 +402,155 @@ impl Cluster {
     }
 
     /// Writes the node's heartbeat every `heartbeat_ms` with what `sample`
-    /// says, until the returned task is aborted.
+    /// says, until the returned task is aborted. The heartbeat is the
+    /// node's lease on its children: when no write succeeded for half of
+    /// `node_timeout_ms`, `lost` runs (it stops the children) and the node
+    /// is fenced, before any other node may take them over (at
+    /// `node_timeout_ms`). The first write that succeeds again lifts the
+    /// fence; the node's own claims that nobody took over meanwhile are
+    /// then restarted here (see [`Cluster::orphans`]).
     pub(crate) fn heartbeat(
         self: &Arc<Self>,
         sample: impl Fn() -> (usize, BTreeMap<String, String>) + Send + Sync + 'static,
+        lost: impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
+        let every = Duration::from_millis(me.config.heartbeat_ms);
+        let lease = Duration::from_millis(me.config.node_timeout_ms) / 2;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(me.config.heartbeat_ms));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let (children, plugins) = sample();
                 let Ok(value) = serde_json::to_vec(&me.info(children, plugins)) else {
                     continue;
                 };
-                if let Err(e) = me.nodes.put(&me.node, value.into()).await {
-                    tracing::warn!("cannot write the node's heartbeat: {e}");
+                // Counted from before the write: the server's copy is at
+                // least that fresh.
+                let attempt = tokio::time::Instant::now();
+                let put = tokio::time::timeout(every, me.nodes.put(&me.node, value.into())).await;
+                match put {
+                    Ok(Ok(_)) => {
+                        renewed = attempt;
+                        if me.fenced.swap(false, Ordering::AcqRel) {
+                            tracing::warn!("the heartbeat is renewed: this node serves again");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!("cannot write the node's heartbeat: {e}"),
+                    Err(_) => tracing::warn!("the node's heartbeat took longer than heartbeat_ms"),
+                }
+                if renewed.elapsed() >= lease && !me.fenced.swap(true, Ordering::AcqRel) {
+                    let newest = locked(&me.replica.claims)
+                        .values()
+                        .map(|(_, r)| *r)
+                        .max()
+                        .unwrap_or(0);
+                    me.fenced_at.store(newest.max(1), Ordering::Release);
+                    tracing::error!(
+                        "no heartbeat renewed for {lease:?}: stopping this node's children before \
+                         another node takes them over"
+                    );
+                    lost().await;
                 }
             }
         })
     }
 
-    /// Every node whose key is in the nodes bucket, by name.
-    pub(crate) async fn nodes(&self) -> Result<Vec<NodeStatus>> {
-        let mut keys = self.nodes.keys().await.context("cannot list the nodes")?;
-        let mut out = Vec::new();
-        let now = now_ms() as i128;
-        while let Some(k) = keys.next().await {
-            let k = k.context("cannot list the nodes")?;
-            let Some(entry) = self.nodes.entry(&k).await.context("cannot read a node")? else {
-                continue;
-            };
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            let Ok(info) = serde_json::from_slice::<NodeInfo>(&entry.value) else {
-                continue;
-            };
-            let written = entry.created.unix_timestamp_nanos() / 1_000_000;
-            let age = u64::try_from(now - written).unwrap_or(0);
-            out.push(NodeStatus {
-                alive: age < self.config.node_timeout_ms,
-                heartbeat_age_ms: age,
-                this_node: info.node == self.node,
-                info,
-            });
+    /// Whether the node lost its lease (and starts nothing).
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// The claims this node is to act on now: children of nodes that are
+    /// gone (no heartbeat for `node_timeout_ms`) whose heir, by rendezvous
+    /// hashing over the live nodes, is this node; and, once after a lost
+    /// lease, its own claims from before it on children it does not run
+    /// (`runs` says which it does).
+    pub(crate) async fn orphans(&self, runs: impl Fn(&str) -> bool) -> Result<Vec<Orphan>> {
+        let live: Vec<String> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.alive)
+            .map(|n| n.info.node)
+            .collect();
+        if !live.contains(&self.node) {
+            return Ok(Vec::new());
         }
-        out.sort_by(|a, b| a.info.node.cmp(&b.info.node));
+        let claims: Vec<(String, Claim, u64)> = locked(&self.replica.claims)
+            .iter()
+            .map(|(k, (c, r))| (k.clone(), c.clone(), *r))
+            .collect();
+        // Own claims run nowhere only after a lost lease; a newer one may
+        // be a start in progress.
+        let fenced_at = self.fenced_at.swap(0, Ordering::AcqRel);
+        let mut out = Vec::new();
+        for (k, claim, revision) in claims {
+            let id = unkey(&k);
+            let act = match claim.owner == self.node {
+                true => revision <= fenced_at && !runs(&id),
+                false => !live.contains(&claim.owner) && heir(&id, &live) == Some(&self.node),
+            };
+            if act {
+                out.push(Orphan {
+                    spec: claim.spec.to_spec(&id),
+                    claim,
+                    revision,
+                });
+            }
+        }
         Ok(out)
+    }
+
+    /// Takes `orphan` over: a compare-and-set on its claim's revision that
+    /// makes this node the owner and raises the epoch. `false` when the
+    /// claim changed meanwhile (another node took it, or it was removed),
+    /// and for a `temporary` child, whose claim is removed instead (it is
+    /// not restarted).
+    pub(crate) async fn take_over(&self, orphan: &Orphan) -> Result<bool> {
+        let key = key(&orphan.spec.id);
+        if orphan.spec.restart == Restart::Temporary {
+            let _ = self
+                .children
+                .delete_expect_revision(&key, Some(orphan.revision))
+                .await;
+            return Ok(false);
+        }
+        if orphan.claim.owner == self.node {
+            return Ok(true);
+        }
+        let claim = Claim {
+            owner: self.node.clone(),
+            epoch: orphan.claim.epoch + 1,
+            spec: orphan.claim.spec.clone(),
+        };
+        let value = serde_json::to_vec(&claim)?;
+        match self
+            .children
+            .update(&key, value.into(), orphan.revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(e).context("cannot take a claim over"),
+        }
+    }
+
+    /// Every node this node has seen a heartbeat of, by name.
+    pub(crate) async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        let members = locked(&self.replica.members);
+        Ok(members
+            .values()
+            .map(|(info, seen)| NodeStatus {
+                alive: seen.elapsed() < timeout,
+                heartbeat_age_ms: seen.elapsed().as_millis() as u64,
+                this_node: info.node == self.node,
+                info: info.clone(),
+            })
+            .collect())
     }
 
     /// Claims `spec.id` for this node: `already_started` when any node
@@ -610,6 +857,9 @@ impl Cluster {
     /// Leaves the cluster: the node's key goes at once, rather than when
     /// its heartbeat ages out.
     pub(crate) async fn leave(&self) {
+        for w in &self.watchers {
+            w.abort();
+        }
         if let Err(e) = self.nodes.delete(&self.node).await {
             tracing::warn!("cannot remove the node from the cluster: {e}");
         }
@@ -654,5 +904,8 @@ mod tests {
         assert_eq!(key("a.b:c@d"), "a=db=cc=ad");
         assert_eq!(key(".x."), "=dx=d");
         assert_ne!(key("a:b"), key("a@b"));
+        for id in ["a.b:c@d", ".x.", "plain-id_1"] {
+            assert_eq!(unkey(&key(id)), id);
+        }
     }
 }

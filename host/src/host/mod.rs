@@ -150,7 +150,15 @@ impl Host {
         }
         if let Some(cluster) = &host.sup.cluster {
             let sample = host.clone();
-            let heartbeat = cluster.heartbeat(move || sample.node_sample());
+            let lost = host.sup.clone();
+            let heartbeat = cluster.heartbeat(
+                move || sample.node_sample(),
+                move || {
+                    let sup = lost.clone();
+                    Box::pin(async move { sup.fence().await })
+                },
+            );
+            let rehome = tokio::spawn(rehome(host.sup.clone(), cluster.clone()));
             let requests = cluster.serve(Arc::new(Local(host.clone()))).await?;
             let sup = Arc::downgrade(&host.sup);
             let topics = cluster
@@ -160,7 +168,11 @@ impl Host {
                     }
                 })
                 .await?;
-            let mut tasks = vec![heartbeat.abort_handle(), requests.abort_handle()];
+            let mut tasks = vec![
+                heartbeat.abort_handle(),
+                requests.abort_handle(),
+                rehome.abort_handle(),
+            ];
             tasks.extend(topics.iter().map(|t| t.abort_handle()));
             *host.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         }
@@ -467,5 +479,38 @@ impl Inbound for Local {
                 Op::List(..) => Ok(Vec::new()),
             }
         })
+    }
+}
+
+/// Takes over the children of nodes that are gone, and restarts this
+/// node's own claims that run nowhere, every `heartbeat_ms`.
+async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
+    let every = Duration::from_millis(sup.config.cluster.as_ref().map_or(500, |c| c.heartbeat_ms));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if cluster.fenced() {
+            continue;
+        }
+        let orphans = match cluster.orphans(|id| sup.registry.get(id).is_some()).await {
+            Ok(orphans) => orphans,
+            Err(e) => {
+                tracing::warn!("cannot look for children to take over: {e:#}");
+                continue;
+            }
+        };
+        for orphan in orphans {
+            match cluster.take_over(&orphan).await {
+                Ok(true) => {
+                    tracing::info!(child = %orphan.spec.id, "taking the child over");
+                    sup.rehome(orphan.spec).await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(child = %orphan.spec.id, "cannot take the child over: {e:#}")
+                }
+            }
+        }
     }
 }

@@ -67,6 +67,9 @@ pub(crate) struct Supervisor {
     /// The cluster this node belongs to, if any: dynamic ids are claimed
     /// there.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Set while the node gives up its children for a lost lease: they
+    /// stay stored and claimed (other nodes take the claims over).
+    fencing: AtomicBool,
 }
 
 impl Supervisor {
@@ -95,6 +98,7 @@ impl Supervisor {
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
             cluster,
+            fencing: AtomicBool::new(false),
         });
         Ok((sup, stored))
     }
@@ -179,6 +183,11 @@ impl Supervisor {
         names::validate_plugin(&spec.plugin).map_err(StartError::Invalid)?;
         if self.env.wasm.catalog.current(&spec.plugin).is_none() {
             return Err(StartError::UnknownPlugin(spec.plugin));
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.fenced()) {
+            return Err(StartError::Unavailable(
+                "this node lost its cluster lease (no heartbeat renewed); it starts nothing until it is back".into(),
+            ));
         }
         let slot = self.dynamic_slot()?;
         if let Some(cluster) = &self.cluster {
@@ -580,11 +589,47 @@ impl Supervisor {
         let Some(durable) = self.durable.clone() else {
             return;
         };
-        if self.shutting_down.load(Ordering::Acquire) {
+        if self.shutting_down.load(Ordering::Acquire) || self.fencing.load(Ordering::Acquire) {
             return;
         }
         if let Err(e) = durable.remove(id).await {
             tracing::error!("cannot forget a removed child in the state database: {e:#}");
+        }
+    }
+
+    /// A lost lease: stops every dynamic child, keeping its record and its
+    /// claim, which another node takes over.
+    pub(crate) async fn fence(&self) {
+        self.fencing.store(true, Ordering::Release);
+        let dynamic: Vec<_> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|c| c.state().dynamic)
+            .collect();
+        for cell in dynamic {
+            let _ = self.stop_child(&cell.id).await;
+        }
+        self.fencing.store(false, Ordering::Release);
+    }
+
+    /// Starts a child this node took over from a dead one (or one of its
+    /// own claims that ran nowhere), as a restart: lazily or from its
+    /// stored state where its plugin can, else at once with its args;
+    /// `waiting` while its plugin is missing. It is stored here from now.
+    pub(crate) async fn rehome(self: &Arc<Self>, spec: ChildSpec) {
+        let id = spec.id.clone();
+        let seq = self.durable.as_ref().map_or(0, |d| d.next_seq());
+        self.restore(Record {
+            spec,
+            seq,
+            failed: None,
+        })
+        .await;
+        if let Some(cell) = self.registry.get(&id)
+            && let Err(e) = self.persist(&cell).await
+        {
+            tracing::error!(child = %id, "cannot store a re-homed child: {e:#}");
         }
     }
 
@@ -600,7 +645,9 @@ impl Supervisor {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if self.shutting_down.load(Ordering::Acquire) && self.durable.is_some() {
+        if self.shutting_down.load(Ordering::Acquire) && self.durable.is_some()
+            || self.fencing.load(Ordering::Acquire)
+        {
             return;
         }
         cluster.release(id).await;
