@@ -216,6 +216,23 @@ pub struct StaticChild {
     /// When its first instance is made (default `eager`: at host start).
     #[serde(default)]
     pub activate: crate::types::Activate,
+    /// `local` (default): every node that declares it runs it.
+    /// `singleton`: in a cluster, it runs once, on one of the live nodes
+    /// that declare it, and moves when that node goes (top-level children
+    /// only).
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where a config child runs in a cluster.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// On every node that declares it.
+    #[default]
+    Local,
+    /// Once in the cluster.
+    Singleton,
 }
 
 fn empty_args() -> serde_json::Value {
@@ -461,6 +478,25 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for child in &self.children {
             validate_static(child, "children", &mut names)?;
+        }
+        let mut in_groups = Vec::new();
+        fn members<'a>(g: &'a GroupConfig, out: &mut Vec<&'a StaticChild>) {
+            out.extend(g.children.iter());
+            for sub in &g.groups {
+                members(sub, out);
+            }
+        }
+        for g in &self.groups {
+            members(g, &mut in_groups);
+        }
+        if let Some(c) = in_groups
+            .iter()
+            .find(|c| c.placement == Placement::Singleton)
+        {
+            anyhow::bail!(
+                "groups: {:?} has placement = \"singleton\", which only top-level [[children]] take",
+                c.id
+            );
         }
         for group in &self.groups {
             validate_group(group, "groups", &mut names)?;

@@ -18,6 +18,7 @@ fn member(id: &str) -> StaticChild {
         args: json!({"name": id}),
         restart: Default::default(),
         activate: Default::default(),
+        placement: Default::default(),
     }
 }
 

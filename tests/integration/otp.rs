@@ -470,6 +470,7 @@ async fn ignore_leaves_no_child_and_a_config_child_is_listed_ignored() {
             args: json!({"ignore_init": true}),
             restart: Default::default(),
             activate: Default::default(),
+            placement: Default::default(),
         });
     })
     .await;
@@ -503,6 +504,7 @@ async fn max_children_refuses_the_one_past_the_cap() {
             args: json!({}),
             restart: Default::default(),
             activate: Default::default(),
+            placement: Default::default(),
         });
     })
     .await;
@@ -538,6 +540,7 @@ fn member(id: &str) -> StaticChild {
         args: json!({}),
         restart: Default::default(),
         activate: Default::default(),
+        placement: Default::default(),
     }
 }
 

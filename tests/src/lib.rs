@@ -36,19 +36,7 @@ pub fn install(dir: &Path, name: &str, bytes: &[u8]) {
 /// Polls `check` until it returns `Some`, at most `limit`; panics with
 /// `what` when time runs out. Tests wait with this, never with a bare sleep.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+    wait_for_async(what, limit, || std::future::ready(check())).await
 }
 
 /// As [`wait_for`], for a check that has to await (an HTTP request, a

@@ -35,6 +35,9 @@ pub struct NodeInfo {
     pub children: usize,
     /// Its plugins and their current versions.
     pub plugins: BTreeMap<String, String>,
+    /// The singleton config children it declares.
+    #[serde(default)]
+    pub singletons: Vec<String>,
 }
 
 /// A node as `GET /v1/nodes` shows it.
@@ -84,6 +87,10 @@ pub(crate) struct Claim {
     /// Grows with every change of owner.
     pub epoch: u64,
     spec: ClaimedSpec,
+    /// A singleton config child's claim: moved by the singleton rule, not
+    /// re-homed as a dynamic child.
+    #[serde(default)]
+    singleton: bool,
 }
 
 /// A claim this node is to act on: a dead node's child it is the chosen
@@ -159,6 +166,8 @@ pub(crate) struct Cluster {
     children: kv::Store,
     nodes: kv::Store,
     joined_at_ms: u64,
+    /// The singleton config children this node declares.
+    singletons: Vec<String>,
     /// Set while the node cannot renew its heartbeat: its children were
     /// stopped, and it starts none.
     fenced: std::sync::atomic::AtomicBool,
@@ -271,7 +280,7 @@ impl Cluster {
     /// joins under the configured node name. A live node of that name (its
     /// heartbeat younger than `node_timeout_ms`) makes the join fail once
     /// that long has passed without the name coming free.
-    pub(crate) async fn join(config: &ClusterConfig) -> Result<Cluster> {
+    pub(crate) async fn join(config: &ClusterConfig, singletons: Vec<String>) -> Result<Cluster> {
         let node = config
             .node
             .clone()
@@ -349,6 +358,7 @@ impl Cluster {
             children,
             nodes,
             joined_at_ms: now_ms(),
+            singletons,
             fenced: std::sync::atomic::AtomicBool::new(false),
             fenced_at: std::sync::atomic::AtomicU64::new(0),
             replica,
@@ -398,6 +408,7 @@ impl Cluster {
             joined_at_ms: self.joined_at_ms,
             children,
             plugins,
+            singletons: self.singletons.clone(),
         }
     }
 
@@ -487,7 +498,7 @@ impl Cluster {
         // be a start in progress.
         let fenced_at = self.fenced_at.swap(0, Ordering::AcqRel);
         let mut out = Vec::new();
-        for (k, claim, revision) in claims {
+        for (k, claim, revision) in claims.into_iter().filter(|(_, c, _)| !c.singleton) {
             let id = unkey(&k);
             let act = match claim.owner == self.node {
                 true => revision <= fenced_at && !runs(&id),
@@ -525,6 +536,7 @@ impl Cluster {
             owner: self.node.clone(),
             epoch: orphan.claim.epoch + 1,
             spec: orphan.claim.spec.clone(),
+            singleton: orphan.claim.singleton,
         };
         let value = serde_json::to_vec(&claim)?;
         match self
@@ -556,7 +568,12 @@ impl Cluster {
     /// Claims `spec.id` for this node: `already_started` when any node
     /// holds it.
     pub(crate) async fn claim(&self, spec: &ChildSpec) -> Result<(), StartError> {
+        self.claim_as(spec, false).await
+    }
+
+    async fn claim_as(&self, spec: &ChildSpec, singleton: bool) -> Result<(), StartError> {
         let claim = Claim {
+            singleton,
             owner: self.node.clone(),
             epoch: 1,
             spec: ClaimedSpec {
@@ -852,6 +869,55 @@ impl Cluster {
                 )),
             },
         }
+    }
+
+    /// Whether singleton `spec` should run here now, claiming it for this
+    /// node if so: its home is the live node, among those that declare
+    /// it, that rendezvous hashing picks; the claim is created, or taken
+    /// over from a node that is gone. `false` while another live node
+    /// still holds it (it gives it up when it sees it is not the home).
+    pub(crate) async fn singleton_here(&self, spec: &ChildSpec) -> Result<bool> {
+        if self.home_of(&spec.id).as_deref() != Some(self.node.as_str()) {
+            return Ok(false);
+        }
+        match self.claim_of(&spec.id).await? {
+            None => Ok(self.claim_as(spec, true).await.is_ok()),
+            Some((claim, _)) if claim.owner == self.node => Ok(true),
+            Some((claim, revision)) => {
+                let live = self.live();
+                if live.contains(&claim.owner) {
+                    return Ok(false);
+                }
+                let orphan = Orphan {
+                    spec: spec.clone(),
+                    claim,
+                    revision,
+                };
+                self.take_over(&orphan).await
+            }
+        }
+    }
+
+    /// The node singleton `id` belongs on now, if any live node declares it.
+    pub(crate) fn home_of(&self, id: &str) -> Option<String> {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        let declaring: Vec<String> = locked(&self.replica.members)
+            .values()
+            .filter(|(info, seen)| {
+                seen.elapsed() < timeout && info.singletons.iter().any(|s| s == id)
+            })
+            .map(|(info, _)| info.node.clone())
+            .collect();
+        heir(id, &declaring).cloned()
+    }
+
+    fn live(&self) -> Vec<String> {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        locked(&self.replica.members)
+            .values()
+            .filter(|(_, seen)| seen.elapsed() < timeout)
+            .map(|(info, _)| info.node.clone())
+            .collect()
     }
 
     /// Leaves the cluster: the node's key goes at once, rather than when

@@ -16,7 +16,7 @@ pub use watch::{SETTLE, Watcher};
 
 use crate::child::{Address, Env, Tasks};
 use crate::cluster::{Adopt, Answer, Cluster, Inbound, Op};
-use crate::config::Config;
+use crate::config::{Config, Placement};
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
 use crate::supervisor::Supervisor;
@@ -90,7 +90,15 @@ impl Host {
             clock: Default::default(),
         });
         let cluster = match &config.cluster {
-            Some(c) => Some(Arc::new(Cluster::join(c).await?)),
+            Some(c) => {
+                let singletons = config
+                    .children
+                    .iter()
+                    .filter(|c| c.placement == Placement::Singleton)
+                    .map(|c| c.id.clone())
+                    .collect();
+                Some(Arc::new(Cluster::join(c, singletons).await?))
+            }
             None => None,
         };
         let (sup, stored) = Supervisor::open(config, env, cluster)?;
@@ -509,6 +517,29 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(child = %orphan.spec.id, "cannot take the child over: {e:#}")
+                }
+            }
+        }
+        // Singletons run where their home is, and only there.
+        for child in sup.singletons() {
+            let here = sup.registry.get(&child.id).is_some();
+            let home = cluster.home_of(&child.id);
+            if here && home.as_deref().is_some_and(|h| h != cluster.node_name()) {
+                tracing::info!(child = %child.id, "the singleton's home is node {home:?} now; stopping it here");
+                sup.stop_singleton(&child.id).await;
+            } else if !here {
+                match cluster
+                    .singleton_here(&Supervisor::singleton_spec(&child))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(child = %child.id, "starting the singleton here");
+                        sup.start_singleton(&child).await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(child = %child.id, "cannot place the singleton: {e:#}")
+                    }
                 }
             }
         }

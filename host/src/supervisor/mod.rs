@@ -14,6 +14,7 @@ pub use group::{GroupTree, TreeChild, TreeMember};
 
 use crate::child::{Cell, Child, Control, Decision, Env, Origin, Parent};
 use crate::cluster::{Cluster, Op};
+use crate::config::Placement;
 use crate::config::{Config, StaticChild};
 use crate::events::Event;
 use crate::names;
@@ -454,6 +455,10 @@ impl Supervisor {
     /// Starts the config's `[[children]]`, then its `[[groups]]`, in order.
     pub(crate) async fn start_config(self: &Arc<Self>) {
         for child in &self.config.children {
+            // In a cluster, a singleton starts where the cluster places it.
+            if self.cluster.is_some() && child.placement == Placement::Singleton {
+                continue;
+            }
             let parent = DynamicParent::boxed(self, false);
             self.start_config_child(child, parent, None).await;
         }
@@ -597,15 +602,48 @@ impl Supervisor {
         }
     }
 
-    /// A lost lease: stops every dynamic child, keeping its record and its
-    /// claim, which another node takes over.
+    /// The config's singleton children (placed by the cluster).
+    pub(crate) fn singletons(&self) -> Vec<StaticChild> {
+        self.config
+            .children
+            .iter()
+            .filter(|c| c.placement == Placement::Singleton)
+            .cloned()
+            .collect()
+    }
+
+    /// The spec a singleton is claimed with.
+    pub(crate) fn singleton_spec(child: &StaticChild) -> ChildSpec {
+        ChildSpec::new(&child.id, &child.plugin, &child.args)
+            .restart(child.restart)
+            .activate(child.activate)
+    }
+
+    /// Starts a singleton the cluster placed here.
+    pub(crate) async fn start_singleton(self: &Arc<Self>, child: &StaticChild) {
+        let parent = DynamicParent::boxed(self, false);
+        self.start_config_child(child, parent, None).await;
+    }
+
+    /// Stops a singleton whose home is another node now, and gives its
+    /// claim up for that node.
+    pub(crate) async fn stop_singleton(&self, id: &str) {
+        let _ = self.order(id, |done| Control::Stop { done }).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.release(id).await;
+        }
+    }
+
+    /// A lost lease: stops every dynamic child and singleton, keeping
+    /// their records and claims, which other nodes take over.
     pub(crate) async fn fence(&self) {
         self.fencing.store(true, Ordering::Release);
+        let singletons: Vec<String> = self.singletons().into_iter().map(|c| c.id).collect();
         let dynamic: Vec<_> = self
             .registry
             .all()
             .into_iter()
-            .filter(|c| c.state().dynamic)
+            .filter(|c| c.state().dynamic || singletons.iter().any(|s| **s == *c.id))
             .collect();
         for cell in dynamic {
             let _ = self.stop_child(&cell.id).await;

@@ -13,6 +13,7 @@ pub(super) async fn bank() -> (Host, tempfile::TempDir) {
             args: json!({}),
             restart: Default::default(),
             activate: Default::default(),
+            placement: Default::default(),
         };
         c.groups.push(GroupConfig {
             id: "bank".into(),
