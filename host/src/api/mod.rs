@@ -131,13 +131,8 @@ async fn tree(State(host): State<Host>) -> Json<crate::host::Tree> {
 }
 
 async fn nodes(State(host): State<Host>) -> Result<Json<Vec<crate::host::NodeStatus>>, ApiError> {
-    match host.nodes().await {
-        Some(Ok(nodes)) => Ok(Json(nodes)),
-        Some(Err(e)) => Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: format!("{e:#}"),
-        }),
+    match host.nodes() {
+        Some(nodes) => Ok(Json(nodes)),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
             code: "no_cluster",

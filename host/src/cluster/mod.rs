@@ -479,16 +479,10 @@ impl Cluster {
     /// hashing over the live nodes, is this node; and, once after a lost
     /// lease, its own claims from before it on children it does not run
     /// (`runs` says which it does).
-    pub(crate) async fn orphans(&self, runs: impl Fn(&str) -> bool) -> Result<Vec<Orphan>> {
-        let live: Vec<String> = self
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| n.alive)
-            .map(|n| n.info.node)
-            .collect();
+    pub(crate) fn orphans(&self, runs: impl Fn(&str) -> bool) -> Vec<Orphan> {
+        let live = self.live();
         if !live.contains(&self.node) {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let claims: Vec<(String, Claim, u64)> = locked(&self.replica.claims)
             .iter()
@@ -512,7 +506,7 @@ impl Cluster {
                 });
             }
         }
-        Ok(out)
+        out
     }
 
     /// Takes `orphan` over: a compare-and-set on its claim's revision that
@@ -550,11 +544,12 @@ impl Cluster {
         }
     }
 
-    /// Every node this node has seen a heartbeat of, by name.
-    pub(crate) async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+    /// Every node this node has seen a heartbeat of, by name (from the
+    /// watched copy of the nodes bucket).
+    pub(crate) fn nodes(&self) -> Vec<NodeStatus> {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         let members = locked(&self.replica.members);
-        Ok(members
+        members
             .values()
             .map(|(info, seen)| NodeStatus {
                 alive: seen.elapsed() < timeout,
@@ -562,7 +557,7 @@ impl Cluster {
                 this_node: info.node == self.node,
                 info: info.clone(),
             })
-            .collect())
+            .collect()
     }
 
     /// Claims `spec.id` for this node: `already_started` when any node
@@ -790,6 +785,18 @@ impl Cluster {
     /// Asks the node that holds `id` to do `op`. `None` when no other node
     /// holds it (then nobody does, or this node, which has no such child).
     pub(crate) async fn route(&self, id: &str, op: Op, msg: Vec<u8>) -> Option<Answer> {
+        // The watched copy answers without a round trip. It may lag the
+        // bucket by an instant (a claim just made, or just taken over), so
+        // a miss, or a `not_found` from the node it names, asks the bucket.
+        let watched = locked(&self.replica.claims)
+            .get(&key(id))
+            .map(|(claim, _)| claim.owner.clone());
+        if let Some(owner) = watched.filter(|o| *o != self.node) {
+            let answer = self.ask(&owner, id, op.clone(), msg.clone()).await;
+            if !matches!(&answer, Err((code, _)) if code == "not_found") {
+                return Some(answer);
+            }
+        }
         let owner = match self.claim_of(id).await {
             Ok(Some((claim, _))) if claim.owner != self.node => claim.owner,
             Ok(_) => return None,
@@ -799,14 +806,10 @@ impl Cluster {
     }
 
     /// The live nodes other than this one.
-    pub(crate) async fn others(&self) -> Result<Vec<String>> {
-        Ok(self
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| n.alive && !n.this_node)
-            .map(|n| n.info.node)
-            .collect())
+    pub(crate) fn others(&self) -> Vec<String> {
+        let mut live = self.live();
+        live.retain(|n| *n != self.node);
+        live
     }
 
     /// Asks node `owner` to do `op` on its child `id`.
@@ -911,6 +914,7 @@ impl Cluster {
         heir(id, &declaring).cloned()
     }
 
+    /// The nodes whose heartbeat this node saw within `node_timeout_ms`.
     fn live(&self) -> Vec<String> {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         locked(&self.replica.members)

@@ -140,7 +140,7 @@ impl Host {
                             "stored child {} runs on node {owner} now; forgotten here",
                             record.spec.id
                         );
-                        host.sup.forget_stored(&record.spec.id).await;
+                        host.sup.forget(&record.spec.id).await;
                         progress(Progress::Restoring { done: n, total });
                         continue;
                     }
@@ -213,15 +213,14 @@ impl Host {
     ) -> Result<Vec<u8>, CallError> {
         let metrics = &self.sup.env.metrics;
         metrics.call();
-        let result = match self.sup.registry.get(id) {
-            Some(cell) if trace::enabled() => {
-                cell.call(msg, timeout)
-                    .instrument(tracing::info_span!("call", child = id))
+        // On this node, or on the one of the cluster that runs it.
+        let call = self.sup.call(id, msg, timeout);
+        let result = match trace::enabled() {
+            true => {
+                call.instrument(tracing::info_span!("call", child = id))
                     .await
             }
-            Some(cell) => cell.call(msg, timeout).await,
-            // On another node of the cluster, or nowhere.
-            None => self.sup.call(id, msg, timeout).await,
+            false => call.await,
         };
         if let Err(e) = &result {
             metrics.call_error(e);
@@ -250,19 +249,21 @@ impl Host {
         self.sup.kill_anywhere(id, reason).await
     }
 
-    /// This node's page of children, as JSON with each one's `node` when
+    /// A child of this node as JSON, with this node's name in `node` when
     /// in a cluster.
+    fn with_node(&self, info: ChildInfo) -> serde_json::Value {
+        let mut value = serde_json::to_value(info).unwrap_or_default();
+        if let Some(cluster) = &self.sup.cluster {
+            value["node"] = cluster.node_name().into();
+        }
+        value
+    }
+
+    /// This node's page of children, as [`Host::with_node`] writes them.
     fn local_page(&self, after: Option<&str>, limit: usize) -> Vec<serde_json::Value> {
-        let node = self.sup.cluster.as_ref().map(|c| c.node_name().to_string());
         self.children_page(after, limit)
             .into_iter()
-            .map(|info| {
-                let mut value = serde_json::to_value(info).unwrap_or_default();
-                if let Some(node) = &node {
-                    value["node"] = node.as_str().into();
-                }
-                value
-            })
+            .map(|info| self.with_node(info))
             .collect()
     }
 
@@ -279,13 +280,7 @@ impl Host {
         let Some(cluster) = &self.sup.cluster else {
             return page;
         };
-        let others = match cluster.others().await {
-            Ok(others) => others,
-            Err(e) => {
-                tracing::warn!("cannot list the other nodes: {e:#}");
-                Vec::new()
-            }
-        };
+        let others = cluster.others();
         let asks = others.iter().map(|node| {
             let op = Op::List(after.map(str::to_string), limit);
             cluster.ask(node, "", op, Vec::new())
@@ -311,11 +306,7 @@ impl Host {
     /// with the node's name in `node`.
     pub async fn child_anywhere(&self, id: &str) -> Result<serde_json::Value, ChildError> {
         if let Some(info) = self.child(id) {
-            let mut value = serde_json::to_value(info).unwrap_or_default();
-            if let Some(cluster) = &self.sup.cluster {
-                value["node"] = cluster.node_name().into();
-            }
-            return Ok(value);
+            return Ok(self.with_node(info));
         }
         match self.sup.remote_child(id).await {
             Some(answer) => serde_json::from_slice(&answer?)
@@ -417,11 +408,8 @@ impl Host {
     }
 
     /// The cluster's nodes; `None` when the host runs alone.
-    pub async fn nodes(&self) -> Option<Result<Vec<NodeStatus>>> {
-        match &self.sup.cluster {
-            Some(cluster) => Some(cluster.nodes().await),
-            None => None,
-        }
+    pub fn nodes(&self) -> Option<Vec<NodeStatus>> {
+        self.sup.cluster.as_ref().map(|c| c.nodes())
     }
 
     /// What the heartbeat tells the cluster: children, and plugin
@@ -450,42 +438,37 @@ impl Inbound for Local {
         Box::pin(async move {
             let call_error = |e: CallError| (e.code().to_string(), e.message());
             let child_error = |e: ChildError| (e.code().to_string(), e.to_string());
-            if let Op::List(after, limit) = &op {
-                let page = host.local_page(after.as_deref(), *limit);
-                return Ok(serde_json::to_vec(&page).unwrap_or_default());
-            }
-            let Some(cell) = host.sup.registry.get(&id) else {
-                return Err((
-                    "not_found".into(),
-                    format!("no child with id {id:?} on this node"),
-                ));
+            let json = |v: &serde_json::Value| serde_json::to_vec(v).unwrap_or_default();
+            // Only a child of this node: an operation is never routed on.
+            let not_found = || {
+                let why = format!("no child with id {id:?} on this node");
+                ("not_found".to_string(), why)
             };
-            match op {
-                Op::Call(timeout) => cell.call(msg, timeout).await.map_err(call_error),
-                Op::Cast => cell.cast(msg).map(|()| Vec::new()).map_err(call_error),
-                Op::Stop => host
-                    .sup
-                    .stop_child(&id)
-                    .await
-                    .map(|()| Vec::new())
-                    .map_err(child_error),
-                Op::Restart => host
-                    .sup
-                    .restart_child(&id)
-                    .await
-                    .map(|()| Vec::new())
-                    .map_err(child_error),
-                Op::Kill(reason) => host
-                    .sup
-                    .kill_child(&id, &reason)
-                    .map(|()| Vec::new())
-                    .map_err(child_error),
-                Op::Get => {
-                    let value = host.child_anywhere(&id).await.map_err(child_error)?;
-                    Ok(serde_json::to_vec(&value).unwrap_or_default())
+            let local = || host.sup.registry.get(&id).ok_or_else(not_found);
+            let done = match op {
+                Op::List(after, limit) => {
+                    return Ok(json(&host.local_page(after.as_deref(), limit).into()));
                 }
-                Op::List(..) => Ok(Vec::new()),
-            }
+                Op::Call(timeout) => return local()?.call(msg, timeout).await.map_err(call_error),
+                Op::Cast => return local()?.cast(msg).map(|()| Vec::new()).map_err(call_error),
+                Op::Get => {
+                    let info = host.child(&id).ok_or_else(not_found)?;
+                    return Ok(json(&host.with_node(info)));
+                }
+                Op::Stop => {
+                    local()?;
+                    host.sup.stop_child(&id).await
+                }
+                Op::Restart => {
+                    local()?;
+                    host.sup.restart_child(&id).await
+                }
+                Op::Kill(reason) => {
+                    local()?;
+                    host.sup.kill_child(&id, &reason)
+                }
+            };
+            done.map(|()| Vec::new()).map_err(child_error)
         })
     }
 }
@@ -501,14 +484,7 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
         if cluster.fenced() {
             continue;
         }
-        let orphans = match cluster.orphans(|id| sup.registry.get(id).is_some()).await {
-            Ok(orphans) => orphans,
-            Err(e) => {
-                tracing::warn!("cannot look for children to take over: {e:#}");
-                continue;
-            }
-        };
-        for orphan in orphans {
+        for orphan in cluster.orphans(|id| sup.registry.get(id).is_some()) {
             match cluster.take_over(&orphan).await {
                 Ok(true) => {
                     tracing::info!(child = %orphan.spec.id, "taking the child over");

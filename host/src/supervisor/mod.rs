@@ -590,7 +590,7 @@ impl Supervisor {
 
     /// Forgets a removed child durably; while the host shuts down, children
     /// stop without being forgotten.
-    async fn forget(&self, id: &str) {
+    pub(crate) async fn forget(&self, id: &str) {
         let Some(durable) = self.durable.clone() else {
             return;
         };
@@ -669,11 +669,6 @@ impl Supervisor {
         {
             tracing::error!(child = %id, "cannot store a re-homed child: {e:#}");
         }
-    }
-
-    /// Forgets a stored child that another node runs now.
-    pub(crate) async fn forget_stored(&self, id: &str) {
-        self.forget(id).await;
     }
 
     /// Gives up the cluster's claim on a removed dynamic child's id, unless
