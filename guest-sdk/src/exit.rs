@@ -22,6 +22,11 @@ pub enum ExitReason {
     /// A linked child exited abnormally and this one does not trap exits;
     /// the linked child's id.
     Linked(String),
+    /// In a cluster: this child's node lost its lease (it could not reach
+    /// the cluster) and stopped it; in a `down` or an `exit`, the other
+    /// side's node was lost (Erlang's `noconnection`).
+    #[serde(rename = "noconnection")]
+    NoConnection,
 }
 
 impl ExitReason {
@@ -41,6 +46,7 @@ impl fmt::Display for ExitReason {
             ExitReason::InitFailed(m) => write!(f, "init_failed: {m}"),
             ExitReason::Noproc => f.write_str("noproc"),
             ExitReason::Linked(id) => write!(f, "linked: {id}"),
+            ExitReason::NoConnection => f.write_str("noconnection"),
         }
     }
 }

@@ -494,6 +494,7 @@ pub(crate) fn to_wit_reason(reason: ExitReason) -> wit::ExitReason {
         ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m),
         ExitReason::Noproc => wit::ExitReason::Noproc,
         ExitReason::Linked(id) => wit::ExitReason::Linked(id),
+        ExitReason::NoConnection => wit::ExitReason::Noconnection,
     }
 }
 
@@ -506,5 +507,6 @@ pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
         wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
         wit::ExitReason::Noproc => ExitReason::Noproc,
         wit::ExitReason::Linked(id) => ExitReason::Linked(id),
+        wit::ExitReason::Noconnection => ExitReason::NoConnection,
     }
 }

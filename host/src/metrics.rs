@@ -32,13 +32,14 @@ const CALL_ERROR_CODES: [&str; 8] = [
     "init_failed",
     "unavailable",
 ];
-const EXIT_CODES: [&str; 6] = [
+const EXIT_CODES: [&str; 7] = [
     "normal",
     "shutdown",
     "trap",
     "killed",
     "init_failed",
     "linked",
+    "noconnection",
 ];
 /// Every status a child can have, as `wasmvisor_children` counts them.
 pub(crate) const STATUSES: [Status; 8] = [
@@ -65,7 +66,7 @@ pub(crate) struct Metrics {
     calls: Counter,
     casts: Counter,
     call_errors: [Counter; 8],
-    exits: [Counter; 6],
+    exits: [Counter; 7],
     restarts: Counter,
     hibernations: Counter,
     wakes: Counter,
@@ -279,6 +280,7 @@ impl Metrics {
             ExitReason::Killed(_) => 3,
             ExitReason::InitFailed(_) => 4,
             ExitReason::Linked(_) => 5,
+            ExitReason::NoConnection => 6,
             // Only ever in `down` notifications, never an instance's exit.
             ExitReason::Noproc => return,
         };

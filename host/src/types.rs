@@ -82,6 +82,11 @@ pub enum ExitReason {
     /// A linked child exited with a reason other than `normal` and this
     /// one does not trap exits; the linked child's id.
     Linked(String),
+    /// In a cluster: the child's node lost its lease, so the child stopped
+    /// there (and moves to another node unless `temporary`); in a `down`
+    /// or an `exit`, the other side's node was lost.
+    #[serde(rename = "noconnection")]
+    NoConnection,
 }
 
 impl ExitReason {
@@ -102,6 +107,7 @@ impl ExitReason {
             ExitReason::InitFailed(_) => "init_failed",
             ExitReason::Noproc => "noproc",
             ExitReason::Linked(_) => "linked",
+            ExitReason::NoConnection => "noconnection",
         }
     }
 
@@ -276,6 +282,10 @@ pub enum CheckpointError {
     /// The state database could not write it.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// In a cluster: the child runs on another node now (its claim moved
+    /// on), so this node's write is stale and refused.
+    #[error("unavailable: the child runs on another node now; this node's write is stale")]
+    Moved,
 }
 
 /// What a start did.

@@ -15,7 +15,7 @@ import {
   sendAfter,
   stop,
   subscribe,
-} from "wasmvisor:plugin/runtime@0.3.0";
+} from "wasmvisor:plugin/runtime@0.4.0";
 
 // The build script of the hot-reload tests' variant rewrites this line.
 const VERSION = "1";

@@ -16,8 +16,12 @@ use tokio::sync::oneshot;
 
 /// What an operator, a supervisor or the reloader asks of a child.
 pub(crate) enum Control {
-    /// Run `terminate(shutdown)` and remove the child for good.
-    Stop { done: oneshot::Sender<()> },
+    /// Run `terminate(reason)` and remove the child for good: `shutdown`,
+    /// or `noconnection` when its node lost its cluster lease.
+    Stop {
+        done: oneshot::Sender<()>,
+        reason: ExitReason,
+    },
     /// Run `terminate(shutdown)` and start a fresh instance with the same
     /// args; also revives a child in backoff or failed.
     Restart { done: oneshot::Sender<()> },
@@ -188,7 +192,10 @@ mod tests {
     async fn kill_overtakes_queued_signals() {
         let slot = ControlSlot::default();
         let (done, _rx) = oneshot::channel();
-        slot.push(Control::Stop { done });
+        slot.push(Control::Stop {
+            done,
+            reason: ExitReason::Shutdown,
+        });
         slot.push(Control::Kill {
             reason: "operator".into(),
         });
@@ -205,7 +212,10 @@ mod tests {
         let slot = ControlSlot::default();
         assert!(slot.close().is_empty());
         let (done, stopped) = oneshot::channel();
-        slot.push(Control::Stop { done });
+        slot.push(Control::Stop {
+            done,
+            reason: ExitReason::Shutdown,
+        });
         assert!(stopped.await.is_err());
     }
 

@@ -58,8 +58,9 @@ pub(crate) struct Env {
 enum Ended {
     /// On its own (trap, kill, guest stop): the parent decides.
     Exit(ExitReason),
-    /// An operator stopped the child: remove it.
-    Stop(oneshot::Sender<()>),
+    /// An operator (or a node that lost its cluster lease) stopped the
+    /// child, with `shutdown` (or `noconnection`): remove it.
+    Stop(oneshot::Sender<()>, ExitReason),
     /// An operator restarted the child: start a new instance now, and
     /// answer once it started or failed to.
     Restart(oneshot::Sender<()>),
@@ -309,8 +310,8 @@ impl Child {
             tell(&mut ready, Ok(StartOutcome::Started));
             tell(&mut attempted, ());
             next = match ended {
-                Ended::Stop(done) => {
-                    self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+                Ended::Stop(done, reason) => {
+                    self.cell.exited(&reason, Status::Restarting);
                     self.remove().await;
                     let _ = done.send(());
                     return;
@@ -484,7 +485,15 @@ impl Child {
         match restore {
             Restore::Nothing => Ok(()),
             Restore::Checkpoint => {
-                let Some(state) = self.parent.stored_state(&self.cell).await else {
+                // Starting without a state the child may have would lose
+                // it at its next checkpoint: the start fails instead, and
+                // the restart policy tries again.
+                let state = self.parent.stored_state(&self.cell).await.map_err(|e| {
+                    ExitReason::Killed(format!(
+                        "host failure, not the guest's: cannot read the stored state: {e}"
+                    ))
+                })?;
+                let Some(state) = state else {
                     return Ok(());
                 };
                 self.restored_at = Some(Instant::now());
@@ -640,9 +649,9 @@ impl Child {
         Began,
     > {
         match control {
-            Control::Stop { done } => {
-                end_asleep(asleep, &ExitReason::Shutdown);
-                self.cell.exited(&ExitReason::Shutdown, Status::Restarting);
+            Control::Stop { done, reason } => {
+                end_asleep(asleep, &reason);
+                self.cell.exited(&reason, Status::Restarting);
                 self.remove().await;
                 let _ = done.send(());
                 Err(Began::Next(Wake::Removed))
@@ -1105,12 +1114,12 @@ impl Child {
                     self.cell
                         .post_info(generation, Info::Exit { id: from, reason });
                 }
-                Control::Stop { done } => {
+                Control::Stop { done, reason } => {
                     if self.parent.host_stopping() {
                         self.store_on_shutdown(instance).await;
                     }
-                    self.terminate(instance, &ExitReason::Shutdown).await;
-                    return Ended::Stop(done);
+                    self.terminate(instance, &reason).await;
+                    return Ended::Stop(done, reason);
                 }
                 Control::Restart { done } => {
                     self.terminate(instance, &ExitReason::Shutdown).await;
@@ -1384,7 +1393,7 @@ impl Child {
             tokio::select! {
                 biased;
                 control = self.cell.control.next() => match control {
-                    Control::Stop { done } => {
+                    Control::Stop { done, .. } => {
                         self.remove().await;
                         let _ = done.send(());
                         return Wake::Removed;
@@ -1447,7 +1456,7 @@ impl Child {
                         self.cell.set_status(status);
                         let _ = done.send(());
                     }
-                    Control::Stop { done } => {
+                    Control::Stop { done, .. } => {
                         self.remove().await;
                         let _ = done.send(());
                         return Wake::Removed;
@@ -1491,7 +1500,7 @@ impl Child {
         drop(self.cell.mailbox.close());
         for control in self.cell.control.close() {
             match control {
-                Control::Stop { done }
+                Control::Stop { done, .. }
                 | Control::Restart { done }
                 | Control::Suspend { done }
                 | Control::Hold { done, .. }

@@ -79,9 +79,13 @@ pub(crate) trait Parent: Send + Sync + 'static {
         Box::pin(std::future::ready(()))
     }
 
-    /// The child's last stored state, if it has one.
-    fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
+    /// The child's last stored state, if it has one; `Err` when the store
+    /// cannot say.
+    fn stored_state(
+        &self,
+        cell: &Arc<Cell>,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, CheckpointError>> {
         let _ = cell;
-        Box::pin(std::future::ready(None))
+        Box::pin(std::future::ready(Ok(None)))
     }
 }

@@ -9,6 +9,10 @@
 //!   (JetStream's compare-and-set), holding the spec, the owner node and an
 //!   epoch that grows with every change of owner. A second start of the id
 //!   anywhere loses the create and answers `already_started`.
+//!
+//! Durable state lives in the cluster's store too (see [`state`]).
+
+mod state;
 
 use crate::config::ClusterConfig;
 use crate::types::{Activate, ChildSpec, Restart, StartError};
@@ -140,6 +144,9 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 /// for the child's `terminate`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a read (a child's info, a node's page of children) may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 const OP: &str = "wv-op";
 const ID: &str = "wv-id";
 const TIMEOUT_MS: &str = "wv-timeout-ms";
@@ -177,6 +184,11 @@ pub(crate) struct Cluster {
     fenced_at: std::sync::atomic::AtomicU64,
     /// This node's copy of both buckets, kept by watching them.
     replica: Arc<Replica>,
+    /// The token of each claim this node holds (the revision of the write
+    /// that made it the owner), which fences its state writes.
+    held: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Durable state.
+    store: state::StateStore,
     /// The watching tasks.
     watchers: Vec<tokio::task::AbortHandle>,
 }
@@ -285,9 +297,10 @@ impl Cluster {
             .node
             .clone()
             .context("cluster mode needs a node name")?;
+        // No retry of the first connect: a NATS that cannot be reached at
+        // start is an error that names it, not a wait.
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("wasmvisor {node}"))
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5));
         if let Some(creds) = &config.credentials {
             options = options
@@ -309,6 +322,7 @@ impl Cluster {
         let timeout = Duration::from_millis(config.node_timeout_ms);
         let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
         let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
+        let store = state::StateStore::open(&js, &config.name).await?;
         let (outbox, outbox_rx) = tokio::sync::mpsc::channel(TOPIC_BACKLOG);
         let replica = Arc::new(Replica::default());
         let claims = replica.clone();
@@ -362,6 +376,8 @@ impl Cluster {
             fenced: std::sync::atomic::AtomicBool::new(false),
             fenced_at: std::sync::atomic::AtomicU64::new(0),
             replica,
+            held: Default::default(),
+            store,
             watchers,
         };
         cluster.claim_name().await?;
@@ -442,17 +458,25 @@ impl Cluster {
                 // least that fresh.
                 let attempt = tokio::time::Instant::now();
                 let put = tokio::time::timeout(every, me.nodes.put(&me.node, value.into())).await;
-                match put {
-                    Ok(Ok(_)) => {
-                        renewed = attempt;
-                        if me.fenced.swap(false, Ordering::AcqRel) {
-                            tracing::warn!("the heartbeat is renewed: this node serves again");
-                        }
+                let renewed_now = match put {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot write the node's heartbeat: {e}");
+                        false
                     }
-                    Ok(Err(e)) => tracing::warn!("cannot write the node's heartbeat: {e}"),
-                    Err(_) => tracing::warn!("the node's heartbeat took longer than heartbeat_ms"),
-                }
-                if renewed.elapsed() >= lease && !me.fenced.swap(true, Ordering::AcqRel) {
+                    Err(_) => {
+                        tracing::warn!("the node's heartbeat took longer than heartbeat_ms");
+                        false
+                    }
+                };
+                // A write that went through after a gap of a lease or more
+                // (the process was paused, or the machine slept) renews a
+                // lease that was lost meanwhile: the children go all the
+                // same, before the node serves again, as other nodes may
+                // have taken them over.
+                if attempt.duration_since(renewed) >= lease
+                    && !me.fenced.swap(true, Ordering::AcqRel)
+                {
                     let newest = locked(&me.replica.claims)
                         .values()
                         .map(|(_, r)| *r)
@@ -464,6 +488,12 @@ impl Cluster {
                          another node takes them over"
                     );
                     lost().await;
+                }
+                if renewed_now {
+                    renewed = attempt;
+                    if me.fenced.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("the heartbeat is renewed: this node serves again");
+                    }
                 }
             }
         })
@@ -524,7 +554,10 @@ impl Cluster {
             return Ok(false);
         }
         if orphan.claim.owner == self.node {
-            return Ok(true);
+            // The watched copy may lag when a fence lifts: only a claim the
+            // bucket still says is this node's, unchanged, is restarted.
+            let now = self.claim_of(&orphan.spec.id).await?;
+            return Ok(now.is_some_and(|(c, r)| c.owner == self.node && r == orphan.revision));
         }
         let claim = Claim {
             owner: self.node.clone(),
@@ -533,15 +566,30 @@ impl Cluster {
             singleton: orphan.claim.singleton,
         };
         let value = serde_json::to_vec(&claim)?;
-        match self
+        let token = match self
             .children
             .update(&key, value.into(), orphan.revision)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(e).context("cannot take a claim over"),
+            Ok(token) => token,
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
+            Err(e) => return Err(e).context("cannot take a claim over"),
+        };
+        self.hold(&orphan.spec.id, token);
+        // Before the child runs here: the old owner's late state writes
+        // are refused from now on, and the state is this node's to read.
+        let mut tries = 0;
+        while let Err(e) = self.fence_state(&orphan.spec.id, token).await {
+            tries += 1;
+            if tries == 3 {
+                tracing::error!(
+                    child = %orphan.spec.id,
+                    "cannot fence its state in the cluster's store; it starts without it: {e}"
+                );
+                break;
+            }
         }
+        Ok(true)
     }
 
     /// Every node this node has seen a heartbeat of, by name (from the
@@ -582,7 +630,10 @@ impl Cluster {
         let value = serde_json::to_vec(&claim)
             .map_err(|e| StartError::Unavailable(format!("cannot encode the claim: {e}")))?;
         match self.children.create(key(&spec.id), value.into()).await {
-            Ok(_) => Ok(()),
+            Ok(token) => {
+                self.hold(&spec.id, token);
+                Ok(())
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(StartError::AlreadyStarted(spec.id.clone()))
             }
@@ -604,17 +655,21 @@ impl Cluster {
             .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
     }
 
-    /// Gives up this node's claim on `id` (the child is gone); a claim
-    /// another node holds is left alone.
+    /// Gives up this node's claim on `id` (the child is gone), and its
+    /// state; a claim another node holds is left alone.
     pub(crate) async fn release(&self, id: &str) {
+        locked(&self.held).remove(id);
         match self.claim_of(id).await {
             Ok(Some((claim, revision))) if claim.owner == self.node => {
-                if let Err(e) = self
+                match self
                     .children
                     .delete_expect_revision(key(id), Some(revision))
                     .await
                 {
-                    tracing::warn!(child = id, "cannot release the id in the cluster: {e}");
+                    Ok(()) => self.remove_state(id).await,
+                    Err(e) => {
+                        tracing::warn!(child = id, "cannot release the id in the cluster: {e}")
+                    }
                 }
             }
             Ok(_) => {}
@@ -626,9 +681,12 @@ impl Cluster {
     /// claim is its own or free (then it claims it again), forget it if
     /// another node holds it.
     pub(crate) async fn adopt(&self, spec: &ChildSpec) -> Result<Adopt> {
-        if let Some((claim, _)) = self.claim_of(&spec.id).await? {
+        if let Some((claim, token)) = self.claim_of(&spec.id).await? {
             return Ok(match claim.owner == self.node {
-                true => Adopt::Mine,
+                true => {
+                    self.hold(&spec.id, token);
+                    Adopt::Mine
+                }
                 false => Adopt::Elsewhere(claim.owner),
             });
         }
@@ -812,8 +870,22 @@ impl Cluster {
         live
     }
 
-    /// Asks node `owner` to do `op` on its child `id`.
+    /// Whether this node reaches the cluster now: connected to NATS, and
+    /// holding its lease.
+    pub(crate) fn reachable(&self) -> bool {
+        !self.fenced() && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Asks node `owner` to do `op` on its child `id`. While this node is
+    /// cut off from NATS it answers `unavailable` at once, rather than
+    /// holding the request until the connection is back.
     pub(crate) async fn ask(&self, owner: &str, id: &str, op: Op, msg: Vec<u8>) -> Answer {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err((
+                "unavailable".into(),
+                format!("this node is not connected to NATS, so it cannot reach node {owner}"),
+            ));
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ID, id);
         let (name, timeout) = match &op {
@@ -830,13 +902,13 @@ impl Cluster {
                 headers.insert(REASON, reason.as_str());
                 ("kill", REQUEST_TIMEOUT)
             }
-            Op::Get => ("get", REQUEST_TIMEOUT),
+            Op::Get => ("get", READ_TIMEOUT),
             Op::List(after, limit) => {
                 if let Some(after) = after {
                     headers.insert(AFTER, after.as_str());
                 }
                 headers.insert(LIMIT, limit.to_string().as_str());
-                ("list", REQUEST_TIMEOUT)
+                ("list", READ_TIMEOUT)
             }
         };
         headers.insert(OP, name);
@@ -966,8 +1038,58 @@ async fn bucket(js: &jetstream::Context, name: String, max_age: Duration) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A `nats-server -js` on a free loopback port with a temporary store,
+    /// killed on drop.
+    pub(crate) struct Nats {
+        pub(crate) url: String,
+        _process: tokio::process::Child,
+        _store: tempfile::TempDir,
+    }
+
+    impl Nats {
+        /// `None` (with the reason printed) when `nats-server` is not
+        /// installed.
+        pub(crate) async fn start() -> Option<Nats> {
+            if std::process::Command::new("nats-server")
+                .arg("--version")
+                .output()
+                .is_err()
+            {
+                eprintln!("skipped: nats-server is not on PATH (apt-get install nats-server)");
+                return None;
+            }
+            let store = tempfile::tempdir().expect("a temporary folder");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let process = tokio::process::Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(store.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("nats-server starts");
+            let addr = format!("127.0.0.1:{port}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not listen"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(Nats {
+                url: format!("nats://{addr}"),
+                _process: process,
+                _store: store,
+            })
+        }
+    }
 
     #[test]
     fn ids_become_valid_distinct_keys() {

@@ -280,7 +280,11 @@ impl Host {
         let Some(cluster) = &self.sup.cluster else {
             return page;
         };
-        let others = cluster.others();
+        // A node cut off from the cluster lists what it has.
+        let others = match cluster.reachable() {
+            true => cluster.others(),
+            false => Vec::new(),
+        };
         let asks = others.iter().map(|node| {
             let op = Op::List(after.map(str::to_string), limit);
             cluster.ask(node, "", op, Vec::new())

@@ -229,7 +229,10 @@ impl Member {
         match self {
             Member::Child(cell) => {
                 let (done, stopped) = oneshot::channel();
-                cell.signal(Control::Stop { done });
+                cell.signal(Control::Stop {
+                    done,
+                    reason: ExitReason::Shutdown,
+                });
                 let _ = stopped.await;
             }
             Member::Group(g) => g.shutdown().await,

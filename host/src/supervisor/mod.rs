@@ -9,6 +9,7 @@ mod group;
 mod intensity;
 mod policy;
 mod port;
+mod state;
 
 pub use group::{GroupTree, TreeChild, TreeMember};
 
@@ -250,7 +251,13 @@ impl Supervisor {
     pub(crate) async fn stop_child(&self, id: &str) -> Result<(), ChildError> {
         match self.route_child(id, Op::Stop).await {
             Some(answer) => answer,
-            None => self.order(id, |done| Control::Stop { done }).await,
+            None => {
+                self.order(id, |done| Control::Stop {
+                    done,
+                    reason: ExitReason::Shutdown,
+                })
+                .await
+            }
         }
     }
 
@@ -377,18 +384,23 @@ impl Supervisor {
     /// children come back in start order; a failure is an exit like any
     /// other.
     pub(crate) async fn restore(self: &Arc<Self>, record: Record) {
+        self.bring_back(record, false).await;
+    }
+
+    /// [`Supervisor::restore`]; a child `moved` from another node of the
+    /// cluster also comes back without an instance when its plugin
+    /// hibernates idle children.
+    async fn bring_back(self: &Arc<Self>, record: Record, moved: bool) {
         let id = record.spec.id.clone();
         // Brought back whatever `max_children` says now.
         self.dynamic.fetch_add(1, Ordering::AcqRel);
         // A lazy child, or one whose state is stored, comes back without an
         // instance and is started (then restored) at its first message.
+        let plugin = self.config.plugins.get(&record.spec.plugin);
         let dormant = record.failed.is_none()
             && (record.spec.activate == Activate::Lazy
-                || self
-                    .config
-                    .plugins
-                    .get(&record.spec.plugin)
-                    .is_some_and(|p| p.durable_state));
+                || plugin.is_some_and(|p| p.durable_state)
+                || moved && plugin.is_some_and(|p| p.hibernate_after_ms > 0));
         if dormant {
             let origin = Origin::Restored { failed: None };
             if let Err(e) = self.register_dormant(record.spec, origin) {
@@ -540,54 +552,6 @@ impl Supervisor {
         durable.put(&record).await
     }
 
-    /// Stores `state` as the last state of child `cell` (a stored child of
-    /// a `durable_state` plugin); resolves once it is on disk.
-    pub(crate) fn store_state(
-        &self,
-        cell: &Cell,
-        state: Vec<u8>,
-    ) -> BoxFuture<'static, Result<(), CheckpointError>> {
-        let limits = self.config.plugin(&cell.spec.plugin);
-        let refused = |e| Box::pin(std::future::ready(Err(e)));
-        let Some(durable) = self.state_store(cell) else {
-            return refused(CheckpointError::NotDurable);
-        };
-        if state.len() > limits.max_state_kib as usize * 1024 {
-            return refused(CheckpointError::TooLarge(limits.max_state_kib));
-        }
-        let write = durable.put_state(&cell.id, state);
-        Box::pin(async move {
-            write
-                .await
-                .map_err(|e| CheckpointError::Unavailable(format!("{e:#}")))
-        })
-    }
-
-    /// The state database, if `cell`'s state belongs in it: a stored
-    /// (dynamic) child of a `durable_state` plugin on a durable host.
-    fn state_store(&self, cell: &Cell) -> Option<&Arc<Durable>> {
-        let durable = self.durable.as_ref()?;
-        let wanted = self.config.plugin(&cell.spec.plugin).durable_state && cell.state().dynamic;
-        wanted.then_some(durable)
-    }
-
-    /// A stored child's last stored state, if any.
-    pub(crate) async fn stored_state(&self, cell: &Cell) -> Option<Vec<u8>> {
-        let durable = self.state_store(cell)?.clone();
-        let id = cell.id.to_string();
-        match tokio::task::spawn_blocking(move || durable.state(&id)).await {
-            Ok(Ok(state)) => state,
-            Ok(Err(e)) => {
-                tracing::error!("{e:#}");
-                None
-            }
-            Err(e) => {
-                tracing::error!("reading a stored state failed: {e}");
-                None
-            }
-        }
-    }
-
     /// Forgets a removed child durably; while the host shuts down, children
     /// stop without being forgotten.
     pub(crate) async fn forget(&self, id: &str) {
@@ -628,14 +592,20 @@ impl Supervisor {
     /// Stops a singleton whose home is another node now, and gives its
     /// claim up for that node.
     pub(crate) async fn stop_singleton(&self, id: &str) {
-        let _ = self.order(id, |done| Control::Stop { done }).await;
+        let _ = self
+            .order(id, |done| Control::Stop {
+                done,
+                reason: ExitReason::Shutdown,
+            })
+            .await;
         if let Some(cluster) = &self.cluster {
             cluster.release(id).await;
         }
     }
 
-    /// A lost lease: stops every dynamic child and singleton, keeping
-    /// their records and claims, which other nodes take over.
+    /// A lost lease: stops every dynamic child and singleton with
+    /// `noconnection`, all at once, keeping their records and claims, which
+    /// other nodes take over.
     pub(crate) async fn fence(&self) {
         self.fencing.store(true, Ordering::Release);
         let singletons: Vec<String> = self.singletons().into_iter().map(|c| c.id).collect();
@@ -645,29 +615,44 @@ impl Supervisor {
             .into_iter()
             .filter(|c| c.state().dynamic || singletons.iter().any(|s| **s == *c.id))
             .collect();
-        for cell in dynamic {
-            let _ = self.stop_child(&cell.id).await;
+        let waits: Vec<_> = dynamic
+            .iter()
+            .map(|cell| {
+                let (done, stopped) = oneshot::channel();
+                cell.signal(Control::Stop {
+                    done,
+                    reason: ExitReason::NoConnection,
+                });
+                stopped
+            })
+            .collect();
+        for stopped in waits {
+            let _ = stopped.await;
         }
         self.fencing.store(false, Ordering::Release);
     }
 
     /// Starts a child this node took over from a dead one (or one of its
-    /// own claims that ran nowhere), as a restart: lazily or from its
-    /// stored state where its plugin can, else at once with its args;
-    /// `waiting` while its plugin is missing. It is stored here from now.
+    /// own claims that ran nowhere), as a restart with `noconnection`:
+    /// without an instance where its plugin is `durable_state` (then from
+    /// its stored state), hibernates idle children, or the child is lazy;
+    /// else at once with its args; `waiting` while its plugin is missing.
+    /// It is stored here from now.
     pub(crate) async fn rehome(self: &Arc<Self>, spec: ChildSpec) {
         let id = spec.id.clone();
         let seq = self.durable.as_ref().map_or(0, |d| d.next_seq());
-        self.restore(Record {
+        let record = Record {
             spec,
             seq,
             failed: None,
-        })
-        .await;
-        if let Some(cell) = self.registry.get(&id)
-            && let Err(e) = self.persist(&cell).await
-        {
-            tracing::error!(child = %id, "cannot store a re-homed child: {e:#}");
+        };
+        self.bring_back(record, true).await;
+        if let Some(cell) = self.registry.get(&id) {
+            // A restart with `noconnection`, as the node it ran on saw it.
+            cell.state().last_exit = Some(ExitReason::NoConnection);
+            if let Err(e) = self.persist(&cell).await {
+                tracing::error!(child = %id, "cannot store a re-homed child: {e:#}");
+            }
         }
     }
 
@@ -715,7 +700,10 @@ impl Supervisor {
                     return None;
                 }
                 let (done, stopped) = oneshot::channel();
-                cell.signal(Control::Stop { done });
+                cell.signal(Control::Stop {
+                    done,
+                    reason: ExitReason::Shutdown,
+                });
                 Some(stopped)
             })
             .collect();
@@ -791,20 +779,14 @@ impl Parent for DynamicParent {
     }
 
     fn forget_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {
-        let write = self.sup.state_store(cell).map(|d| d.remove_state(&cell.id));
-        let id = cell.id.clone();
-        Box::pin(async move {
-            if let Some(write) = write
-                && let Err(e) = write.await
-            {
-                tracing::error!(child = %id, "cannot forget its stored state: {e:#}");
-            }
-        })
+        self.sup.forget_state(cell)
     }
 
-    fn stored_state(&self, cell: &Arc<Cell>) -> BoxFuture<'static, Option<Vec<u8>>> {
-        let (sup, cell) = (self.sup.clone(), cell.clone());
-        Box::pin(async move { sup.stored_state(&cell).await })
+    fn stored_state(
+        &self,
+        cell: &Arc<Cell>,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, CheckpointError>> {
+        self.sup.stored_state(cell)
     }
 
     fn removed(&self, cell: &Arc<Cell>) -> BoxFuture<'static, ()> {

@@ -213,7 +213,7 @@ fn compile_for<'t>(
 pub(crate) const WIT_PACKAGE: &str = "wasmvisor:plugin";
 /// The version of the `wasmvisor:plugin` WIT package this host implements
 /// (`wit/plugin.wit`); components built against another are refused.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
 
 /// The WIT package itself (`wit/plugin.wit`), as `wasmvisor wit` writes it
 /// for authors who generate bindings in another language.

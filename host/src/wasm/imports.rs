@@ -272,6 +272,7 @@ impl Host for InstanceState {
             CheckpointError::TooLarge(kib) => wit::CheckpointError::TooLarge(kib),
             CheckpointError::NotDurable => wit::CheckpointError::NotDurable,
             CheckpointError::Unavailable(why) => wit::CheckpointError::Unavailable(why),
+            e @ CheckpointError::Moved => wit::CheckpointError::Unavailable(e.to_string()),
         }))
     }
 

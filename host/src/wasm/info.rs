@@ -42,6 +42,7 @@ pub(crate) fn to_wit_reason(reason: &ExitReason) -> wit::ExitReason {
         ExitReason::InitFailed(m) => wit::ExitReason::InitFailed(m.clone()),
         ExitReason::Noproc => wit::ExitReason::Noproc,
         ExitReason::Linked(id) => wit::ExitReason::Linked(id.clone()),
+        ExitReason::NoConnection => wit::ExitReason::Noconnection,
     }
 }
 
@@ -54,5 +55,6 @@ pub(crate) fn from_wit_reason(reason: wit::ExitReason) -> ExitReason {
         wit::ExitReason::InitFailed(m) => ExitReason::InitFailed(m),
         wit::ExitReason::Noproc => ExitReason::Noproc,
         wit::ExitReason::Linked(id) => ExitReason::Linked(id),
+        wit::ExitReason::Noconnection => ExitReason::NoConnection,
     }
 }
