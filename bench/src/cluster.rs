@@ -43,6 +43,8 @@ pub struct Rehome {
     pub ms: f64,
     /// `kill -9` until both survivors saw the node gone, ms.
     pub detected_ms: f64,
+    /// How old the node's last heartbeat was when it was killed, ms.
+    pub heartbeat_age_ms: u64,
     /// The half of the children that answered first, ms after the kill.
     pub p50_ms: f64,
     /// Children each survivor runs afterwards, by node.
@@ -379,6 +381,14 @@ async fn measure_rehome(
     let mut on_two_nodes = BTreeSet::new();
     check_one_node(survivors, &mut checks, &mut on_two_nodes);
 
+    // Where in its heartbeat period the node dies: the survivors see it
+    // gone node_timeout_ms after its last heartbeat, not after the kill.
+    let heartbeat_age_ms = survivors
+        .iter()
+        .filter_map(|s| s.nodes()?.into_iter().find(|n| n.info.node == VICTIM))
+        .map(|n| n.heartbeat_age_ms)
+        .max()
+        .unwrap_or(0);
     let killed = Instant::now();
     // SIGKILL (and reaped): the node gets no chance to give anything back.
     victim
@@ -479,6 +489,7 @@ async fn measure_rehome(
         children: n,
         ms: last.as_secs_f64() * 1e3,
         detected_ms: detected.as_secs_f64() * 1e3,
+        heartbeat_age_ms,
         p50_ms: percentile(&times, 0.5) / 1e3,
         per_survivor,
         checks,

@@ -127,6 +127,10 @@ pub struct Report {
     /// `kill -9` until both survivors saw the node gone, ms: the
     /// `node_timeout_ms` part of the figure.
     pub rehome_detected_ms: f64,
+    /// How old the killed node's last heartbeat was at the kill, as the
+    /// survivors saw it, ms: the survivors see it gone `node_timeout_ms`
+    /// after that heartbeat, so a kill just after one is the slow case.
+    pub rehome_heartbeat_age_ms: u64,
     /// `kill -9` until half of the children answered, ms.
     pub rehome_p50_ms: f64,
     /// The killed node's children each survivor runs afterwards.
@@ -518,13 +522,14 @@ impl Report {
                 out,
                 "\nre-homing: {} permanent children of a node killed with kill -9 serve again \
                  through a survivor after {:.2} s (target ≤ {:.0} s{mark}), half of them after \
-                 {:.2} s; the survivors saw the node gone after {:.2} s; now {}; no id ran on \
-                 two nodes at once in {} checks",
+                 {:.2} s; the survivors saw the node gone after {:.2} s (its last heartbeat \
+                 was {} ms old at the kill); now {}; no id ran on two nodes at once in {} checks",
                 self.rehome_children,
                 self.rehome_300_ms / 1e3,
                 REHOME_TARGET_MS / 1e3,
                 self.rehome_p50_ms / 1e3,
                 self.rehome_detected_ms / 1e3,
+                self.rehome_heartbeat_age_ms,
                 on.join(", "),
                 self.rehome_checks
             );

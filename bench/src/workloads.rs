@@ -387,6 +387,7 @@ pub async fn run(opts: Options) -> Result<Report> {
                     r.rehome_300_ms = h.ms;
                     r.rehome_children = h.children;
                     r.rehome_detected_ms = h.detected_ms;
+                    r.rehome_heartbeat_age_ms = h.heartbeat_age_ms;
                     r.rehome_p50_ms = h.p50_ms;
                     r.rehome_per_survivor = h.per_survivor;
                     r.rehome_checks = h.checks;
