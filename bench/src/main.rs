@@ -6,6 +6,7 @@
 mod ab;
 mod actors;
 mod beam;
+mod cluster;
 mod languages;
 mod native;
 mod report;
@@ -33,7 +34,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only these workloads (spawn, calls, calls4, casts, crash, cpu,
-    /// reload, density, virtual, languages), e.g. to profile one.
+    /// reload, density, virtual, languages, cluster, rehome), e.g. to
+    /// profile one. cluster and rehome need nats-server on the PATH.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(workloads::WORKLOADS))]
     only: Vec<String>,
     /// Skip the BEAM reference even when `escript` is installed.
@@ -47,6 +49,19 @@ struct Cli {
     /// Rounds per side of an --ab run [default: 3, 1 with --quick].
     #[arg(long)]
     rounds: Option<usize>,
+    /// Internal (the rehome workload): run as cluster node NODE, start the
+    /// children, print `ready`, serve until stdin closes.
+    #[arg(long, hide = true, value_name = "NODE", requires_all = ["nats", "cluster_name"])]
+    serve_node: Option<String>,
+    /// Internal: the NATS URL of --serve-node.
+    #[arg(long, hide = true)]
+    nats: Option<String>,
+    /// Internal: the cluster name of --serve-node.
+    #[arg(long, hide = true)]
+    cluster_name: Option<String>,
+    /// Internal: the children --serve-node starts.
+    #[arg(long, hide = true, default_value_t = 300)]
+    children: usize,
 }
 
 fn parse_ab(text: &str) -> Result<ab::Setting, String> {
@@ -86,6 +101,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(node) = &cli.serve_node {
+        let plugins = cli.plugins.unwrap_or_else(workloads::default_plugins);
+        let nats = cli.nats.unwrap_or_default();
+        let cluster = cli.cluster_name.unwrap_or_default();
+        return cluster::serve_node(&plugins, &nats, &cluster, node, cli.children).await;
+    }
     let options = workloads::Options {
         plugins: cli.plugins.unwrap_or_else(workloads::default_plugins),
         quick: cli.quick,

@@ -103,6 +103,44 @@ pub struct Report {
     pub cpu_iterations: u64,
     /// Instances in the reload run (1,000, or fewer with --quick).
     pub reload_instances: usize,
+    /// Calls per second from one client of node A's library API to a
+    /// child on node B (2 nodes in one process, NATS on loopback).
+    pub cluster_call_1c_per_s: f64,
+    /// That call's latency, median, µs.
+    pub cluster_call_p50_us: f64,
+    /// That call's latency, 99th percentile, µs.
+    pub cluster_call_p99_us: f64,
+    /// Beside it, in the same run: calls/s from B's own library API to the
+    /// same child (a local call on a node in cluster mode).
+    pub local_call_1c_per_s: f64,
+    /// The local call's latency, median, µs.
+    pub local_call_p50_us: f64,
+    /// The local call's latency, 99th percentile, µs.
+    pub local_call_p99_us: f64,
+    /// Calls timed per side in the cluster run.
+    pub cluster_calls: usize,
+    /// A node running 300 permanent children killed with `kill -9`: ms
+    /// until the last of them answered a call through a survivor.
+    pub rehome_300_ms: f64,
+    /// The killed node's children (300).
+    pub rehome_children: usize,
+    /// `kill -9` until both survivors saw the node gone, ms: the
+    /// `node_timeout_ms` part of the figure.
+    pub rehome_detected_ms: f64,
+    /// How old the killed node's last heartbeat was at the kill, as the
+    /// survivors saw it, ms: the survivors see it gone `node_timeout_ms`
+    /// after that heartbeat, so a kill just after one is the slow case.
+    pub rehome_heartbeat_age_ms: u64,
+    /// `kill -9` until half of the children answered, ms.
+    pub rehome_p50_ms: f64,
+    /// The killed node's children each survivor runs afterwards.
+    pub rehome_per_survivor: std::collections::BTreeMap<String, usize>,
+    /// How often the survivors' children were compared during and after
+    /// the re-homing; an id on both at once fails the run.
+    pub rehome_checks: usize,
+    /// Why the cluster workloads did not run (empty when they ran or were
+    /// not asked for).
+    pub cluster_skipped: String,
     /// The small sizes of `--quick`.
     pub quick: bool,
     /// The machine.
@@ -111,6 +149,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beam: Option<Beam>,
 }
+
+/// The re-homing target: a dead node's children serve again within 5 s.
+const REHOME_TARGET_MS: f64 = 5_000.0;
 
 /// One figure of the table: wasmvisor's, the references', and the target
 /// it is held to, if any.
@@ -432,6 +473,70 @@ impl Report {
                 );
             }
         }
+        if self.cluster_calls > 0 {
+            let _ = writeln!(
+                out,
+                "\n{:<26} {:>15} {:>15}",
+                "2 nodes, NATS on loopback", "A → B's child", "B → own child"
+            );
+            for (name, remote, local, unit) in [
+                (
+                    "calls, 1 client",
+                    self.cluster_call_1c_per_s,
+                    self.local_call_1c_per_s,
+                    "/s",
+                ),
+                (
+                    "call p50",
+                    self.cluster_call_p50_us,
+                    self.local_call_p50_us,
+                    "µs",
+                ),
+                (
+                    "call p99",
+                    self.cluster_call_p99_us,
+                    self.local_call_p99_us,
+                    "µs",
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name:<26} {:>15} {:>15}",
+                    fmt(remote, unit),
+                    fmt(local, unit)
+                );
+            }
+        }
+        if self.rehome_children > 0 {
+            let mark = match (self.quick, self.rehome_300_ms <= REHOME_TARGET_MS) {
+                (true, _) => "",
+                (false, true) => ": met",
+                (false, false) => ": MISSED",
+            };
+            let on: Vec<String> = self
+                .rehome_per_survivor
+                .iter()
+                .map(|(node, n)| format!("{n} on {node}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nre-homing: {} permanent children of a node killed with kill -9 serve again \
+                 through a survivor after {:.2} s (target ≤ {:.0} s{mark}), half of them after \
+                 {:.2} s; the survivors saw the node gone after {:.2} s (its last heartbeat \
+                 was {} ms old at the kill); now {}; no id ran on two nodes at once in {} checks",
+                self.rehome_children,
+                self.rehome_300_ms / 1e3,
+                REHOME_TARGET_MS / 1e3,
+                self.rehome_p50_ms / 1e3,
+                self.rehome_detected_ms / 1e3,
+                self.rehome_heartbeat_age_ms,
+                on.join(", "),
+                self.rehome_checks
+            );
+        }
+        if !self.cluster_skipped.is_empty() {
+            let _ = writeln!(out, "cluster and rehome not run: {}", self.cluster_skipped);
+        }
         if !self.density_limit.is_empty() {
             let _ = writeln!(out, "density run: {}", self.density_limit);
         }
@@ -549,6 +654,50 @@ mod tests {
             !unmeasured.table().contains("MISSED"),
             "no spawn figure, no target"
         );
+    }
+
+    #[test]
+    fn the_cluster_figures_stand_beside_the_local_call_and_rehoming_is_held_to_5_s() {
+        let report = Report {
+            cluster_calls: 20_000,
+            cluster_call_1c_per_s: 9_000.0,
+            cluster_call_p50_us: 105.0,
+            local_call_1c_per_s: 400_000.0,
+            local_call_p50_us: 1.5,
+            rehome_300_ms: 5_200.0,
+            rehome_children: 300,
+            rehome_detected_ms: 3_000.0,
+            rehome_p50_ms: 3_300.0,
+            rehome_per_survivor: [("s1".to_string(), 160), ("s2".to_string(), 140)].into(),
+            rehome_checks: 40,
+            ..Report::default()
+        };
+        let table = report.table();
+        let line = |start: &str| table.lines().find(|l| l.starts_with(start)).unwrap();
+        let calls = table
+            .lines()
+            .rfind(|l| l.starts_with("calls, 1 client"))
+            .unwrap();
+        assert!(
+            calls.contains("9000/s") && calls.contains("400000/s"),
+            "{table}"
+        );
+        assert!(line("re-homing: 300").contains("5.20 s"), "{table}");
+        assert!(line("re-homing: 300").contains("MISSED"), "{table}");
+        assert!(
+            line("re-homing: 300").contains("160 on s1, 140 on s2"),
+            "{table}"
+        );
+        let skipped = Report {
+            cluster_skipped: "nats-server is not on the PATH".into(),
+            ..Report::default()
+        };
+        let table = skipped.table();
+        assert!(
+            table.contains("cluster and rehome not run: nats-server is not on the PATH"),
+            "{table}"
+        );
+        assert!(!table.contains("re-homing"), "{table}");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub const WORKLOADS: &[&str] = &[
     "density",
     "virtual",
     "languages",
+    "cluster",
+    "rehome",
 ];
 
 /// The sizes of every workload.
@@ -347,6 +349,52 @@ pub async fn run(opts: Options) -> Result<Report> {
             Err(e) => eprintln!("skipping the languages workload: {e:#}"),
         }
     }
+    if opts.wants("cluster") || opts.wants("rehome") {
+        match crate::cluster::unavailable() {
+            // Not installed is not a failure: the rest of the run stands.
+            Some(reason) => {
+                eprintln!("skipping the cluster workloads: {reason}");
+                r.cluster_skipped = reason;
+            }
+            None => {
+                let sizes = if opts.quick {
+                    crate::cluster::QUICK
+                } else {
+                    crate::cluster::FULL
+                };
+                let c = {
+                    let (opts, dir) = (opts.clone(), dir.join("cluster"));
+                    // On a runtime worker, as the calls workload's client
+                    // is (see main).
+                    on_own_runtime("cluster", async move {
+                        tokio::spawn(async move { crate::cluster::run(&opts, &dir, sizes).await })
+                            .await?
+                    })
+                    .await?
+                };
+                r.cluster_calls = c.calls;
+                (
+                    r.cluster_call_1c_per_s,
+                    r.cluster_call_p50_us,
+                    r.cluster_call_p99_us,
+                ) = (c.remote.per_s, c.remote.p50_us, c.remote.p99_us);
+                (
+                    r.local_call_1c_per_s,
+                    r.local_call_p50_us,
+                    r.local_call_p99_us,
+                ) = (c.local.per_s, c.local.p50_us, c.local.p99_us);
+                if let Some(h) = c.rehome {
+                    r.rehome_300_ms = h.ms;
+                    r.rehome_children = h.children;
+                    r.rehome_detected_ms = h.detected_ms;
+                    r.rehome_heartbeat_age_ms = h.heartbeat_age_ms;
+                    r.rehome_p50_ms = h.p50_ms;
+                    r.rehome_per_survivor = h.per_survivor;
+                    r.rehome_checks = h.checks;
+                }
+            }
+        }
+    }
     r.system = system;
     r.fresh_page_us = system::fresh_page_us();
     let _ = std::fs::remove_dir_all(&dir);
@@ -383,7 +431,7 @@ fn kept_resident_bytes(host: &Host) -> u64 {
         .sum()
 }
 
-fn progress(what: &str) {
+pub(crate) fn progress(what: &str) {
     eprintln!("bench: {what}...");
 }
 
@@ -439,7 +487,7 @@ async fn native_spawn(native: &NativeHost, n: usize) -> f64 {
 }
 
 /// `n` calls in a row from one client: (calls/s, p50 µs, p99 µs).
-async fn calls_1c<F, Fut, E>(n: usize, mut one: F) -> Result<(f64, f64, f64)>
+pub(crate) async fn calls_1c<F, Fut, E>(n: usize, mut one: F) -> Result<(f64, f64, f64)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
