@@ -1,11 +1,15 @@
 //! Cluster mode against a real `nats-server -js` on loopback (which
 //! `.ci/run` installs): three `wasmvisor` processes join one cluster, list
 //! each other, refuse a second node of a live name, and agree on who holds
-//! each dynamic child id when they all start the same ids at once.
+//! each dynamic child id when they all start the same ids at once. A node
+//! cut off from NATS by its own TCP proxy (a partition, the server still
+//! up) stops its children before the survivors run them; a NATS that is
+//! not there, or has no JetStream, is a clear error at start.
 
 mod common;
 
 use common::process::RunningHost;
+use common::proxy::Proxy;
 use hyper::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -15,6 +19,8 @@ use std::time::Duration;
 /// store, killed on drop.
 struct Nats {
     url: String,
+    /// `127.0.0.1:PORT`, for a proxy in front of it.
+    addr: String,
     _process: tokio::process::Child,
     _store: tempfile::TempDir,
 }
@@ -22,6 +28,11 @@ struct Nats {
 impl Nats {
     /// `None` (with the reason printed) when `nats-server` is not installed.
     async fn start() -> Option<Nats> {
+        Nats::start_with(true).await
+    }
+
+    /// As [`Nats::start`]; without `jetstream`, a server with JetStream off.
+    async fn start_with(jetstream: bool) -> Option<Nats> {
         if std::process::Command::new("nats-server")
             .arg("--version")
             .output()
@@ -36,9 +47,12 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
-        let process = tokio::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+        let mut command = tokio::process::Command::new("nats-server");
+        if jetstream {
+            command.arg("-js").arg("-sd").arg(store.path());
+        }
+        let process = command
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -52,6 +66,7 @@ impl Nats {
         .await;
         Some(Nats {
             url: format!("nats://{addr}"),
+            addr,
             _process: process,
             _store: store,
         })
@@ -572,4 +587,442 @@ async fn a_singleton_runs_once_and_moves_when_its_node_dies() {
         })
         .await;
     assert_ne!(moved, home);
+}
+
+/// A node that reaches NATS through `url` (a proxy's).
+async fn node_at(url: &str, name: &str) -> RunningHost {
+    RunningHost::start_with(&["--cluster", url, "--node", name], Some(CONFIG)).await
+}
+
+/// A bound on each request in the partition test: a node that hangs is a
+/// failure with a message, not a test that never ends.
+const ANSWER: Duration = Duration::from_secs(10);
+
+/// `GET path` on `h`, which must answer within [`ANSWER`].
+async fn get_soon(h: &RunningHost, what: &str, path: &str) -> Value {
+    tokio::time::timeout(ANSWER, h.client.json(Method::GET, path, None))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: GET {path} got no answer within {ANSWER:?}"))
+        .unwrap_or_else(|e| panic!("{what}: GET {path}: {e:#}"))
+}
+
+/// `POST path` on `h`, which must answer within [`ANSWER`].
+async fn post_soon(h: &RunningHost, what: &str, path: &str, body: Value) -> (u16, Value) {
+    tokio::time::timeout(ANSWER, post(h, path, body))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: POST {path} got no answer within {ANSWER:?}"))
+}
+
+/// The dynamic children node `h` runs itself, id to status: its own
+/// supervision tree, which it reads without asking NATS or another node.
+async fn local_children(h: &RunningHost, what: &str) -> std::collections::BTreeMap<String, String> {
+    let tree = get_soon(h, what, "/v1/tree").await;
+    tree["dynamic"]
+        .as_array()
+        .expect("a list of dynamic children")
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().expect("an id").to_string();
+            (id, c["status"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// The cluster's listing as `h` merges it: id to node, each id once.
+async fn placement(h: &RunningHost, what: &str) -> std::collections::BTreeMap<String, String> {
+    let listed = get_soon(h, what, "/v1/children?limit=10000").await;
+    let listed = listed.as_array().expect("a list");
+    let mut at = std::collections::BTreeMap::new();
+    for c in listed {
+        let id = c["id"].as_str().expect("an id").to_string();
+        let node = c["node"].as_str().expect("a node").to_string();
+        if let Some(other) = at.insert(id.clone(), node.clone()) {
+            panic!("{what}: {id} is listed twice, on {other} and on {node}: {listed:?}");
+        }
+    }
+    at
+}
+
+/// Starts chaos child `id` on `h` with args `{"i": i}`; it must be
+/// acknowledged (201).
+async fn start(h: &RunningHost, id: &str, restart: &str, i: u64) {
+    let body = json!({"id": id, "plugin": "chaos", "args": {"i": i}, "restart": restart});
+    let (status, body) = post_soon(h, "a start", "/v1/children", body).await;
+    assert_eq!(status, 201, "{id}: {body}");
+}
+
+/// A network partition: n3 loses NATS (its proxy cuts every connection)
+/// for longer than `node_timeout_ms`, while n1 and n2 keep it. n3 stops
+/// its children (fenced, at half the timeout) before a survivor runs any
+/// of them (at the timeout); the survivors serve the non-temporary ones
+/// and take new starts; n3 refuses starts but still answers, its listing
+/// included. Healed, n3 is back, no id runs on two nodes, and every
+/// acknowledged start is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_stops_its_children_before_the_survivors_run_them() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let proxies = [
+        Proxy::start(&nats.addr).await,
+        Proxy::start(&nats.addr).await,
+        Proxy::start(&nats.addr).await,
+    ];
+    let (n1, n2, n3) = (
+        node_at(&proxies[0].nats_url(), "n1").await,
+        node_at(&proxies[1].nats_url(), "n2").await,
+        node_at(&proxies[2].nats_url(), "n3").await,
+    );
+    let logs = || {
+        format!(
+            "n1's log:\n{}\nn2's log:\n{}\nn3's log:\n{}",
+            n1.log(),
+            n2.log(),
+            n3.log()
+        )
+    };
+
+    // Acknowledged starts that must outlive the partition, id to args.
+    let mut kept = std::collections::BTreeMap::new();
+    // n3's: durable (the hosts keep a data dir), mostly `permanent`, so
+    // they move; a few `temporary`, which do not.
+    let mut isolated = BTreeSet::new();
+    for i in 0..24 {
+        let id = format!("p{i:02}");
+        isolated.insert(id.clone());
+        kept.insert(id.clone(), i);
+        start(&n3, &id, "permanent", i).await;
+    }
+    let temporary: BTreeSet<String> = (0..4).map(|i| format!("t{i}")).collect();
+    for (i, id) in temporary.iter().enumerate() {
+        isolated.insert(id.clone());
+        start(&n3, id, "temporary", 100 + i as u64).await;
+    }
+    for i in 0..4 {
+        for (h, id, restart, arg) in [
+            (&n1, format!("a{i}"), "permanent", 200 + i),
+            (&n2, format!("b{i}"), "transient", 300 + i),
+        ] {
+            start(h, &id, restart, arg).await;
+            kept.insert(id, arg);
+        }
+    }
+    assert_eq!(placement(&n1, "before the cut").await.len(), 36);
+
+    // The cut. Each round reads n3's own children, then the survivors'
+    // (their own trees, not a merged listing, which may leave a node
+    // out): the first round that sees n3 stopped must come strictly
+    // before the first that sees a survivor run one of n3's ids, so at
+    // some instant n3 had stopped and no survivor had started.
+    proxies[2].cut();
+    let cut_at = tokio::time::Instant::now();
+    let (mut stopped, mut first_taken) = (None, None);
+    let mut listing = None;
+    let deadline = cut_at + Duration::from_secs(30);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let on_n3 = local_children(&n3, "n3 while cut off").await;
+        let still = isolated.iter().filter(|id| on_n3.contains_key(*id)).count();
+        if still == 0 && stopped.is_none() {
+            stopped = Some((round, cut_at.elapsed()));
+            // A listing asked now, while n3 still counts the others as
+            // live: it must answer while the partition lasts.
+            let client = n3.client.clone();
+            listing = Some((
+                tokio::time::Instant::now(),
+                tokio::spawn(async move { client.json(Method::GET, "/v1/children", None).await }),
+            ));
+        }
+        let mut taken = 0;
+        let mut serving = 0;
+        for survivor in [&n1, &n2] {
+            let theirs = local_children(survivor, "a survivor").await;
+            for id in &isolated {
+                if let Some(status) = theirs.get(id) {
+                    taken += 1;
+                    serving += usize::from(status == "running");
+                }
+            }
+        }
+        if taken > 0 && first_taken.is_none() {
+            first_taken = Some((round, cut_at.elapsed()));
+        }
+        if serving == 24 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "30 s after the cut: {still} of n3's children still on n3, {taken} on the \
+             survivors, {serving} serving\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (stopped, first_taken) = (stopped.unwrap(), first_taken.unwrap());
+    eprintln!(
+        "partition: n3 seen stopped at {:?} (round {}); a survivor first seen running one \
+         of its children at {:?} (round {})",
+        stopped.1, stopped.0, first_taken.1, first_taken.0
+    );
+    assert!(
+        stopped.0 < first_taken.0,
+        "a survivor ran one of n3's children (round {}, {:?}) before n3 was seen to have \
+         stopped them all (round {}, {:?})\n{}",
+        first_taken.0,
+        first_taken.1,
+        stopped.0,
+        stopped.1,
+        logs()
+    );
+
+    // Each survivor runs the non-temporary ones, and they answer through
+    // either survivor, with their args.
+    let moved = placement(&n1, "the survivors").await;
+    for (i, id) in isolated.iter().filter(|id| id.starts_with('p')).enumerate() {
+        assert!(
+            moved.get(id).is_some_and(|n| n == "n1" || n == "n2"),
+            "{id}: {moved:?}"
+        );
+        let via = [&n1, &n2][i % 2];
+        let (status, body) = post_soon(
+            via,
+            "a moved child",
+            &format!("/v1/children/{id}/call"),
+            json!({"msg": "state"}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["reply"]["args"]),
+            (200, &json!({"i": kept[id]})),
+            "{id}: {body}"
+        );
+    }
+    // A temporary child is not restarted: once its heir saw it, its id
+    // is free, and a start of it on a survivor is acknowledged.
+    let t0 = json!({"id": "t0", "plugin": "chaos", "args": {"i": 400}});
+    wasmvisor_tests::wait_for_async("t0's id to be free", Duration::from_secs(20), || async {
+        let (status, body) = post_soon(&n1, "a start of t0", "/v1/children", t0.clone()).await;
+        assert!(status == 201 || status == 409, "{body}");
+        (status == 201).then_some(())
+    })
+    .await;
+    kept.insert("t0".to_string(), 400);
+    // The survivors take starts during the partition.
+    for i in 0..4 {
+        for (h, id, arg) in [
+            (&n1, format!("d{i}"), 500 + i),
+            (&n2, format!("e{i}"), 600 + i),
+        ] {
+            start(h, &id, "permanent", arg).await;
+            kept.insert(id, arg);
+        }
+    }
+    // n3, fenced, refuses a start, and still answers reads: its nodes, and
+    // a listing of what it has (nothing: it cannot reach the others).
+    let (status, body) = post_soon(
+        &n3,
+        "a start on n3",
+        "/v1/children",
+        json!({"id": "x", "plugin": "chaos"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(get_soon(&n3, "n3's nodes", "/v1/nodes").await.is_array());
+    // Awaited before the heal, so that reconnecting cannot answer it.
+    // PRODUCT BUG: it hangs until NATS is back (or the 60 s request
+    // timeout): n3 asks the nodes it still counts as live over a
+    // connection that is down. Collected, so the checks after the heal
+    // still run.
+    let mut product_bugs = Vec::new();
+    let (asked, early) = listing.expect("asked when n3 was seen stopped");
+    match tokio::time::timeout_at(asked + ANSWER, early).await {
+        Ok(answer) => {
+            answer
+                .expect("the listing task")
+                .expect("n3 lists its children while fenced");
+        }
+        Err(_) => product_bugs.push(format!(
+            "n3's GET /v1/children, asked {:?} after the cut (once fenced), got no answer \
+             within {ANSWER:?} while the partition lasted",
+            stopped.1
+        )),
+    }
+    assert_eq!(
+        get_soon(&n3, "n3's listing", "/v1/children").await,
+        json!([])
+    );
+
+    // Healed: n3's heartbeat is renewed (the survivors see it alive) and
+    // its fence lifted (it takes starts again).
+    proxies[2].heal();
+    for h in [&n1, &n2, &n3] {
+        wasmvisor_tests::wait_for_async(
+            "n3 to be alive again",
+            Duration::from_secs(30),
+            || async {
+                let nodes = get_soon(h, "nodes after the heal", "/v1/nodes").await;
+                let alive = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["alive"] == true)
+                    .count();
+                (alive == 3).then_some(())
+            },
+        )
+        .await;
+    }
+    let back = json!({"id": "f0", "plugin": "chaos", "args": {"i": 700}});
+    wasmvisor_tests::wait_for_async("n3 to take starts", Duration::from_secs(30), || async {
+        let (status, body) =
+            post_soon(&n3, "a start after the heal", "/v1/children", back.clone()).await;
+        assert!(status == 201 || status == 503, "{body}");
+        (status == 201).then_some(())
+    })
+    .await;
+    kept.insert("f0".to_string(), 700);
+
+    // No id runs on two nodes, now or during the next heartbeats (when n3
+    // looks for its own claims that run nowhere, a stale copy of the
+    // claims would restart a moved child there too): the nodes' own
+    // children are disjoint, each node lists every kept id once, and the
+    // nodes agree on where each runs. Held for a few heartbeats.
+    let expected: BTreeSet<&String> = kept.keys().collect();
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut runs_on = std::collections::BTreeMap::new();
+        for (name, h) in [("n1", &n1), ("n2", &n2), ("n3", &n3)] {
+            for id in local_children(h, "after the heal").await.into_keys() {
+                if let Some(other) = runs_on.insert(id.clone(), name) {
+                    panic!(
+                        "{id} runs on {other} and on {name} after the heal\n{}",
+                        logs()
+                    );
+                }
+            }
+        }
+        let ran: BTreeSet<&String> = runs_on.keys().collect();
+        assert_eq!(ran, expected, "what runs after the heal\n{}", logs());
+        if tokio::time::Instant::now() >= watch_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = placement(&n1, "n1 after the heal").await;
+    assert_eq!(seen.keys().collect::<BTreeSet<_>>(), expected);
+    for (name, h) in [("n2", &n2), ("n3", &n3)] {
+        assert_eq!(
+            placement(h, name).await,
+            seen,
+            "n1 and {name} disagree on where children run"
+        );
+    }
+    // The moved children stay where they moved; n3 runs only what was
+    // started on it after the heal.
+    assert!(
+        seen.iter().all(|(id, n)| n != "n3" || id == "f0"),
+        "{seen:?}"
+    );
+    for id in &temporary {
+        assert!(id == "t0" || !seen.contains_key(id), "{id} came back");
+    }
+    // Every kept child answers, with the args it was started with.
+    for (id, i) in &kept {
+        let (status, body) = post_soon(
+            &n3,
+            "a call after the heal",
+            &format!("/v1/children/{id}/call"),
+            json!({"msg": "state"}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["reply"]["args"]),
+            (200, &json!({"i": i})),
+            "{id}: {body}"
+        );
+    }
+
+    assert!(
+        product_bugs.is_empty(),
+        "PRODUCT BUG (the rest of the test passed):\n{}",
+        product_bugs.join("\n")
+    );
+    // stale checkpoint write: added with the cluster state store
+}
+
+/// The exit status, stderr and run time of `wasmvisor run` on an empty
+/// folder with `--cluster url`, which must exit (not serve) within 60 s.
+async fn run_failing(url: &str) -> (std::process::ExitStatus, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let began = std::time::Instant::now();
+    let out = tokio::process::Command::new(common::process::BIN)
+        .current_dir(dir.path())
+        .args(["run", "--listen", "127.0.0.1:0", "--plugins"])
+        .arg(dir.path().join("plugins"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--cluster", url, "--node", "n1"])
+        .env_remove("WASMVISOR_TOKEN")
+        .env_remove("WASMVISOR_ADDR")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the host exits within 60 s")
+        .expect("the wasmvisor binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("listening"), "it serves: {stdout}");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        began.elapsed(),
+    )
+}
+
+/// No NATS at the URL: the host exits non-zero within its own connect
+/// timeout (10 s), saying which URL it could not reach. (No server, no
+/// CPU: it does not wait for the other cluster tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nats_is_a_clear_error_naming_the_url() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (status, stderr, took) = run_failing(&url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    // PRODUCT BUG (see the report on branch test-partition): the host
+    // takes about 20 s, and its error, "cannot create the JetStream
+    // bucket wasmvisor-children (is JetStream on: nats-server -js?):
+    // jetstream request timed out", names no URL and blames JetStream.
+    assert!(
+        last.contains(&url),
+        "the error does not name {url}: {stderr}"
+    );
+    assert!(took < Duration::from_secs(15), "it took {took:?}: {stderr}");
+}
+
+/// A NATS server without JetStream: the host exits non-zero at once and
+/// says JetStream is what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_without_jetstream_is_a_clear_error() {
+    let Some(nats) = Nats::start_with(false).await else {
+        return;
+    };
+    let (status, stderr, took) = run_failing(&nats.url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("JetStream") && last.contains("-js"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
 }

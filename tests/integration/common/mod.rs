@@ -180,6 +180,7 @@ where
 
 pub mod browser;
 pub mod process;
+pub mod proxy;
 
 /// `wasm` with a custom section tagged `tag` appended: the same code, but
 /// other bytes, so a new version to the host (a hot reload of the same
