@@ -834,25 +834,21 @@ async fn a_partitioned_node_stops_its_children_before_the_survivors_run_them() {
         "{body}"
     );
     assert!(get_soon(&n3, "n3's nodes", "/v1/nodes").await.is_array());
-    // Awaited before the heal, so that reconnecting cannot answer it.
-    // PRODUCT BUG: it hangs until NATS is back (or the 60 s request
-    // timeout): n3 asks the nodes it still counts as live over a
-    // connection that is down. Collected, so the checks after the heal
-    // still run.
-    let mut product_bugs = Vec::new();
+    // Awaited before the heal, so that reconnecting cannot answer it: a
+    // node cut off from NATS lists what it has, without asking the nodes
+    // it still counts as live.
     let (asked, early) = listing.expect("asked when n3 was seen stopped");
-    match tokio::time::timeout_at(asked + ANSWER, early).await {
-        Ok(answer) => {
-            answer
-                .expect("the listing task")
-                .expect("n3 lists its children while fenced");
-        }
-        Err(_) => product_bugs.push(format!(
-            "n3's GET /v1/children, asked {:?} after the cut (once fenced), got no answer \
-             within {ANSWER:?} while the partition lasted",
-            stopped.1
-        )),
-    }
+    tokio::time::timeout_at(asked + ANSWER, early)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "n3's GET /v1/children, asked {:?} after the cut (once fenced), got no answer \
+                 within {ANSWER:?} while the partition lasted",
+                stopped.1
+            )
+        })
+        .expect("the listing task")
+        .expect("n3 lists its children while fenced");
     assert_eq!(
         get_soon(&n3, "n3's listing", "/v1/children").await,
         json!([])
@@ -946,13 +942,10 @@ async fn a_partitioned_node_stops_its_children_before_the_survivors_run_them() {
             "{id}: {body}"
         );
     }
-
-    assert!(
-        product_bugs.is_empty(),
-        "PRODUCT BUG (the rest of the test passed):\n{}",
-        product_bugs.join("\n")
-    );
-    // stale checkpoint write: added with the cluster state store
+    // A stale checkpoint write: see the paused node's test below (a
+    // partitioned node's writes fail while it is cut off, and it stops its
+    // children before its lease ends), and the store's own test of a write
+    // refused after a take-over (`cluster::state` in the host crate).
 }
 
 /// The exit status, stderr and run time of `wasmvisor run` on an empty
@@ -999,10 +992,8 @@ async fn an_unreachable_nats_is_a_clear_error_naming_the_url() {
     let (status, stderr, took) = run_failing(&url).await;
     assert!(!status.success(), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
-    // PRODUCT BUG (see the report on branch test-partition): the host
-    // takes about 20 s, and its error, "cannot create the JetStream
-    // bucket wasmvisor-children (is JetStream on: nats-server -js?):
-    // jetstream request timed out", names no URL and blames JetStream.
+    // Not a retried connect that later fails on JetStream: the first
+    // connect's error, naming the URL.
     assert!(
         last.contains(&url),
         "the error does not name {url}: {stderr}"
@@ -1025,4 +1016,157 @@ async fn a_nats_without_jetstream_is_a_clear_error() {
         "{stderr}"
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// Starts chaos child `id` on `h`; the status.
+async fn started(h: &RunningHost, id: &str) -> u16 {
+    let body = json!({"id": id, "plugin": "chaos", "args": {"id": id}});
+    post(h, "/v1/children", body).await.0
+}
+
+/// Calls `id` through `h` with a 1 s timeout.
+async fn call_1s(h: &RunningHost, id: &str, msg: Value) -> (u16, Value) {
+    let path = format!("/v1/children/{id}/call");
+    post(h, &path, json!({"msg": msg, "timeout_ms": 1000})).await
+}
+
+/// A node that was paused (SIGSTOP) past `node_timeout_ms` while its child
+/// waited in a call: the survivor takes the child over with the state it
+/// had checkpointed in the cluster's store. Resumed, the paused node does
+/// not get its late checkpoint in: either it fences itself first (the
+/// child's call is cut short) or the store refuses the write as stale.
+/// The survivor's checkpoint stands, and the child runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_nodes_late_checkpoint_does_not_overwrite_the_moved_childs_state() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let config =
+        format!("{CONFIG}[plugins.chaos]\ndurable_state = true\nrestart_from = \"checkpoint\"\n");
+    let on = |name: &str| {
+        let args = ["--cluster", nats.url.as_str(), "--node", name].map(str::to_string);
+        let config = config.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            RunningHost::start_with(&args, Some(&config)).await
+        }
+    };
+    let (n1, n2) = (on("n1").await, on("n2").await);
+    assert_eq!(started(&n2, "d").await, 201);
+    assert_eq!(started(&n1, "gate").await, 201);
+    assert_eq!(started(&n1, "watch").await, 201);
+    assert_eq!(
+        call_1s(&n1, "watch", json!({"subscribe": "waiting"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call_1s(&n2, "d", json!({"add": 5})).await.1["reply"],
+        json!(5)
+    );
+    assert_eq!(
+        call_1s(&n2, "d", json!("checkpoint")).await.1["reply"],
+        json!("ok")
+    );
+
+    // d (on n2) says it waits, waits 10 s for gate (on n1), then adds 100
+    // and checkpoints.
+    let late = {
+        let client = n2.client.clone();
+        let msg = json!({"all": [
+            {"publish": {"topic": "waiting", "msg": 1}},
+            {"call": {"to": "gate", "msg": {"defer": {"ms": 10_000, "msg": "go"}}, "timeout_ms": 60_000}},
+            {"add": 100},
+            "checkpoint",
+        ]});
+        tokio::spawn(async move {
+            let body = json!({"msg": msg, "timeout_ms": 120_000});
+            client
+                .json(Method::POST, "/v1/children/d/call", Some(&body))
+                .await
+        })
+    };
+    wasmvisor_tests::wait_for_async("d to wait for gate", Duration::from_secs(20), || async {
+        let infos = call_1s(&n1, "watch", json!("infos")).await.1;
+        let waiting = json!({"event": {"topic": "waiting", "msg": 1}});
+        infos["reply"].as_array()?.contains(&waiting).then_some(())
+    })
+    .await;
+    signal(n2.pid(), "STOP");
+
+    // n1 takes d over, from its checkpoint, and checkpoints a state of its
+    // own.
+    wasmvisor_tests::wait_for_async("d to serve on n1", Duration::from_secs(30), || async {
+        let (status, body) = call_1s(&n1, "d", json!("state")).await;
+        (status == 200 && body["reply"]["count"] == 5).then_some(())
+    })
+    .await;
+    let d = n1.get("/v1/children/d").await;
+    assert_eq!(
+        (d["node"].as_str(), &d["last_exit"]),
+        (Some("n1"), &json!("noconnection")),
+        "{d}"
+    );
+    assert_eq!(
+        call_1s(&n1, "d", json!({"add": 1})).await.1["reply"],
+        json!(6)
+    );
+    assert_eq!(
+        call_1s(&n1, "d", json!("checkpoint")).await.1["reply"],
+        json!("ok")
+    );
+
+    signal(n2.pid(), "CONT");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), late)
+        .await
+        .expect("the paused node answers the late call")
+        .expect("the call's task");
+    eprintln!("the paused node's late call: {outcome:?}");
+    match outcome {
+        // The store refused the late write.
+        Ok(body) => {
+            let replies = body["reply"].as_array().cloned().unwrap_or_default();
+            assert_eq!(replies.len(), 4, "{body}");
+            assert_eq!(replies[3]["error"], json!("unavailable"), "{body}");
+        }
+        // The paused node fenced itself first and cut the call short.
+        Err(e) => assert!(format!("{e:#}").contains("noconnection"), "{e:#}"),
+    }
+    // n2 runs d no more, and n1's checkpoint stands: a crash restarts d
+    // from it.
+    wasmvisor_tests::wait_for_async("n2 to drop d", Duration::from_secs(20), || async {
+        let tree = n2.get("/v1/tree").await;
+        let ids: Vec<&str> = tree["dynamic"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        (!ids.contains(&"d")).then_some(())
+    })
+    .await;
+    let (status, _) = post(&n1, "/v1/children/d/cast", json!({"msg": "crash"})).await;
+    assert_eq!(status, 202);
+    wasmvisor_tests::wait_for_async(
+        "d to restart from n1's checkpoint",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = call_1s(&n1, "d", json!("state")).await;
+            (status == 200).then_some(())?;
+            assert_eq!(body["reply"]["count"], json!(6), "{body}");
+            let d = n1.get("/v1/children/d").await;
+            (d["restarts"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .await;
 }

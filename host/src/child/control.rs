@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 
 /// What an operator, a supervisor or the reloader asks of a child.
 pub(crate) enum Control {
-    /// Run `terminate(reason)` and remove the child for good: `shutdown`,
-    /// or `noconnection` when its node lost its cluster lease.
+    /// Remove the child for good: with `shutdown`, after `terminate`; with
+    /// `noconnection` (its node lost its cluster lease), at once, cutting
+    /// short what it is doing, and without `terminate`.
     Stop {
         done: oneshot::Sender<()>,
         reason: ExitReason,
@@ -158,7 +159,13 @@ impl ControlSlot {
     pub(crate) async fn interrupted(&self, generation: u64, trapping: &AtomicBool) -> ExitReason {
         let interrupt = || {
             let ends = |c: &Control| match c {
-                Control::Kill { .. } => true,
+                // A node that lost its lease stops its children now, not
+                // after what they are doing.
+                Control::Kill { .. }
+                | Control::Stop {
+                    reason: ExitReason::NoConnection,
+                    ..
+                } => true,
                 Control::Exit { generation: g, .. } => {
                     *g == generation && !trapping.load(Ordering::Acquire)
                 }
@@ -166,6 +173,7 @@ impl ControlSlot {
             };
             match self.take(ends)? {
                 Control::Kill { reason } => Some(ExitReason::Killed(reason)),
+                Control::Stop { reason, .. } => Some(reason),
                 Control::Exit { from, .. } => Some(ExitReason::Linked(from.to_string())),
                 _ => None,
             }

@@ -335,6 +335,15 @@ impl Child {
                     let _ = done.send(());
                     self.held().await
                 }
+                // Its node lost its cluster lease: the child goes (it
+                // moves to another node), whatever its restart policy.
+                Ended::Exit(ExitReason::NoConnection) => {
+                    let reason = ExitReason::NoConnection;
+                    self.cell.exited(&reason, Status::Restarting);
+                    self.announce_exit(&reason);
+                    self.remove().await;
+                    return;
+                }
                 Ended::Exit(reason) => self.after_exit(reason, uptime).await,
                 Ended::Sleep(asleep, status, asked) => match self.sleep(asleep, status, asked) {
                     None => return,
@@ -1118,7 +1127,11 @@ impl Child {
                     if self.parent.host_stopping() {
                         self.store_on_shutdown(instance).await;
                     }
-                    self.terminate(instance, &reason).await;
+                    // A node cut off from its cluster runs no more guest
+                    // code (as an Erlang process dies of `noconnection`).
+                    if reason != ExitReason::NoConnection {
+                        self.terminate(instance, &reason).await;
+                    }
                     return Ended::Stop(done, reason);
                 }
                 Control::Restart { done } => {
@@ -1393,7 +1406,10 @@ impl Child {
             tokio::select! {
                 biased;
                 control = self.cell.control.next() => match control {
-                    Control::Stop { done, .. } => {
+                    Control::Stop { done, reason } => {
+                        if reason == ExitReason::NoConnection {
+                            self.cell.state().last_exit = Some(reason);
+                        }
                         self.remove().await;
                         let _ = done.send(());
                         return Wake::Removed;
@@ -1456,7 +1472,10 @@ impl Child {
                         self.cell.set_status(status);
                         let _ = done.send(());
                     }
-                    Control::Stop { done, .. } => {
+                    Control::Stop { done, reason } => {
+                        if reason == ExitReason::NoConnection {
+                            self.cell.state().last_exit = Some(reason);
+                        }
                         self.remove().await;
                         let _ = done.send(());
                         return Wake::Removed;

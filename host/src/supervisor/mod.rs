@@ -69,9 +69,6 @@ pub(crate) struct Supervisor {
     /// The cluster this node belongs to, if any: dynamic ids are claimed
     /// there.
     pub(crate) cluster: Option<Arc<Cluster>>,
-    /// Set while the node gives up its children for a lost lease: they
-    /// stay stored and claimed (other nodes take the claims over).
-    fencing: AtomicBool,
 }
 
 impl Supervisor {
@@ -100,7 +97,6 @@ impl Supervisor {
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
             cluster,
-            fencing: AtomicBool::new(false),
         });
         Ok((sup, stored))
     }
@@ -558,7 +554,7 @@ impl Supervisor {
         let Some(durable) = self.durable.clone() else {
             return;
         };
-        if self.shutting_down.load(Ordering::Acquire) || self.fencing.load(Ordering::Acquire) {
+        if self.shutting_down.load(Ordering::Acquire) {
             return;
         }
         if let Err(e) = durable.remove(id).await {
@@ -607,7 +603,6 @@ impl Supervisor {
     /// `noconnection`, all at once, keeping their records and claims, which
     /// other nodes take over.
     pub(crate) async fn fence(&self) {
-        self.fencing.store(true, Ordering::Release);
         let singletons: Vec<String> = self.singletons().into_iter().map(|c| c.id).collect();
         let dynamic: Vec<_> = self
             .registry
@@ -629,7 +624,6 @@ impl Supervisor {
         for stopped in waits {
             let _ = stopped.await;
         }
-        self.fencing.store(false, Ordering::Release);
     }
 
     /// Starts a child this node took over from a dead one (or one of its
@@ -663,9 +657,7 @@ impl Supervisor {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        if self.shutting_down.load(Ordering::Acquire) && self.durable.is_some()
-            || self.fencing.load(Ordering::Acquire)
-        {
+        if self.shutting_down.load(Ordering::Acquire) && self.durable.is_some() {
             return;
         }
         cluster.release(id).await;
@@ -794,6 +786,11 @@ impl Parent for DynamicParent {
         Box::pin(async move {
             if sup.registry.remove(&cell) && stored {
                 sup.dynamic.fetch_sub(1, Ordering::AcqRel);
+                // Stopped for a lost lease: it stays stored and claimed,
+                // and another node takes it over.
+                if cell.state().last_exit == Some(ExitReason::NoConnection) {
+                    return;
+                }
                 sup.forget(&cell.id).await;
                 sup.release_claim(&cell.id).await;
             }

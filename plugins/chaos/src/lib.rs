@@ -19,7 +19,7 @@
 //! | `{"alloc_mb": n}`                       | allocates and touches n MiB (kept); n                    |
 //! | `"stop"`                                | stops with reason `normal` after replying `"stopping"`   |
 //! | `"version"`                             | the crate version                                        |
-//! | `{"call": {"to": ID, "msg": M}}`        | calls ID with M; its reply, or `{"error": CODE, ...}`    |
+//! | `{"call": {"to": ID, "msg": M, "timeout_ms": N}}` | calls ID with M (N optional); its reply, or `{"error": CODE, ...}` |
 //! | `{"cast": {"to": ID, "msg": M}}`        | casts M to ID; `"ok"` or `{"error": CODE, ...}`          |
 //! | `{"publish": {"topic": T, "msg": M}}`   | publishes M on T; `"ok"`                                 |
 //! | `{"subscribe": T}`                      | subscribes to T (until the instance exits); `"ok"`       |
@@ -92,6 +92,9 @@ struct Deferred {
 struct Envelope {
     to: String,
     msg: Value,
+    /// A call's timeout, ms (the SDK's default when absent).
+    #[serde(default)]
+    timeout_ms: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -276,7 +279,12 @@ impl Plugin for Chaos {
                 "stopping".into()
             }
             Call::Version => env!("CARGO_PKG_VERSION").into(),
-            Call::Call(e) => match wasmvisor_sdk::call::<Value>(&e.to, &e.msg) {
+            Call::Call(e) => match wasmvisor_sdk::call_timeout::<Value>(
+                &e.to,
+                &e.msg,
+                e.timeout_ms
+                    .unwrap_or(wasmvisor_sdk::DEFAULT_CALL_TIMEOUT_MS),
+            ) {
                 Ok(reply) => reply,
                 Err(err) => error_value(err.code(), err.to_string()),
             },
