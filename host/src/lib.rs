@@ -58,10 +58,11 @@ pub use child::Address;
 pub use config::Config;
 pub use events::Event;
 pub use host::{
-    ChildInfo, GroupTree, Host, LoadReport, PluginChange, PluginInfo, Tree, TreeChild, TreeMember,
+    ChildInfo, DrainFailure, DrainReport, GroupTree, Host, LoadReport, PluginChange, PluginInfo,
+    Tree, TreeChild, TreeMember,
 };
 pub use types::{
     Activate, CallError, CheckpointError, ChildError, ChildSpec, ExitReason, Restart, StartError,
-    StartOutcome, Status,
+    StartOutcome, StartPlacement, Status,
 };
 pub use wasm::{Version, WIT_SOURCE, WIT_VERSION};

@@ -298,6 +298,31 @@ pub enum StartOutcome {
     Ignored,
 }
 
+/// Where a dynamic start puts the child in a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPlacement {
+    /// On the node that received the start.
+    #[default]
+    Local,
+    /// On the live node that runs the fewest children.
+    LeastLoaded,
+}
+
+impl std::str::FromStr for StartPlacement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(StartPlacement::Local),
+            "least_loaded" => Ok(StartPlacement::LeastLoaded),
+            other => Err(format!(
+                "unknown placement {other:?} (expected local or least_loaded)"
+            )),
+        }
+    }
+}
+
 /// Why a child could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
@@ -332,6 +357,35 @@ impl StartError {
             StartError::Invalid(_) => "bad_request",
             StartError::InitFailed(_) => "init_failed",
             StartError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// What the variant carries, as text: the inverse of
+    /// [`StartError::from_code`], for sending it to another node.
+    pub fn detail(&self) -> String {
+        match self {
+            StartError::AlreadyStarted(s)
+            | StartError::UnknownPlugin(s)
+            | StartError::Invalid(s)
+            | StartError::InitFailed(s)
+            | StartError::Unavailable(s) => s.clone(),
+            StartError::MaxChildren(n) => n.to_string(),
+        }
+    }
+
+    /// The error another node of the cluster answered, from its
+    /// [`StartError::code`] and [`StartError::detail`].
+    pub fn from_code(code: &str, detail: String) -> StartError {
+        match code {
+            "already_started" => StartError::AlreadyStarted(detail),
+            "unknown_plugin" => StartError::UnknownPlugin(detail),
+            "max_children" => match detail.parse() {
+                Ok(n) => StartError::MaxChildren(n),
+                Err(_) => StartError::Unavailable(detail),
+            },
+            "bad_request" => StartError::Invalid(detail),
+            "init_failed" => StartError::InitFailed(detail),
+            _ => StartError::Unavailable(detail),
         }
     }
 }

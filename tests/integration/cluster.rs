@@ -1170,3 +1170,120 @@ async fn a_paused_nodes_late_checkpoint_does_not_overwrite_the_moved_childs_stat
     )
     .await;
 }
+
+/// Placement and drain: a `least_loaded` start goes to the node with the
+/// fewest children; `wasmvisor drain n1` moves each of n1's children to
+/// another node (a `durable_state` child with its state), once, and n1
+/// starts nothing more itself while it still places starts elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_loaded_starts_and_a_drained_nodes_children_move_with_their_state() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let config = format!("{CONFIG}[plugins.chaos]\ndurable_state = true\n");
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let args = ["--cluster", nats.url.as_str(), "--node", name];
+        nodes.push(RunningHost::start_with(&args, Some(&config)).await);
+    }
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    for i in 0..6 {
+        start(n1, &format!("a{i}"), "permanent", i).await;
+    }
+    for i in 0..3 {
+        start(n3, &format!("c{i}"), "transient", i).await;
+    }
+    assert_eq!(
+        call_1s(n1, "a0", json!({"add": 7})).await.1["reply"],
+        json!(7)
+    );
+
+    // Once the heartbeats say n1 runs 6 and n3 3, a least_loaded start
+    // asked on n1 runs on n2.
+    wasmvisor_tests::wait_for_async(
+        "the heartbeats' counts",
+        Duration::from_secs(20),
+        || async {
+            let nodes = n1.get("/v1/nodes").await;
+            let count = |name: &str| {
+                nodes.as_array()?.iter().find(|n| n["node"] == name)?["children"].as_u64()
+            };
+            (count("n1")? == 6 && count("n2")? == 0 && count("n3")? == 3).then_some(())
+        },
+    )
+    .await;
+    let body = json!({"id": "p1", "plugin": "chaos", "placement": "least_loaded"});
+    let (status, child) = post(n1, "/v1/children", body).await;
+    assert_eq!(
+        (status, child["node"].as_str()),
+        (201, Some("n2")),
+        "{child}"
+    );
+    let body = json!({"id": "p2", "plugin": "chaos", "placement": "anywhere"});
+    let (status, err) = post(n1, "/v1/children", body).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("bad_request")),
+        "{err}"
+    );
+    // The start's errors come back from the node it was placed on.
+    let body = json!({"id": "p1", "plugin": "chaos", "placement": "least_loaded"});
+    let (status, err) = post(n3, "/v1/children", body).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("already_started")),
+        "{err}"
+    );
+
+    // Drained from n3's CLI: every child of n1 moves, once.
+    let (ok, out, err) = n3.cli(&["drain", "n1"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("drained n1: 6 children moved"), "{out}");
+    let at = placement(n2, "after the drain").await;
+    for i in 0..6 {
+        let node = at.get(&format!("a{i}")).map(String::as_str);
+        assert!(
+            matches!(node, Some("n2" | "n3")),
+            "a{i} on {node:?}: {at:?}"
+        );
+    }
+    assert_eq!(at.len(), 10, "{at:?}");
+    assert!(local_children(n1, "n1 drained").await.is_empty());
+    // a0 kept its state (hibernated and stored before it moved), and every
+    // child its args.
+    let (status, state) = call_1s(n2, "a0", json!("state")).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        (&state["reply"]["count"], &state["reply"]["args"]),
+        (&json!(7), &json!({"i": 0}))
+    );
+    let a1 = n3.get("/v1/children/a1").await;
+    assert_eq!(a1["last_exit"], json!("shutdown"), "{a1}");
+
+    // n1 starts nothing itself, but still places a least_loaded start on a
+    // node that takes it; the others see it draining.
+    let (status, err) = post(n1, "/v1/children", json!({"id": "x", "plugin": "chaos"})).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (503, Some("unavailable")),
+        "{err}"
+    );
+    let body = json!({"id": "p3", "plugin": "chaos", "placement": "least_loaded"});
+    let (status, child) = post(n1, "/v1/children", body).await;
+    assert_eq!(status, 201, "{child}");
+    assert_ne!(child["node"].as_str(), Some("n1"), "{child}");
+    wasmvisor_tests::wait_for_async("n1 to show draining", Duration::from_secs(20), || async {
+        let nodes = n2.get("/v1/nodes").await;
+        let n1 = nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["node"] == "n1")?
+            .clone();
+        (n1["draining"] == true).then_some(())
+    })
+    .await;
+    // Draining a node that does not exist is a clear error.
+    let (ok, _, err) = n2.cli(&["drain", "nope"]).await;
+    assert!(!ok && err.contains("not_found"), "{err}");
+}

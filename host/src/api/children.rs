@@ -3,7 +3,7 @@
 use super::error::{ApiError, JsonBody};
 use crate::host::Host;
 use crate::names;
-use crate::types::{Activate, CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart};
+use crate::types::{Activate, CallError, ChildSpec, DEFAULT_SHUTDOWN_MS, Restart, StartPlacement};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -32,6 +32,8 @@ pub(crate) struct StartRequest {
     shutdown_ms: Option<u32>,
     #[serde(default)]
     activate: Option<String>,
+    #[serde(default)]
+    placement: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -173,15 +175,15 @@ pub(crate) async fn start(
         shutdown_ms: req.shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS),
         activate,
     };
+    let placement = match req.placement.as_deref() {
+        None => StartPlacement::Local,
+        Some(p) => p.parse().map_err(ApiError::bad_request)?,
+    };
     let id = spec.id.clone();
-    if host.start_child(spec).await?.is_none() {
-        return Ok((StatusCode::OK, Json(json!({"ignored": id}))));
+    match host.start_placed(spec, placement).await? {
+        Some(child) => Ok((StatusCode::CREATED, Json(child))),
+        None => Ok((StatusCode::OK, Json(json!({"ignored": id})))),
     }
-    let info = host.child(&id).ok_or_else(|| ApiError::not_found(&id))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(info).unwrap_or_default()),
-    ))
 }
 
 pub(crate) async fn stop(

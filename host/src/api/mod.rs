@@ -40,6 +40,7 @@ pub fn router(host: Host, token: Option<String>) -> Router {
         .route("/v1/children/{id}/cast", post(children::cast))
         .route("/v1/tree", get(tree))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{node}/drain", post(drain))
         .route("/v1/events", get(events::stream))
         .route("/v1/events/recent", get(events::recent))
         .route("/metrics", get(metrics))
@@ -139,6 +140,20 @@ async fn nodes(State(host): State<Host>) -> Result<Json<Vec<crate::host::NodeSta
             message: "this host runs alone; start it with --cluster nats://HOST:PORT".into(),
         }),
     }
+}
+
+async fn drain(
+    State(host): State<Host>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Result<Json<crate::host::DrainReport>, ApiError> {
+    if host.nodes().is_none() {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "no_cluster",
+            message: "this host runs alone; start it with --cluster nats://HOST:PORT".into(),
+        });
+    }
+    Ok(Json(host.drain(&node).await?))
 }
 
 async fn plugins(State(host): State<Host>) -> Json<Vec<PluginInfo>> {

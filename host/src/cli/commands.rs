@@ -320,11 +320,15 @@ pub(super) async fn start(
     args: &str,
     restart: &str,
     lazy: bool,
+    placement: &str,
 ) -> Result<()> {
     let args = parse_json("--args", args)?;
     let activate = if lazy { "lazy" } else { "eager" };
-    let body =
+    let mut body =
         json!({"id": id, "plugin": plugin, "args": args, "restart": restart, "activate": activate});
+    if placement != "local" {
+        body["placement"] = placement.into();
+    }
     let child = client
         .json(Method::POST, "/v1/children", Some(&body))
         .await?;
@@ -343,14 +347,37 @@ pub(super) async fn start(
         );
         return Ok(());
     }
+    let on = match child.get("node") {
+        Some(node) => format!(" on node {}", text(node)),
+        None => String::new(),
+    };
     println!(
-        "started {} ({} {}, {})",
+        "started {} ({} {}, {}){on}",
         text(&child["id"]),
         text(&child["plugin"]),
         text(&child["version"]),
         text(&child["restart"])
     );
     Ok(())
+}
+
+pub(super) async fn drain(client: &Client, node: &str) -> Result<()> {
+    let path = format!("/v1/nodes/{}/drain", path_id(node)?);
+    let report = client.json(Method::POST, &path, None).await?;
+    let failed = report["failed"].as_array().cloned().unwrap_or_default();
+    println!(
+        "drained {}: {} children moved to other nodes, {} stayed",
+        text(&report["node"]),
+        text(&report["moved"]),
+        failed.len()
+    );
+    for f in &failed {
+        println!("  {}: {}", text(&f["id"]), text(&f["why"]));
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => anyhow::bail!("{} children could not be moved", failed.len()),
+    }
 }
 
 pub(super) async fn stop(client: &Client, id: &str) -> Result<()> {

@@ -117,6 +117,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain a cluster node before a planned shutdown: it starts nothing
+    /// more, and its dynamic children move to the other nodes.
+    Drain {
+        /// The node's name (as `wasmvisor nodes` lists it).
+        node: String,
+    },
     /// List the plugins.
     Plugins {
         /// Print JSON instead of a table.
@@ -138,6 +144,10 @@ pub enum Command {
         /// Register it without an instance; `init` runs at its first message.
         #[arg(long)]
         lazy: bool,
+        /// In a cluster: local (the node asked) or least_loaded (the live
+        /// node that runs the fewest children).
+        #[arg(long, default_value = "local")]
+        placement: String,
     },
     /// Stop a child (terminate with shutdown) and remove it.
     Stop {
@@ -313,7 +323,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             args,
             restart,
             lazy,
-        } => commands::start(&client(), &id, &plugin, &args, &restart, lazy).await,
+            placement,
+        } => commands::start(&client(), &id, &plugin, &args, &restart, lazy, &placement).await,
+        Command::Drain { node } => commands::drain(&client(), &node).await,
         Command::Stop { id } => commands::stop(&client(), &id).await,
         Command::Restart { id } => commands::restart(&client(), &id).await,
         Command::Kill { id } => commands::kill(&client(), &id).await,

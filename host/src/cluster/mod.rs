@@ -42,6 +42,10 @@ pub struct NodeInfo {
     /// The singleton config children it declares.
     #[serde(default)]
     pub singletons: Vec<String>,
+    /// Whether it is being drained: it starts nothing, inherits nothing,
+    /// and is home to no singleton.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A node as `GET /v1/nodes` shows it.
@@ -71,6 +75,16 @@ struct ClaimedSpec {
 }
 
 impl ClaimedSpec {
+    fn of(spec: &ChildSpec) -> ClaimedSpec {
+        ClaimedSpec {
+            plugin: spec.plugin.clone(),
+            args: String::from_utf8_lossy(&spec.args).into_owned(),
+            restart: spec.restart,
+            shutdown_ms: spec.shutdown_ms,
+            activate: spec.activate,
+        }
+    }
+
     fn to_spec(&self, id: &str) -> ChildSpec {
         ChildSpec {
             id: id.to_string(),
@@ -128,6 +142,26 @@ pub(crate) enum Op {
     /// The node's own children after an id, at most a number, as a JSON
     /// array.
     List(Option<String>, usize),
+    /// Start a dynamic child there (the message is its spec): a start
+    /// placed on the least loaded node.
+    Start,
+    /// Take over the child the asking node (named) stopped for it, while
+    /// draining.
+    Adopt(String),
+    /// Move every dynamic child elsewhere and start nothing more.
+    Drain,
+}
+
+/// The spec of a start placed on another node, as [`Op::Start`] sends it.
+pub(crate) fn encode_spec(spec: &ChildSpec) -> Vec<u8> {
+    serde_json::to_vec(&ClaimedSpec::of(spec)).unwrap_or_default()
+}
+
+/// The spec [`encode_spec`] wrote, for child `id`.
+pub(crate) fn decode_spec(id: &str, bytes: &[u8]) -> Option<ChildSpec> {
+    serde_json::from_slice::<ClaimedSpec>(bytes)
+        .ok()
+        .map(|s| s.to_spec(id))
 }
 
 /// An answer from the node that runs the child: the reply's bytes, or an
@@ -143,6 +177,10 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 /// How long a request other than a call may take end to end (a stop waits
 /// for the child's `terminate`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a drain may take end to end: every child of the node is
+/// stopped there and started elsewhere.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How long a read (a child's info, a node's page of children) may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,6 +216,8 @@ pub(crate) struct Cluster {
     /// Set while the node cannot renew its heartbeat: its children were
     /// stopped, and it starts none.
     fenced: std::sync::atomic::AtomicBool,
+    /// Set once the node is drained: it starts and inherits nothing.
+    draining: std::sync::atomic::AtomicBool,
     /// The newest claim revision when the node was last fenced: its own
     /// claims up to it that run nowhere are restarted once it is back (0:
     /// none to look for).
@@ -374,6 +414,7 @@ impl Cluster {
             joined_at_ms: now_ms(),
             singletons,
             fenced: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             fenced_at: std::sync::atomic::AtomicU64::new(0),
             replica,
             held: Default::default(),
@@ -425,7 +466,19 @@ impl Cluster {
             children,
             plugins,
             singletons: self.singletons.clone(),
+            draining: self.draining(),
         }
+    }
+
+    /// Whether the node is being drained.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Drains the node from now on: it starts and inherits nothing, and
+    /// the other nodes see so at its next heartbeat.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// Writes the node's heartbeat every `heartbeat_ms` with what `sample`
@@ -514,6 +567,7 @@ impl Cluster {
         if !live.contains(&self.node) {
             return Vec::new();
         }
+        let heirs = self.candidates();
         let claims: Vec<(String, Claim, u64)> = locked(&self.replica.claims)
             .iter()
             .map(|(k, (c, r))| (k.clone(), c.clone(), *r))
@@ -526,7 +580,7 @@ impl Cluster {
             let id = unkey(&k);
             let act = match claim.owner == self.node {
                 true => revision <= fenced_at && !runs(&id),
-                false => !live.contains(&claim.owner) && heir(&id, &live) == Some(&self.node),
+                false => !live.contains(&claim.owner) && heir(&id, &heirs) == Some(&self.node),
             };
             if act {
                 out.push(Orphan {
@@ -547,10 +601,14 @@ impl Cluster {
     pub(crate) async fn take_over(&self, orphan: &Orphan) -> Result<bool> {
         let key = key(&orphan.spec.id);
         if orphan.spec.restart == Restart::Temporary {
-            let _ = self
+            if self
                 .children
                 .delete_expect_revision(&key, Some(orphan.revision))
-                .await;
+                .await
+                .is_ok()
+            {
+                self.remove_state(&orphan.spec.id).await;
+            }
             return Ok(false);
         }
         if orphan.claim.owner == self.node {
@@ -559,31 +617,35 @@ impl Cluster {
             let now = self.claim_of(&orphan.spec.id).await?;
             return Ok(now.is_some_and(|(c, r)| c.owner == self.node && r == orphan.revision));
         }
-        let claim = Claim {
-            owner: self.node.clone(),
-            epoch: orphan.claim.epoch + 1,
-            spec: orphan.claim.spec.clone(),
-            singleton: orphan.claim.singleton,
-        };
-        let value = serde_json::to_vec(&claim)?;
-        let token = match self
-            .children
-            .update(&key, value.into(), orphan.revision)
+        self.move_claim(&orphan.spec.id, &orphan.claim, orphan.revision)
             .await
-        {
+    }
+
+    /// Makes this node the owner of `id`'s `claim` (at `revision`) by a
+    /// compare-and-set that raises the epoch, then fences the child's
+    /// state. `false` when the claim changed meanwhile.
+    async fn move_claim(&self, id: &str, claim: &Claim, revision: u64) -> Result<bool> {
+        let moved = Claim {
+            owner: self.node.clone(),
+            epoch: claim.epoch + 1,
+            spec: claim.spec.clone(),
+            singleton: claim.singleton,
+        };
+        let value = serde_json::to_vec(&moved)?;
+        let token = match self.children.update(key(id), value.into(), revision).await {
             Ok(token) => token,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
             Err(e) => return Err(e).context("cannot take a claim over"),
         };
-        self.hold(&orphan.spec.id, token);
+        self.hold(id, token);
         // Before the child runs here: the old owner's late state writes
         // are refused from now on, and the state is this node's to read.
         let mut tries = 0;
-        while let Err(e) = self.fence_state(&orphan.spec.id, token).await {
+        while let Err(e) = self.fence_state(id, token).await {
             tries += 1;
             if tries == 3 {
                 tracing::error!(
-                    child = %orphan.spec.id,
+                    child = id,
                     "cannot fence its state in the cluster's store; it starts without it: {e}"
                 );
                 break;
@@ -619,13 +681,7 @@ impl Cluster {
             singleton,
             owner: self.node.clone(),
             epoch: 1,
-            spec: ClaimedSpec {
-                plugin: spec.plugin.clone(),
-                args: String::from_utf8_lossy(&spec.args).into_owned(),
-                restart: spec.restart,
-                shutdown_ms: spec.shutdown_ms,
-                activate: spec.activate,
-            },
+            spec: ClaimedSpec::of(spec),
         };
         let value = serde_json::to_vec(&claim)
             .map_err(|e| StartError::Unavailable(format!("cannot encode the claim: {e}")))?;
@@ -749,6 +805,9 @@ impl Cluster {
                         header(AFTER),
                         header(LIMIT).and_then(|l| l.parse().ok()).unwrap_or(1000),
                     ),
+                    Some("start") => Op::Start,
+                    Some("adopt") => Op::Adopt(header(ORIGIN).unwrap_or_default()),
+                    Some("drain") => Op::Drain,
                     _ => continue,
                 };
                 let in_order = matches!(op, Op::Cast | Op::Kill(_));
@@ -910,7 +969,11 @@ impl Cluster {
                 headers.insert(LIMIT, limit.to_string().as_str());
                 ("list", READ_TIMEOUT)
             }
+            Op::Start => ("start", REQUEST_TIMEOUT),
+            Op::Adopt(_) => ("adopt", REQUEST_TIMEOUT),
+            Op::Drain => ("drain", DRAIN_TIMEOUT),
         };
+        headers.insert(ORIGIN, self.node.as_str());
         headers.insert(OP, name);
         let request = async_nats::Request::new()
             .headers(headers)
@@ -979,11 +1042,65 @@ impl Cluster {
         let declaring: Vec<String> = locked(&self.replica.members)
             .values()
             .filter(|(info, seen)| {
-                seen.elapsed() < timeout && info.singletons.iter().any(|s| s == id)
+                seen.elapsed() < timeout
+                    && !info.draining
+                    && !(info.node == self.node && self.draining())
+                    && info.singletons.iter().any(|s| s == id)
             })
             .map(|(info, _)| info.node.clone())
             .collect();
         heir(id, &declaring).cloned()
+    }
+
+    /// The live nodes that take children: not draining.
+    fn candidates(&self) -> Vec<String> {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        locked(&self.replica.members)
+            .values()
+            .filter(|(info, seen)| seen.elapsed() < timeout && !info.draining)
+            .map(|(info, _)| info.node.clone())
+            .filter(|node| *node != self.node || !self.draining())
+            .collect()
+    }
+
+    /// The live node, not draining, that runs the fewest children by their
+    /// last heartbeats (this node on a tie, then by name).
+    pub(crate) fn least_loaded(&self) -> Option<String> {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        let candidates = self.candidates();
+        locked(&self.replica.members)
+            .values()
+            .filter(|(info, seen)| seen.elapsed() < timeout && candidates.contains(&info.node))
+            .min_by_key(|(info, _)| (info.children, info.node != self.node, info.node.clone()))
+            .map(|(info, _)| info.node.clone())
+    }
+
+    /// The node child `id` goes to when this node is drained: rendezvous
+    /// hashing over the live nodes that take children, this one aside.
+    pub(crate) fn drain_target(&self, id: &str) -> Option<String> {
+        let mut others = self.candidates();
+        others.retain(|n| *n != self.node);
+        heir(id, &others).cloned()
+    }
+
+    /// Takes over child `id`, which node `from` stopped for this node
+    /// (draining): a compare-and-set of the claim `from` holds, raising
+    /// the epoch, then the state's fence. The spec to run, or `None` when
+    /// `from` holds no such claim.
+    pub(crate) async fn take_handed(&self, id: &str, from: &str) -> Result<Option<ChildSpec>> {
+        let Some((claim, revision)) = self.claim_of(id).await? else {
+            return Ok(None);
+        };
+        if claim.owner != from {
+            return Ok(None);
+        }
+        let spec = claim.spec.to_spec(id);
+        Ok(self.move_claim(id, &claim, revision).await?.then_some(spec))
+    }
+
+    /// The owner of `id`'s claim, read from the bucket.
+    pub(crate) async fn owner_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.claim_of(id).await?.map(|(c, _)| c.owner))
     }
 
     /// The nodes whose heartbeat this node saw within `node_timeout_ms`.

@@ -19,12 +19,14 @@ use crate::cluster::{Adopt, Answer, Cluster, Inbound, Op};
 use crate::config::{Config, Placement};
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
+use crate::names;
 use crate::supervisor::Supervisor;
 use crate::trace;
-use crate::types::{CallError, ChildError, ChildSpec, StartError};
+use crate::types::{CallError, ChildError, ChildSpec, ExitReason, StartError, StartPlacement};
 use crate::wasm::Wasm;
 use anyhow::Result;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,27 @@ pub struct Host {
     plugin_changes: Arc<tokio::sync::Mutex<()>>,
     /// The cluster's heartbeat and request tasks, ended by `shutdown`.
     cluster_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// What a drain did: how many children moved, and those that did not
+/// (they run on the drained node still).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DrainReport {
+    /// The drained node.
+    pub node: String,
+    /// Children now on other nodes.
+    pub moved: usize,
+    /// Children that stayed, and why.
+    pub failed: Vec<DrainFailure>,
+}
+
+/// A child a drain could not move.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DrainFailure {
+    /// The child.
+    pub id: String,
+    /// Why it stayed.
+    pub why: String,
 }
 
 /// Up to this many stored children, each one restored gets a log line.
@@ -197,6 +220,191 @@ impl Host {
     /// like OTP's `:ignore`.
     pub async fn start_child(&self, spec: ChildSpec) -> Result<Option<Address>, StartError> {
         Ok(self.sup.start_child(spec).await?.map(Address))
+    }
+
+    /// Starts a dynamic child where `placement` says: on this node, or, in
+    /// a cluster with [`StartPlacement::LeastLoaded`], on the live node that
+    /// runs the fewest children (by their last heartbeats). The child as
+    /// JSON (with its `node` in a cluster), or `None` when its `init`
+    /// returned `ignore`.
+    pub async fn start_placed(
+        &self,
+        spec: ChildSpec,
+        placement: StartPlacement,
+    ) -> Result<Option<serde_json::Value>, StartError> {
+        let target = match (&self.sup.cluster, placement) {
+            (Some(cluster), StartPlacement::LeastLoaded) => cluster
+                .least_loaded()
+                .filter(|node| node != cluster.node_name()),
+            _ => None,
+        };
+        let (Some(node), Some(cluster)) = (target, &self.sup.cluster) else {
+            let id = spec.id.clone();
+            let started = self.start_child(spec).await?;
+            // Gone already (it stopped itself at once): its id alone.
+            return Ok(started.map(|_| match self.child(&id) {
+                Some(info) => self.with_node(info),
+                None => serde_json::json!({"id": id}),
+            }));
+        };
+        names::validate_id(&spec.id).map_err(StartError::Invalid)?;
+        let payload = crate::cluster::encode_spec(&spec);
+        let answer = cluster.ask(&node, &spec.id, Op::Start, payload).await;
+        let child: serde_json::Value = match answer {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StartError::Unavailable(format!("node {node}'s answer: {e}")))?,
+            Err((code, detail)) => return Err(StartError::from_code(&code, detail)),
+        };
+        Ok((child.get("ignored").is_none()).then_some(child))
+    }
+
+    /// Drains node `node` (this one or another of the cluster): it starts
+    /// and inherits nothing from now on, and each of its dynamic children
+    /// is stopped there and started on another live node (hibernated
+    /// first where its plugin keeps a durable state, which goes with it).
+    /// Resolves once every child has moved.
+    pub async fn drain(&self, node: &str) -> Result<DrainReport, ChildError> {
+        let Some(cluster) = &self.sup.cluster else {
+            return Err(ChildError::Unavailable(
+                "this host runs alone; there is no other node to drain to".into(),
+            ));
+        };
+        if node == cluster.node_name() {
+            return self.drain_here().await;
+        }
+        if !cluster
+            .nodes()
+            .iter()
+            .any(|n| n.info.node == node && n.alive)
+        {
+            return Err(ChildError::NotFound(format!("node {node}")));
+        }
+        let bytes = cluster
+            .ask(node, "", Op::Drain, Vec::new())
+            .await
+            .map_err(|(code, message)| ChildError::from_code(&code, node, message))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ChildError::Unavailable(format!("node {node}'s answer: {e}")))
+    }
+
+    /// Drains this node (see [`Host::drain`]).
+    async fn drain_here(&self) -> Result<DrainReport, ChildError> {
+        let Some(cluster) = self.sup.cluster.clone() else {
+            return Err(ChildError::Unavailable("this host runs alone".into()));
+        };
+        cluster.start_draining();
+        tracing::info!("draining this node: its children move to the other nodes");
+        let mut ids: Vec<String> = self
+            .sup
+            .registry
+            .all()
+            .into_iter()
+            .filter(|c| c.state().dynamic)
+            .map(|c| c.id.to_string())
+            .collect();
+        ids.sort();
+        let moves = futures_util::stream::iter(ids.into_iter().map(|id| {
+            let host = self.clone();
+            async move {
+                let moved = host.hand_over(&id).await;
+                (id, moved)
+            }
+        }))
+        .buffer_unordered(crate::host::RELOAD_BATCH);
+        let results: Vec<(String, Result<String, String>)> = moves.collect().await;
+        let mut report = DrainReport {
+            node: cluster.node_name().to_string(),
+            moved: 0,
+            failed: Vec::new(),
+        };
+        for (id, result) in results {
+            match result {
+                Ok(_) => report.moved += 1,
+                Err(why) => {
+                    tracing::error!(child = %id, "not moved: {why}");
+                    report.failed.push(DrainFailure { id, why });
+                }
+            }
+        }
+        // Singletons go to their new home (the other nodes see this one
+        // draining at its next heartbeat).
+        for child in self.sup.singletons() {
+            if self.sup.registry.get(&child.id).is_some() {
+                self.sup.stop_singleton(&child.id).await;
+            }
+        }
+        report.failed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(report)
+    }
+
+    /// Moves dynamic child `id` from this (draining) node to the node the
+    /// drain picks for it: stopped here, claimed there. The node it went
+    /// to, or why it stays here (then it runs here again).
+    async fn hand_over(&self, id: &str) -> Result<String, String> {
+        let Some(cluster) = self.sup.cluster.clone() else {
+            return Err("no cluster".into());
+        };
+        let target = cluster
+            .drain_target(id)
+            .ok_or("no other live node takes children")?;
+        let spec = self.sup.hand_off(id).await.map_err(|e| e.to_string())?;
+        let asked = cluster
+            .ask(
+                &target,
+                id,
+                Op::Adopt(cluster.node_name().to_string()),
+                Vec::new(),
+            )
+            .await;
+        // The claim says who runs it now, whatever the answer (a lost
+        // answer, or a node that died meanwhile).
+        let owner = cluster.owner_of(id).await;
+        match (&asked, owner) {
+            (_, Ok(Some(owner))) if owner != cluster.node_name() => {
+                self.sup.forget_handed(id).await;
+                Ok(owner)
+            }
+            (Err((code, message)), Ok(Some(_))) => {
+                // Still this node's: it runs here again.
+                self.sup.rehome(spec, ExitReason::Shutdown).await;
+                Err(format!("node {target} did not take it: {code}: {message}"))
+            }
+            (Ok(_), Ok(Some(_))) => {
+                self.sup.rehome(spec, ExitReason::Shutdown).await;
+                Err(format!("node {target} did not take it"))
+            }
+            (_, Ok(None)) => Err("its claim is gone".into()),
+            (_, Err(e)) => Err(format!(
+                "cannot read its claim ({e:#}); it runs on {target} or, once the claim is \
+                 readable, is re-homed"
+            )),
+        }
+    }
+
+    /// Takes over child `id`, which node `from` stopped for this node (it
+    /// is drained), and starts it here.
+    async fn adopt_handed(&self, id: &str, from: &str) -> Answer {
+        let Some(cluster) = &self.sup.cluster else {
+            return Err(("unavailable".into(), "this host runs alone".into()));
+        };
+        if cluster.draining() || cluster.fenced() {
+            return Err((
+                "unavailable".into(),
+                "this node takes no children now (drained or cut off)".into(),
+            ));
+        }
+        match cluster.take_handed(id, from).await {
+            Ok(Some(spec)) => {
+                tracing::info!(child = id, "taking the child over from drained node {from}");
+                self.sup.rehome(spec, ExitReason::Shutdown).await;
+                Ok(Vec::new())
+            }
+            Ok(None) => Err((
+                "not_found".into(),
+                format!("node {from} holds no claim on {id}"),
+            )),
+            Err(e) => Err(("unavailable".into(), format!("{e:#}"))),
+        }
     }
 
     /// The address registered under `id`.
@@ -471,6 +679,27 @@ impl Inbound for Local {
                     local()?;
                     host.sup.kill_child(&id, &reason)
                 }
+                Op::Start => {
+                    let spec = crate::cluster::decode_spec(&id, &msg)
+                        .ok_or_else(|| ("bad_request".to_string(), "an unreadable spec".into()))?;
+                    let started = host.start_child(spec).await;
+                    return match started {
+                        Ok(Some(_)) => host
+                            .child(&id)
+                            .map(|info| json(&host.with_node(info)))
+                            .ok_or_else(not_found),
+                        Ok(None) => Ok(json(&serde_json::json!({"ignored": id}))),
+                        Err(e) => Err((e.code().to_string(), e.detail())),
+                    };
+                }
+                Op::Adopt(from) => return host.adopt_handed(&id, &from).await,
+                Op::Drain => {
+                    return host
+                        .drain_here()
+                        .await
+                        .map(|report| json(&serde_json::to_value(report).unwrap_or_default()))
+                        .map_err(child_error);
+                }
             };
             done.map(|()| Vec::new()).map_err(child_error)
         })
@@ -492,7 +721,7 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
             match cluster.take_over(&orphan).await {
                 Ok(true) => {
                     tracing::info!(child = %orphan.spec.id, "taking the child over");
-                    sup.rehome(orphan.spec).await;
+                    sup.rehome(orphan.spec, ExitReason::NoConnection).await;
                 }
                 Ok(false) => {}
                 Err(e) => {

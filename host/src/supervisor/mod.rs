@@ -62,6 +62,9 @@ pub(crate) struct Supervisor {
     durable: Option<Arc<Durable>>,
     /// Set by `shutdown`: children stop without being forgotten.
     shutting_down: AtomicBool,
+    /// Children being handed to another node (a drain): they stop without
+    /// being forgotten or giving their claim up.
+    handing_off: Mutex<std::collections::HashSet<String>>,
     /// Dynamic children that exist, for `[supervisor] max_children`.
     dynamic: AtomicUsize,
     /// The config's top-level supervision groups, in start order.
@@ -94,6 +97,7 @@ impl Supervisor {
             config,
             durable,
             shutting_down: AtomicBool::new(false),
+            handing_off: Mutex::default(),
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
             cluster,
@@ -185,6 +189,11 @@ impl Supervisor {
         if self.cluster.as_ref().is_some_and(|c| c.fenced()) {
             return Err(StartError::Unavailable(
                 "this node lost its cluster lease (no heartbeat renewed); it starts nothing until it is back".into(),
+            ));
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.draining()) {
+            return Err(StartError::Unavailable(
+                "this node is drained; start the child on another node".into(),
             ));
         }
         let slot = self.dynamic_slot()?;
@@ -599,6 +608,47 @@ impl Supervisor {
         }
     }
 
+    /// Stops dynamic child `id` to hand it to another node (a drain),
+    /// keeping its record and claim: a `durable_state` child hibernates
+    /// first, so its state is stored, then it stops (`terminate(shutdown)`).
+    pub(crate) async fn hand_off(&self, id: &str) -> Result<ChildSpec, ChildError> {
+        let cell = self.child(id)?;
+        if self.config.plugin(&cell.spec.plugin).durable_state {
+            // A child that cannot hibernate now keeps its last checkpoint.
+            let _ = self.hibernate_child(id).await;
+        }
+        self.handing_off
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        let stopped = self
+            .order(id, |done| Control::Stop {
+                done,
+                reason: ExitReason::Shutdown,
+            })
+            .await;
+        if stopped.is_err() {
+            self.handing_off
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+        stopped.map(|()| cell.spec.clone())
+    }
+
+    /// Forgets a child handed to another node: the state database no
+    /// longer brings it back here.
+    pub(crate) async fn forget_handed(&self, id: &str) {
+        if let Some(durable) = self.durable.clone()
+            && let Err(e) = durable.remove(id).await
+        {
+            tracing::error!(
+                child = id,
+                "cannot forget a child handed to another node: {e:#}"
+            );
+        }
+    }
+
     /// A lost lease: stops every dynamic child and singleton with
     /// `noconnection`, all at once, keeping their records and claims, which
     /// other nodes take over.
@@ -627,12 +677,13 @@ impl Supervisor {
     }
 
     /// Starts a child this node took over from a dead one (or one of its
-    /// own claims that ran nowhere), as a restart with `noconnection`:
+    /// own claims that ran nowhere), as a restart with `reason`
+    /// (`noconnection`; `shutdown` for a child a drained node handed over):
     /// without an instance where its plugin is `durable_state` (then from
     /// its stored state), hibernates idle children, or the child is lazy;
     /// else at once with its args; `waiting` while its plugin is missing.
     /// It is stored here from now.
-    pub(crate) async fn rehome(self: &Arc<Self>, spec: ChildSpec) {
+    pub(crate) async fn rehome(self: &Arc<Self>, spec: ChildSpec, reason: ExitReason) {
         let id = spec.id.clone();
         let seq = self.durable.as_ref().map_or(0, |d| d.next_seq());
         let record = Record {
@@ -642,8 +693,9 @@ impl Supervisor {
         };
         self.bring_back(record, true).await;
         if let Some(cell) = self.registry.get(&id) {
-            // A restart with `noconnection`, as the node it ran on saw it.
-            cell.state().last_exit = Some(ExitReason::NoConnection);
+            // Why it left the node it ran on: `noconnection`, or
+            // `shutdown` for a drain.
+            cell.state().last_exit = Some(reason);
             if let Err(e) = self.persist(&cell).await {
                 tracing::error!(child = %id, "cannot store a re-homed child: {e:#}");
             }
@@ -786,9 +838,15 @@ impl Parent for DynamicParent {
         Box::pin(async move {
             if sup.registry.remove(&cell) && stored {
                 sup.dynamic.fetch_sub(1, Ordering::AcqRel);
-                // Stopped for a lost lease: it stays stored and claimed,
-                // and another node takes it over.
-                if cell.state().last_exit == Some(ExitReason::NoConnection) {
+                // Stopped for a lost lease, or to be handed to another
+                // node: it stays stored and claimed, and another node takes
+                // it over.
+                let handed = sup
+                    .handing_off
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&*cell.id);
+                if handed || cell.state().last_exit == Some(ExitReason::NoConnection) {
                     return;
                 }
                 sup.forget(&cell.id).await;
