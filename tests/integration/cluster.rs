@@ -1287,3 +1287,74 @@ async fn least_loaded_starts_and_a_drained_nodes_children_move_with_their_state(
     let (ok, _, err) = n2.cli(&["drain", "nope"]).await;
     assert!(!ok && err.contains("not_found"), "{err}");
 }
+
+/// The `down` infos `id` (through `h`) has received, by monitor reference.
+async fn downs(h: &RunningHost, id: &str) -> std::collections::BTreeMap<u64, Value> {
+    let infos = call_1s(h, id, json!("infos")).await.1;
+    infos["reply"]
+        .as_array()
+        .map(|infos| {
+            infos
+                .iter()
+                .filter_map(|i| Some((i["down"]["ref"].as_u64()?, i["down"].clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A guest's monitor of a child on another node: `down` with the exit
+/// reason, `noproc` for an id that runs nowhere, nothing after
+/// `demonitor`, and `noconnection` when the child's node is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_of_a_child_on_another_node_fires_and_says_noconnection_when_it_is_lost() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2) = (node(&nats, "n1").await, node(&nats, "n2").await);
+    assert_eq!(started(&n1, "w").await, 201);
+    assert_eq!(started(&n2, "t").await, 201);
+    let monitor = |target: &'static str| {
+        let n1 = &n1;
+        async move {
+            let (status, body) = call_1s(n1, "w", json!({"monitor": target})).await;
+            assert_eq!(status, 200, "{body}");
+            body["reply"].as_u64().expect("a reference")
+        }
+    };
+    let down_of = |reference: u64| {
+        let n1 = &n1;
+        async move {
+            wasmvisor_tests::wait_for_async("the down", Duration::from_secs(20), || async {
+                downs(n1, "w").await.remove(&reference)
+            })
+            .await
+        }
+    };
+
+    let nobody = monitor("nobody").await;
+    assert_eq!(down_of(nobody).await["reason"], json!("noproc"));
+
+    let dropped = monitor("t").await;
+    let (status, body) = call_1s(&n1, "w", json!({"demonitor": dropped})).await;
+    assert_eq!((status, &body["reply"]), (200, &json!(true)), "{body}");
+    let killed = monitor("t").await;
+    let (status, _) = post(&n1, "/v1/children/t/kill", json!({"reason": "by test"})).await;
+    assert_eq!(status, 202);
+    let down = down_of(killed).await;
+    assert_eq!(
+        (&down["id"], &down["reason"]),
+        (&json!("t"), &json!({"killed": "by test"})),
+        "{down}"
+    );
+    assert!(!downs(&n1, "w").await.contains_key(&dropped));
+
+    // t restarted on n2; its node dies: the monitor fires noconnection.
+    wasmvisor_tests::wait_for_async("t to restart", Duration::from_secs(20), || async {
+        (call_1s(&n1, "t", json!("state")).await.0 == 200).then_some(())
+    })
+    .await;
+    let lost = monitor("t").await;
+    n2.kill().await;
+    assert_eq!(down_of(lost).await["reason"], json!("noconnection"));
+}

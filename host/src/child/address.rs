@@ -19,6 +19,17 @@ pub(crate) struct Monitor {
     watcher: Weak<Cell>,
     generation: u64,
     reference: u64,
+    /// A watcher on another node of the cluster instead (then `watcher`
+    /// is empty).
+    remote: Option<RemoteWatcher>,
+}
+
+/// A monitor set from another node: its node, its key there, and how to
+/// tell it the exit reason.
+pub(crate) struct RemoteWatcher {
+    pub node: Arc<str>,
+    pub key: u64,
+    pub tell: Box<dyn FnOnce(ExitReason) + Send + Sync>,
 }
 
 /// One end of a link between an incarnation of this child and one of
@@ -198,6 +209,7 @@ impl Cell {
                 watcher: Arc::downgrade(watcher),
                 generation,
                 reference,
+                remote: None,
             });
         } else {
             drop(state);
@@ -212,13 +224,39 @@ impl Cell {
         }
     }
 
+    /// Adds a monitor for a watcher on another node; `false` (and no
+    /// monitor) when no instance is running: the watcher gets `noproc`.
+    pub(crate) fn monitor_remote(&self, watcher: RemoteWatcher) -> bool {
+        let mut state = self.state();
+        if !is_alive(state.status) {
+            return false;
+        }
+        state.monitors.push(Monitor {
+            watcher: Weak::new(),
+            generation: 0,
+            reference: 0,
+            remote: Some(watcher),
+        });
+        true
+    }
+
+    /// Removes the monitor that node `node` set under `key`.
+    pub(crate) fn demonitor_remote(&self, node: &str, key: u64) {
+        self.state().monitors.retain(|m| {
+            m.remote
+                .as_ref()
+                .is_none_or(|r| !(r.key == key && &*r.node == node))
+        });
+    }
+
     /// Removes `watcher`'s monitor `reference`; whether it was still set.
     pub(crate) fn demonitor(&self, watcher: &Cell, reference: u64) -> bool {
         let mut state = self.state();
         let before = state.monitors.len();
-        state
-            .monitors
-            .retain(|m| !(m.reference == reference && std::ptr::eq(m.watcher.as_ptr(), watcher)));
+        state.monitors.retain(|m| {
+            m.remote.is_some()
+                || !(m.reference == reference && std::ptr::eq(m.watcher.as_ptr(), watcher))
+        });
         state.monitors.len() != before
     }
 
@@ -306,7 +344,9 @@ impl Cell {
             (std::mem::take(&mut state.monitors), links)
         };
         for m in monitors {
-            if let Some(watcher) = m.watcher.upgrade() {
+            if let Some(remote) = m.remote {
+                (remote.tell)(reason.clone());
+            } else if let Some(watcher) = m.watcher.upgrade() {
                 watcher.post_info(
                     m.generation,
                     Info::Down {

@@ -150,6 +150,13 @@ pub(crate) enum Op {
     Adopt(String),
     /// Move every dynamic child elsewhere and start nothing more.
     Drain,
+    /// Node (named) monitors the child under its key: tell it the exit.
+    Monitor(String, u64),
+    /// Node (named) removes its monitor of that key.
+    Demonitor(String, u64),
+    /// The child this node monitors under the key exited; the message is
+    /// the reason (JSON).
+    Down(u64),
 }
 
 /// The spec of a start placed on another node, as [`Op::Start`] sends it.
@@ -194,6 +201,7 @@ const TOPIC: &str = "wv-topic";
 const AFTER: &str = "wv-after";
 const LIMIT: &str = "wv-limit";
 const ORIGIN: &str = "wv-origin";
+const WATCH: &str = "wv-watch";
 
 /// Publishes waiting to go out to the other nodes; past this, new ones are
 /// dropped (and counted in the log) rather than held without bound.
@@ -808,6 +816,17 @@ impl Cluster {
                     Some("start") => Op::Start,
                     Some("adopt") => Op::Adopt(header(ORIGIN).unwrap_or_default()),
                     Some("drain") => Op::Drain,
+                    Some(op @ ("monitor" | "demonitor" | "down")) => {
+                        let Some(key) = header(WATCH).and_then(|k| k.parse().ok()) else {
+                            continue;
+                        };
+                        let from = header(ORIGIN).unwrap_or_default();
+                        match op {
+                            "monitor" => Op::Monitor(from, key),
+                            "demonitor" => Op::Demonitor(from, key),
+                            _ => Op::Down(key),
+                        }
+                    }
                     _ => continue,
                 };
                 let in_order = matches!(op, Op::Cast | Op::Kill(_));
@@ -972,6 +991,15 @@ impl Cluster {
             Op::Start => ("start", REQUEST_TIMEOUT),
             Op::Adopt(_) => ("adopt", REQUEST_TIMEOUT),
             Op::Drain => ("drain", DRAIN_TIMEOUT),
+            Op::Monitor(_, key) | Op::Demonitor(_, key) | Op::Down(key) => {
+                headers.insert(WATCH, key.to_string().as_str());
+                let name = match &op {
+                    Op::Monitor(..) => "monitor",
+                    Op::Demonitor(..) => "demonitor",
+                    _ => "down",
+                };
+                (name, READ_TIMEOUT)
+            }
         };
         headers.insert(ORIGIN, self.node.as_str());
         headers.insert(OP, name);
@@ -1096,6 +1124,27 @@ impl Cluster {
         }
         let spec = claim.spec.to_spec(id);
         Ok(self.move_claim(id, &claim, revision).await?.then_some(spec))
+    }
+
+    /// The node that runs `id`, other than this one: from the watched
+    /// claims, or the bucket when they do not know it.
+    pub(crate) async fn locate(&self, id: &str) -> Option<String> {
+        let watched = locked(&self.replica.claims)
+            .get(&key(id))
+            .map(|(claim, _)| claim.owner.clone());
+        let owner = match watched {
+            Some(owner) => Some(owner),
+            None => self.owner_of(id).await.ok().flatten(),
+        };
+        owner.filter(|o| *o != self.node)
+    }
+
+    /// Whether this node saw `node`'s heartbeat within `node_timeout_ms`.
+    pub(crate) fn is_live(&self, node: &str) -> bool {
+        let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        locked(&self.replica.members)
+            .get(node)
+            .is_some_and(|(_, seen)| seen.elapsed() < timeout)
     }
 
     /// The owner of `id`'s claim, read from the bucket.

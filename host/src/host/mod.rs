@@ -381,6 +381,40 @@ impl Host {
         }
     }
 
+    /// Node `from` monitors child `id` of this node under `key`: it is told
+    /// the exit reason; `noproc` when the child does not run here.
+    fn monitored_from(&self, id: &str, from: String, key: u64) -> Answer {
+        let noproc = || {
+            (
+                "noproc".to_string(),
+                format!("{id} does not run on this node"),
+            )
+        };
+        let (Some(cell), Some(cluster)) = (self.sup.registry.get(id), self.sup.cluster.clone())
+        else {
+            return Err(noproc());
+        };
+        let node: Arc<str> = from.into();
+        let (to, child) = (node.clone(), id.to_string());
+        let tell = Box::new(move |reason: ExitReason| {
+            let reason = serde_json::to_vec(&reason).unwrap_or_default();
+            tokio::spawn(async move {
+                if let Err((code, message)) = cluster.ask(&to, &child, Op::Down(key), reason).await
+                {
+                    tracing::warn!(
+                        child,
+                        "cannot tell node {to} of the exit it monitors: {code}: {message}"
+                    );
+                }
+            });
+        });
+        let watcher = crate::child::RemoteWatcher { node, key, tell };
+        match cell.monitor_remote(watcher) {
+            true => Ok(Vec::new()),
+            false => Err(noproc()),
+        }
+    }
+
     /// Takes over child `id`, which node `from` stopped for this node (it
     /// is drained), and starts it here.
     async fn adopt_handed(&self, id: &str, from: &str) -> Answer {
@@ -693,6 +727,19 @@ impl Inbound for Local {
                     };
                 }
                 Op::Adopt(from) => return host.adopt_handed(&id, &from).await,
+                Op::Monitor(from, key) => return host.monitored_from(&id, from, key),
+                Op::Demonitor(from, key) => {
+                    if let Some(cell) = host.sup.registry.get(&id) {
+                        cell.demonitor_remote(&from, key);
+                    }
+                    return Ok(Vec::new());
+                }
+                Op::Down(key) => {
+                    let reason = serde_json::from_slice(&msg)
+                        .map_err(|e| ("bad_request".to_string(), format!("the reason: {e}")))?;
+                    host.sup.remote_down(key, reason);
+                    return Ok(Vec::new());
+                }
                 Op::Drain => {
                     return host
                         .drain_here()
@@ -714,6 +761,8 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Monitors of children on nodes that are gone fire `noconnection`.
+        sup.remote_nodes_lost(|node| cluster.is_live(node));
         if cluster.fenced() {
             continue;
         }

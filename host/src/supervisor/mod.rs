@@ -9,6 +9,7 @@ mod group;
 mod intensity;
 mod policy;
 mod port;
+mod remote;
 mod state;
 
 pub use group::{GroupTree, TreeChild, TreeMember};
@@ -65,6 +66,8 @@ pub(crate) struct Supervisor {
     /// Children being handed to another node (a drain): they stop without
     /// being forgotten or giving their claim up.
     handing_off: Mutex<std::collections::HashSet<String>>,
+    /// This node's monitors of children on other nodes.
+    remote: remote::RemoteWatches,
     /// Dynamic children that exist, for `[supervisor] max_children`.
     dynamic: AtomicUsize,
     /// The config's top-level supervision groups, in start order.
@@ -98,6 +101,7 @@ impl Supervisor {
             durable,
             shutting_down: AtomicBool::new(false),
             handing_off: Mutex::default(),
+            remote: Default::default(),
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
             cluster,

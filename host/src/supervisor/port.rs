@@ -95,6 +95,10 @@ impl Port for GuestPort {
     fn monitor(&self, id: &str, reference: u64) {
         match self.sup.registry.get(id) {
             Some(target) => target.monitor(&self.cell, self.generation, reference),
+            None if self.sup.cluster.is_some() => {
+                self.sup
+                    .monitor_remote(&self.cell, self.generation, id, reference)
+            }
             None => self.cell.post_info(
                 self.generation,
                 Info::Down {
@@ -107,11 +111,10 @@ impl Port for GuestPort {
     }
 
     fn demonitor(&self, id: &str, reference: u64) -> bool {
-        let active = self
-            .sup
-            .registry
-            .get(id)
-            .is_some_and(|target| target.demonitor(&self.cell, reference));
+        let active = match self.sup.registry.get(id) {
+            Some(target) => target.demonitor(&self.cell, reference),
+            None => self.sup.demonitor_remote(&self.cell, reference),
+        };
         // A `down` already sent waits in this child's own mailbox.
         self.cell.mailbox.remove_down(self.generation, reference);
         active
