@@ -1358,3 +1358,139 @@ async fn a_monitor_of_a_child_on_another_node_fires_and_says_noconnection_when_i
     n2.kill().await;
     assert_eq!(down_of(lost).await["reason"], json!("noconnection"));
 }
+
+/// The `exit` infos `id` (through `h`) has received.
+async fn exits(h: &RunningHost, id: &str) -> Vec<Value> {
+    let infos = call_1s(h, id, json!("infos")).await.1;
+    infos["reply"]
+        .as_array()
+        .map(|infos| {
+            infos
+                .iter()
+                .filter_map(|i| i.get("exit").cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Links with a child on another node work both ways: an exit there takes
+/// the linked child here down with `linked` (or, trapping exits, sends it
+/// an `exit` info), an exit here takes the one there down, `unlink` ends
+/// the link on both nodes, and a lost node sends `noconnection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_with_a_child_on_another_node_carry_exits_both_ways() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2) = (node(&nats, "n1").await, node(&nats, "n2").await);
+    for id in ["w", "trapper"] {
+        assert_eq!(started(&n1, id).await, 201);
+    }
+    assert_eq!(started(&n2, "t").await, 201);
+    let link = |from: &'static str, to: &'static str| {
+        let n1 = &n1;
+        async move {
+            let (status, body) = call_1s(n1, from, json!({"link": to})).await;
+            assert_eq!((status, &body["reply"]), (200, &json!("ok")), "{body}");
+        }
+    };
+    let restarts = |h: &'static str, id: &'static str| {
+        let host = if h == "n1" { &n1 } else { &n2 };
+        async move { host.get(&format!("/v1/children/{id}")).await["restarts"].as_u64() }
+    };
+    let (status, body) = call_1s(&n1, "w", json!({"link": "nobody"})).await;
+    assert_eq!(
+        (status, &body["reply"]["error"]),
+        (200, &json!("not_found")),
+        "{body}"
+    );
+
+    // t's exit on n2 takes w (n1) down, and reaches trapper as an info.
+    let (status, body) = call_1s(&n1, "trapper", json!({"trap_exits": true})).await;
+    assert_eq!(status, 200, "{body}");
+    link("w", "t").await;
+    link("trapper", "t").await;
+    let (status, _) = post(&n2, "/v1/children/t/kill", json!({"reason": "by test"})).await;
+    assert_eq!(status, 202);
+    wasmvisor_tests::wait_for_async("w to go down with t", Duration::from_secs(20), || async {
+        let w = n1.get("/v1/children/w").await;
+        (w["last_exit"] == json!({"linked": "t"})).then_some(())
+    })
+    .await;
+    let got =
+        wasmvisor_tests::wait_for_async("trapper's exit info", Duration::from_secs(20), || async {
+            exits(&n1, "trapper").await.pop()
+        })
+        .await;
+    assert_eq!(got, json!({"id": "t", "reason": {"killed": "by test"}}));
+
+    // The other way: w's exit on n1 takes t (n2) down.
+    wasmvisor_tests::wait_for_async(
+        "w and t to serve again",
+        Duration::from_secs(20),
+        || async {
+            let up = call_1s(&n1, "w", json!("state")).await.0 == 200
+                && call_1s(&n1, "t", json!("state")).await.0 == 200;
+            up.then_some(())
+        },
+    )
+    .await;
+    let t_restarts = restarts("n2", "t").await.expect("t's restarts");
+    link("w", "t").await;
+    let (status, _) = post(&n1, "/v1/children/w/kill", json!({"reason": "by test"})).await;
+    assert_eq!(status, 202);
+    wasmvisor_tests::wait_for_async("t to go down with w", Duration::from_secs(20), || async {
+        let t = n2.get("/v1/children/t").await;
+        let down = t["last_exit"] == json!({"linked": "w"}) && t["restarts"].as_u64()? > t_restarts;
+        down.then_some(())
+    })
+    .await;
+
+    // Unlinked, w stays up when t goes down; trapper (still linked) shows
+    // that the exit went out.
+    wasmvisor_tests::wait_for_async(
+        "w and t to serve again",
+        Duration::from_secs(20),
+        || async {
+            let up = call_1s(&n1, "w", json!("state")).await.0 == 200
+                && call_1s(&n1, "t", json!("state")).await.0 == 200;
+            up.then_some(())
+        },
+    )
+    .await;
+    link("w", "t").await;
+    link("trapper", "t").await;
+    let (status, body) = call_1s(&n1, "w", json!({"unlink": "t"})).await;
+    assert_eq!((status, &body["reply"]), (200, &json!("ok")), "{body}");
+    let w_restarts = restarts("n1", "w").await.expect("w's restarts");
+    let before = exits(&n1, "trapper").await.len();
+    let (status, _) = post(&n2, "/v1/children/t/kill", json!({"reason": "again"})).await;
+    assert_eq!(status, 202);
+    wasmvisor_tests::wait_for_async(
+        "trapper's second exit info",
+        Duration::from_secs(20),
+        || async { (exits(&n1, "trapper").await.len() > before).then_some(()) },
+    )
+    .await;
+    assert_eq!(restarts("n1", "w").await, Some(w_restarts));
+
+    // t's node is lost: trapper gets noconnection.
+    wasmvisor_tests::wait_for_async("t to serve again", Duration::from_secs(20), || async {
+        (call_1s(&n1, "t", json!("state")).await.0 == 200).then_some(())
+    })
+    .await;
+    link("trapper", "t").await;
+    let before = exits(&n1, "trapper").await.len();
+    n2.kill().await;
+    let got = wasmvisor_tests::wait_for_async(
+        "trapper's noconnection",
+        Duration::from_secs(30),
+        || async {
+            let exits = exits(&n1, "trapper").await;
+            (exits.len() > before).then(|| exits[before].clone())
+        },
+    )
+    .await;
+    assert_eq!(got, json!({"id": "t", "reason": "noconnection"}));
+}

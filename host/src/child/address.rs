@@ -38,6 +38,20 @@ pub(crate) struct Link {
     partner: Weak<Cell>,
     partner_generation: u64,
     generation: u64,
+    /// A partner on another node of the cluster instead (then `partner`
+    /// is empty).
+    remote: Option<RemoteLink>,
+}
+
+/// This end of a link with a child on another node.
+pub(crate) struct RemoteLink {
+    /// The link's key: the node that made it and its number there.
+    pub key: (Arc<str>, u64),
+    /// The partner's id.
+    pub partner: Arc<str>,
+    /// Tells the partner's node how this end ended: the exit reason
+    /// (`normal` for an unlink, or an end without an exit signal).
+    pub tell: Box<dyn FnOnce(ExitReason) + Send + Sync>,
 }
 
 /// The mutable, rarely read part of a child: what `ps` shows.
@@ -285,6 +299,7 @@ impl Cell {
                 partner: Arc::downgrade(self),
                 partner_generation: generation,
                 generation: partner_generation,
+                remote: None,
             });
             partner_generation
         };
@@ -292,8 +307,56 @@ impl Cell {
             partner: Arc::downgrade(partner),
             partner_generation,
             generation,
+            remote: None,
         });
         Ok(())
+    }
+
+    /// Links incarnation `generation` (the current one when `None`) with a
+    /// child on another node; the incarnation linked, or `None` (and no
+    /// link) when it is not the one running.
+    pub(crate) fn link_remote(&self, generation: Option<u64>, link: RemoteLink) -> Option<u64> {
+        let mut state = self.state();
+        let current = self.generation();
+        if !is_alive(state.status) || generation.is_some_and(|g| g != current) {
+            return None;
+        }
+        state.links.push(Link {
+            partner: Weak::new(),
+            partner_generation: 0,
+            generation: current,
+            remote: Some(link),
+        });
+        Some(current)
+    }
+
+    /// Removes the link with a child on another node that has `key`,
+    /// without telling that node (it told this one); the incarnation it
+    /// belonged to.
+    pub(crate) fn forget_remote_link(&self, key: &(Arc<str>, u64)) -> Option<u64> {
+        let mut state = self.state();
+        let at = state
+            .links
+            .iter()
+            .position(|l| l.remote.as_ref().is_some_and(|r| r.key == *key))?;
+        Some(state.links.swap_remove(at).generation)
+    }
+
+    /// Removes incarnation `generation`'s links with `partner` on another
+    /// node, telling that node (an `unlink`).
+    pub(crate) fn unlink_remote(&self, generation: u64, partner: &str) {
+        let gone: Vec<Link> = {
+            let mut state = self.state();
+            let (gone, kept) = std::mem::take(&mut state.links).into_iter().partition(|l| {
+                l.generation == generation
+                    && l.remote.as_ref().is_some_and(|r| &*r.partner == partner)
+            });
+            state.links = kept;
+            gone
+        };
+        for link in gone.into_iter().filter_map(|l| l.remote) {
+            (link.tell)(ExitReason::Normal);
+        }
     }
 
     /// Removes the links of this child's incarnation `generation` with
@@ -305,12 +368,19 @@ impl Cell {
             let mut state = self.state();
             let (gone, kept) = std::mem::take(&mut state.links).into_iter().partition(|l| {
                 l.generation == generation
-                    && partner.is_none_or(|p| std::ptr::eq(l.partner.as_ptr(), p))
+                    && match partner {
+                        None => true,
+                        Some(p) => l.remote.is_none() && std::ptr::eq(l.partner.as_ptr(), p),
+                    }
             });
             state.links = kept;
             gone
         };
         for link in gone {
+            if let Some(remote) = link.remote {
+                (remote.tell)(ExitReason::Normal);
+                continue;
+            }
             if let Some(partner) = link.partner.upgrade() {
                 partner.forget_link(link.partner_generation, self, generation);
             }
@@ -358,6 +428,10 @@ impl Cell {
             }
         }
         for link in links {
+            if let Some(remote) = link.remote {
+                (remote.tell)(reason.clone());
+                continue;
+            }
             let Some(partner) = link.partner.upgrade() else {
                 continue;
             };

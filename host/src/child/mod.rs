@@ -15,7 +15,7 @@ mod parent;
 mod sleep;
 
 pub use address::Address;
-pub(crate) use address::{Cell, RemoteWatcher};
+pub(crate) use address::{Cell, RemoteLink, RemoteWatcher};
 pub(crate) use control::Control;
 pub(crate) use deadline::tick;
 pub(crate) use mailbox::Envelope;

@@ -157,6 +157,12 @@ pub(crate) enum Op {
     /// The child this node monitors under the key exited; the message is
     /// the reason (JSON).
     Down(u64),
+    /// Link the child with a child of the asking node (named; the message
+    /// is its id), under that node's key.
+    Link(String, u64),
+    /// The other end of the link with key (made by the named node, under
+    /// its number) ended; the message is the reason (JSON).
+    LinkExit(String, u64),
 }
 
 /// The spec of a start placed on another node, as [`Op::Start`] sends it.
@@ -202,6 +208,7 @@ const AFTER: &str = "wv-after";
 const LIMIT: &str = "wv-limit";
 const ORIGIN: &str = "wv-origin";
 const WATCH: &str = "wv-watch";
+const INITIATOR: &str = "wv-initiator";
 
 /// Publishes waiting to go out to the other nodes; past this, new ones are
 /// dropped (and counted in the log) rather than held without bound.
@@ -816,6 +823,14 @@ impl Cluster {
                     Some("start") => Op::Start,
                     Some("adopt") => Op::Adopt(header(ORIGIN).unwrap_or_default()),
                     Some("drain") => Op::Drain,
+                    Some("link") => match header(WATCH).and_then(|k| k.parse().ok()) {
+                        Some(key) => Op::Link(header(ORIGIN).unwrap_or_default(), key),
+                        None => continue,
+                    },
+                    Some("link-exit") => match header(WATCH).and_then(|k| k.parse().ok()) {
+                        Some(key) => Op::LinkExit(header(INITIATOR).unwrap_or_default(), key),
+                        None => continue,
+                    },
                     Some(op @ ("monitor" | "demonitor" | "down")) => {
                         let Some(key) = header(WATCH).and_then(|k| k.parse().ok()) else {
                             continue;
@@ -991,6 +1006,15 @@ impl Cluster {
             Op::Start => ("start", REQUEST_TIMEOUT),
             Op::Adopt(_) => ("adopt", REQUEST_TIMEOUT),
             Op::Drain => ("drain", DRAIN_TIMEOUT),
+            Op::Link(_, key) => {
+                headers.insert(WATCH, key.to_string().as_str());
+                ("link", READ_TIMEOUT)
+            }
+            Op::LinkExit(initiator, key) => {
+                headers.insert(WATCH, key.to_string().as_str());
+                headers.insert(INITIATOR, initiator.as_str());
+                ("link-exit", READ_TIMEOUT)
+            }
             Op::Monitor(_, key) | Op::Demonitor(_, key) | Op::Down(key) => {
                 headers.insert(WATCH, key.to_string().as_str());
                 let name = match &op {

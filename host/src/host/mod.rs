@@ -734,6 +734,21 @@ impl Inbound for Local {
                     }
                     return Ok(Vec::new());
                 }
+                Op::Link(from, number) => {
+                    let partner = String::from_utf8_lossy(&msg);
+                    return host
+                        .sup
+                        .linked_from(&id, &from, number, &partner)
+                        .map(|()| Vec::new())
+                        .map_err(call_error);
+                }
+                Op::LinkExit(initiator, number) => {
+                    let reason = serde_json::from_slice(&msg)
+                        .map_err(|e| ("bad_request".to_string(), format!("the reason: {e}")))?;
+                    host.sup
+                        .remote_link_exit((initiator.into(), number), reason);
+                    return Ok(Vec::new());
+                }
                 Op::Down(key) => {
                     let reason = serde_json::from_slice(&msg)
                         .map_err(|e| ("bad_request".to_string(), format!("the reason: {e}")))?;

@@ -120,16 +120,25 @@ impl Port for GuestPort {
         active
     }
 
-    fn link(&self, id: &str) -> Result<(), CallError> {
+    fn link(&self, id: &str) -> BoxFuture<'static, Result<(), CallError>> {
         match self.sup.registry.get(id) {
-            Some(partner) => self.cell.link(self.generation, &partner),
-            None => Err(CallError::NotFound),
+            Some(partner) => Box::pin(std::future::ready(
+                self.cell.link(self.generation, &partner),
+            )),
+            None if self.sup.cluster.is_some() => {
+                let (sup, cell, generation) =
+                    (self.sup.clone(), self.cell.clone(), self.generation);
+                let id = id.to_string();
+                Box::pin(async move { sup.link_remote(&cell, generation, &id).await })
+            }
+            None => Box::pin(std::future::ready(Err(CallError::NotFound))),
         }
     }
 
     fn unlink(&self, id: &str) {
-        if let Some(partner) = self.sup.registry.get(id) {
-            self.cell.unlink(self.generation, Some(&partner));
+        match self.sup.registry.get(id) {
+            Some(partner) => self.cell.unlink(self.generation, Some(&partner)),
+            None => self.cell.unlink_remote(self.generation, id),
         }
     }
 

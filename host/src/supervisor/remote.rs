@@ -1,13 +1,16 @@
-//! Monitors across the nodes of a cluster. A guest's `monitor` of an id
-//! that runs on another node is kept here, on the watcher's node, under a
-//! key of its own, and set on the child's node for that key; the child's
-//! node tells this one the exit reason. When the other node is lost (its
-//! heartbeat gone, or it cannot be reached), the `down` fires here with
-//! `noconnection`, as in Erlang.
+//! Monitors and links across the nodes of a cluster. A guest's `monitor`
+//! of an id that runs on another node is kept here, on the watcher's node,
+//! under a key of its own, and set on the child's node for that key; the
+//! child's node tells this one the exit reason. A link with a child on
+//! another node has an end on each node, under the key of the node that
+//! made it; each end tells the other how it ended. When the other node is
+//! lost (its heartbeat gone, or it cannot be reached), the `down` fires, or
+//! the exit signal comes, with `noconnection`, as in Erlang.
 
 use super::Supervisor;
-use crate::child::Cell;
+use crate::child::{Cell, Control, RemoteLink};
 use crate::cluster::Op;
+use crate::types::CallError;
 use crate::types::ExitReason;
 use crate::wasm::Info;
 use std::collections::HashMap;
@@ -23,16 +26,32 @@ struct Watch {
     reference: u64,
 }
 
-/// This node's monitors of children on other nodes, by key.
+/// This node's end of a link with a child on another node.
+struct LinkEnd {
+    cell: Weak<Cell>,
+    node: String,
+    partner: Arc<str>,
+}
+
+/// A link's key: the node that made it, and its number there.
+type LinkKey = (Arc<str>, u64);
+
+/// This node's monitors of children on other nodes, and its ends of links
+/// with them, by key.
 #[derive(Default)]
 pub(crate) struct RemoteWatches {
     next: AtomicU64,
     watches: Mutex<HashMap<u64, Watch>>,
+    links: Mutex<HashMap<LinkKey, LinkEnd>>,
 }
 
 impl RemoteWatches {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Watch>> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<LinkKey, LinkEnd>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -146,6 +165,145 @@ impl Supervisor {
         }
     }
 
+    /// How this node's end `key` of a link with `partner` on `node` tells
+    /// that node it ended.
+    fn link_teller(
+        self: &Arc<Self>,
+        key: LinkKey,
+        node: String,
+        partner: Arc<str>,
+    ) -> Box<dyn FnOnce(ExitReason) + Send + Sync> {
+        let sup = Arc::downgrade(self);
+        Box::new(move |reason| {
+            let Some(sup) = sup.upgrade() else {
+                return;
+            };
+            sup.remote.links().remove(&key);
+            let Some(cluster) = sup.cluster.clone() else {
+                return;
+            };
+            let reason = serde_json::to_vec(&reason).unwrap_or_default();
+            tokio::spawn(async move {
+                let op = Op::LinkExit(key.0.to_string(), key.1);
+                if let Err((code, message)) = cluster.ask(&node, &partner, op, reason).await {
+                    tracing::warn!(
+                        child = %partner,
+                        "cannot tell node {node} that a link ended: {code}: {message}"
+                    );
+                }
+            });
+        })
+    }
+
+    /// Links `cell`'s incarnation `generation` with `id`, which runs on
+    /// another node; `not_found` when no node runs it.
+    pub(crate) async fn link_remote(
+        self: &Arc<Self>,
+        cell: &Arc<Cell>,
+        generation: u64,
+        id: &str,
+    ) -> Result<(), CallError> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Err(CallError::NotFound);
+        };
+        let node = cluster.locate(id).await.ok_or(CallError::NotFound)?;
+        let number = self.remote.next.fetch_add(1, Ordering::Relaxed);
+        let key: LinkKey = (cluster.node_name().into(), number);
+        let partner: Arc<str> = id.into();
+        // This end first: an exit from the other end may come before the
+        // answer.
+        self.remote.links().insert(
+            key.clone(),
+            LinkEnd {
+                cell: Arc::downgrade(cell),
+                node: node.clone(),
+                partner: partner.clone(),
+            },
+        );
+        let tell = self.link_teller(key.clone(), node.clone(), partner.clone());
+        let end = RemoteLink {
+            key: key.clone(),
+            partner,
+            tell,
+        };
+        if cell.link_remote(Some(generation), end).is_none() {
+            self.remote.links().remove(&key);
+            return Err(CallError::Failed("this incarnation has ended".into()));
+        }
+        let op = Op::Link(cluster.node_name().to_string(), number);
+        match cluster
+            .ask(&node, id, op, cell.id.as_bytes().to_vec())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err((code, message)) => {
+                self.remote.links().remove(&key);
+                cell.forget_remote_link(&key);
+                Err(match code.as_str() {
+                    "not_found" | "noproc" => CallError::NotFound,
+                    _ => CallError::from_code(&code, message),
+                })
+            }
+        }
+    }
+
+    /// Node `from` links its child `partner` with this node's child `id`,
+    /// under `from`'s link number `number`.
+    pub(crate) fn linked_from(
+        self: &Arc<Self>,
+        id: &str,
+        from: &str,
+        number: u64,
+        partner: &str,
+    ) -> Result<(), CallError> {
+        let cell = self.registry.get(id).ok_or(CallError::NotFound)?;
+        let key: LinkKey = (from.into(), number);
+        let partner: Arc<str> = partner.into();
+        self.remote.links().insert(
+            key.clone(),
+            LinkEnd {
+                cell: Arc::downgrade(&cell),
+                node: from.to_string(),
+                partner: partner.clone(),
+            },
+        );
+        let tell = self.link_teller(key.clone(), from.to_string(), partner.clone());
+        let end = RemoteLink {
+            key: key.clone(),
+            partner,
+            tell,
+        };
+        match cell.link_remote(None, end) {
+            Some(_) => Ok(()),
+            None => {
+                self.remote.links().remove(&key);
+                Err(CallError::NotFound)
+            }
+        }
+    }
+
+    /// The other end of link `key` ended with `reason`: this end goes, and
+    /// unless the reason is `normal` its child gets the exit signal (and
+    /// exits with `linked`, or gets an `exit` info if it traps exits).
+    pub(crate) fn remote_link_exit(&self, key: (Arc<str>, u64), reason: ExitReason) {
+        let Some(end) = self.remote.links().remove(&key) else {
+            return;
+        };
+        let Some(cell) = end.cell.upgrade() else {
+            return;
+        };
+        let Some(generation) = cell.forget_remote_link(&key) else {
+            return;
+        };
+        if reason != ExitReason::Normal && cell.generation() == generation {
+            cell.signal(Control::Exit {
+                from: end.partner,
+                reason,
+                generation,
+            });
+        }
+    }
+
     /// Fires `noconnection` for every monitor of a child on a node that
     /// `live` says is gone, and forgets those whose watcher is gone.
     pub(crate) fn remote_nodes_lost(&self, live: impl Fn(&str) -> bool) {
@@ -161,6 +319,18 @@ impl Supervisor {
         };
         for watch in lost {
             fire(watch, ExitReason::NoConnection);
+        }
+        let broken: Vec<LinkKey> = {
+            let mut links = self.remote.links();
+            links.retain(|_, l| l.cell.strong_count() > 0);
+            links
+                .iter()
+                .filter(|(_, l)| !live(&l.node))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in broken {
+            self.remote_link_exit(key, ExitReason::NoConnection);
         }
     }
 }

@@ -191,13 +191,13 @@ impl Host for InstanceState {
         })
     }
 
-    fn link(&mut self, id: String) -> wasmtime::Result<Result<(), wit::CallError>> {
+    async fn link(&mut self, id: String) -> wasmtime::Result<Result<(), wit::CallError>> {
         if id == *self.id {
             return Ok(Err(wit::CallError::Failed(
                 "calling_self: a child cannot link to itself".into(),
             )));
         }
-        let linked = self.incarnation().port.link(&id);
+        let linked = self.incarnation().port.link(&id).await;
         Ok(linked.map_err(to_wit_call_error))
     }
 

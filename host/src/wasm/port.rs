@@ -54,8 +54,9 @@ pub(crate) trait Port: Send + Sync + 'static {
     /// waits in this child's mailbox; true when the monitor was still set.
     fn demonitor(&self, id: &str, reference: u64) -> bool;
 
-    /// Links this incarnation with child `id`'s current one, both ways.
-    fn link(&self, id: &str) -> Result<(), CallError>;
+    /// Links this incarnation with child `id`'s current one, both ways
+    /// (async: the child may run on another node of a cluster).
+    fn link(&self, id: &str) -> BoxFuture<'static, Result<(), CallError>>;
 
     /// Removes the link with `id`, both ways, if there is one.
     fn unlink(&self, id: &str);
