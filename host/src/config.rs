@@ -274,6 +274,10 @@ pub struct GroupConfig {
     /// Nested groups, started after the children.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// In a cluster, `singleton`: the whole group runs once, on one node
+    /// (top-level groups only).
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// `[plugins.NAME]`.
@@ -566,6 +570,11 @@ fn validate_group(
         );
     }
     for nested in &group.groups {
+        anyhow::ensure!(
+            nested.placement == Placement::Local,
+            "{at}.{}: placement = \"singleton\" is for top-level [[groups]]; a nested group runs with its parent",
+            nested.id
+        );
         validate_group(nested, &at, names)?;
     }
     Ok(())
@@ -574,6 +583,19 @@ fn validate_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_top_level_groups_are_singletons() {
+        let top = "[[groups]]\nid = \"g\"\nplacement = \"singleton\"\nchildren = [{ id = \"a\", plugin = \"chaos\" }]\n";
+        let c = Config::parse(top).unwrap();
+        assert_eq!(c.groups[0].placement, Placement::Singleton);
+        let nested = format!("{top}[[groups.groups]]\nid = \"n\"\nplacement = \"singleton\"\n");
+        let e = Config::parse(&nested).unwrap_err().to_string();
+        assert!(
+            e.contains("groups.g.n") && e.contains("top-level [[groups]]"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn groups_nest_and_keep_their_order() {

@@ -529,31 +529,41 @@ async fn a_killed_nodes_children_serve_again_on_the_survivors() {
     assert_eq!(status, 201);
 }
 
-/// Where the singleton `leader` runs, as `h` lists the cluster: once, and
-/// serving.
-async fn leader_on(h: &RunningHost) -> Option<String> {
+/// Where `id` runs, as `h` lists the cluster: once, and serving.
+async fn once_on(h: &RunningHost, id: &str) -> Option<String> {
     let listed = h.get("/v1/children?limit=10000").await;
-    let leaders: Vec<&Value> = listed
+    let found: Vec<&Value> = listed
         .as_array()?
         .iter()
-        .filter(|c| c["id"] == "leader")
+        .filter(|c| c["id"] == id)
         .collect();
-    match leaders.as_slice() {
+    match found.as_slice() {
         [one] if one["status"] == "running" => one["node"].as_str().map(str::to_string),
         _ => None,
     }
 }
 
-/// A singleton declared on all three nodes runs once, and moves when its
-/// node is killed.
+/// Where the singleton `leader` and the singleton group `pair` (members
+/// `p1` and `p2`) run, as `h` lists the cluster: each once, the group's
+/// members on one node.
+async fn singletons_on(h: &RunningHost) -> Option<(String, String)> {
+    let leader = once_on(h, "leader").await?;
+    let (p1, p2) = (once_on(h, "p1").await?, once_on(h, "p2").await?);
+    (p1 == p2).then_some((leader, p1))
+}
+
+/// A singleton child and a singleton group declared on all three nodes
+/// run once each, and move when their node is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_singleton_runs_once_and_moves_when_its_node_dies() {
+async fn singletons_run_once_and_move_when_their_node_dies() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let Some(nats) = Nats::start().await else {
         return;
     };
     let config = format!(
-        "{CONFIG}\n[[children]]\nid = \"leader\"\nplugin = \"chaos\"\nplacement = \"singleton\"\nargs = {{ role = \"leader\" }}\n"
+        "{CONFIG}\n[[children]]\nid = \"leader\"\nplugin = \"chaos\"\nplacement = \"singleton\"\nargs = {{ role = \"leader\" }}\n\
+         [[groups]]\nid = \"pair\"\nplacement = \"singleton\"\nstrategy = \"one_for_all\"\n\
+         children = [{{ id = \"p1\", plugin = \"chaos\" }}, {{ id = \"p2\", plugin = \"chaos\" }}]\n"
     );
     let mut nodes = Vec::new();
     for name in ["n1", "n2", "n3"] {
@@ -561,32 +571,46 @@ async fn a_singleton_runs_once_and_moves_when_its_node_dies() {
         nodes.push(Some(RunningHost::start_with(&flags, Some(&config)).await));
     }
     let first = nodes[0].as_ref().unwrap();
-    let home = wasmvisor_tests::wait_for_async("the singleton", Duration::from_secs(30), || {
-        leader_on(first)
-    })
-    .await;
-    // Every node lists it once, on the same node, and reaches it.
+    let (home, group_home) =
+        wasmvisor_tests::wait_for_async("the singletons", Duration::from_secs(30), || {
+            singletons_on(first)
+        })
+        .await;
+    // Every node lists them once, on the same nodes, and reaches them.
     for h in nodes.iter().flatten() {
-        assert_eq!(leader_on(h).await.as_deref(), Some(home.as_str()));
+        assert_eq!(
+            singletons_on(h).await,
+            Some((home.clone(), group_home.clone()))
+        );
         let (status, body) = post(h, "/v1/children/leader/call", json!({"msg": "state"})).await;
         assert_eq!(
             (status, &body["reply"]["args"]),
             (200, &json!({"role": "leader"})),
             "{body}"
         );
+        let (status, body) = post(h, "/v1/children/p2/call", json!({"msg": "state"})).await;
+        assert_eq!(status, 200, "{body}");
     }
 
-    // Its node dies: it comes up on another, once.
+    // The leader's node dies: the leader comes up on another, once, and so
+    // does the group if it was there too.
     let dead: usize = home[1..].parse::<usize>().unwrap() - 1;
     nodes[dead].take().unwrap().kill().await;
     let observer = nodes[(dead + 1) % 3].as_ref().unwrap();
-    let moved =
-        wasmvisor_tests::wait_for_async("the singleton to move", Duration::from_secs(30), || {
+    let (moved, group_now) =
+        wasmvisor_tests::wait_for_async("the singletons to move", Duration::from_secs(30), || {
             let home = home.clone();
-            async move { leader_on(observer).await.filter(|n| *n != home) }
+            async move {
+                singletons_on(observer)
+                    .await
+                    .filter(|(n, g)| *n != home && *g != home)
+            }
         })
         .await;
     assert_ne!(moved, home);
+    if group_home != home {
+        assert_eq!(group_now, group_home, "the group moved without cause");
+    }
 }
 
 /// A node that reaches NATS through `url` (a proxy's).

@@ -30,6 +30,7 @@ fn group(id: &str, strategy: Strategy, ids: &[&str]) -> GroupConfig {
         max_seconds: None,
         children: ids.iter().map(|i| member(i)).collect(),
         groups: Vec::new(),
+        placement: Default::default(),
     }
 }
 

@@ -577,7 +577,9 @@ async fn the_tree_follows_the_configs_nesting_and_start_order() {
                 max_seconds: None,
                 children: vec![member("i1"), member("i2")],
                 groups: Vec::new(),
+                placement: Default::default(),
             }],
+            placement: Default::default(),
         });
         c.groups.push(GroupConfig {
             id: "second".into(),
@@ -586,6 +588,7 @@ async fn the_tree_follows_the_configs_nesting_and_start_order() {
             max_seconds: None,
             children: vec![member("s1")],
             groups: Vec::new(),
+            placement: Default::default(),
         });
     })
     .await;

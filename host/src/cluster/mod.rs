@@ -1088,6 +1088,27 @@ impl Cluster {
         }
     }
 
+    /// Claims member `spec` of a singleton group this node holds, so that
+    /// other nodes route to it: created, or moved here from whichever node
+    /// ran the group before (the group's claim decides; this follows it).
+    pub(crate) async fn claim_member(&self, spec: &ChildSpec) -> Result<()> {
+        loop {
+            match self.claim_of(&spec.id).await? {
+                None => match self.claim_as(spec, true).await {
+                    Ok(()) => return Ok(()),
+                    Err(StartError::AlreadyStarted(_)) => continue,
+                    Err(e) => anyhow::bail!("{e}"),
+                },
+                Some((claim, _)) if claim.owner == self.node => return Ok(()),
+                Some((claim, revision)) => {
+                    if self.move_claim(&spec.id, &claim, revision).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
     /// The node singleton `id` belongs on now, if any live node declares it.
     pub(crate) fn home_of(&self, id: &str) -> Option<String> {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);

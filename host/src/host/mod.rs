@@ -114,11 +114,17 @@ impl Host {
         });
         let cluster = match &config.cluster {
             Some(c) => {
-                let singletons = config
-                    .children
-                    .iter()
+                let children = config.children.iter();
+                let singletons = children
                     .filter(|c| c.placement == Placement::Singleton)
                     .map(|c| c.id.clone())
+                    .chain(
+                        config
+                            .groups
+                            .iter()
+                            .filter(|g| g.placement == Placement::Singleton)
+                            .map(|g| g.id.clone()),
+                    )
                     .collect();
                 Some(Arc::new(Cluster::join(c, singletons).await?))
             }
@@ -332,6 +338,11 @@ impl Host {
             if self.sup.registry.get(&child.id).is_some() {
                 self.sup.stop_singleton(&child.id).await;
             }
+        }
+        for group in self.sup.singleton_groups() {
+            self.sup
+                .stop_singleton_group(&group.id, ExitReason::Shutdown)
+                .await;
         }
         report.failed.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(report)
@@ -812,6 +823,27 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(child = %child.id, "cannot place the singleton: {e:#}")
+                    }
+                }
+            }
+        }
+        for group in sup.singleton_groups() {
+            let here = sup.runs_group(&group.id);
+            let home = cluster.home_of(&group.id);
+            if here && home.as_deref().is_some_and(|h| h != cluster.node_name()) {
+                tracing::info!(group = %group.id, "the singleton group's home is node {home:?} now; stopping it here");
+                sup.stop_singleton_group(&group.id, ExitReason::Shutdown)
+                    .await;
+            } else if !here {
+                let spec = Supervisor::singleton_group_spec(&group.id);
+                match cluster.singleton_here(&spec).await {
+                    Ok(true) => {
+                        tracing::info!(group = %group.id, "starting the singleton group here");
+                        sup.start_singleton_group(&group).await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(group = %group.id, "cannot place the singleton group: {e:#}")
                     }
                 }
             }

@@ -36,8 +36,12 @@ pub(crate) enum GroupMsg {
     },
     /// Start every member, in order, with a fresh intensity.
     Release { done: oneshot::Sender<()> },
-    /// The host stops: stop every member for good, in reverse order.
-    Shutdown { done: oneshot::Sender<()> },
+    /// The host stops (or, with `noconnection`, its node lost its cluster
+    /// lease): stop every member for good, in reverse order.
+    Shutdown {
+        done: oneshot::Sender<()>,
+        reason: ExitReason,
+    },
     /// What the group looks like now, for the supervision tree.
     Describe { reply: oneshot::Sender<GroupTree> },
 }
@@ -172,7 +176,13 @@ impl GroupHandle {
 
     /// Stops the group's members for good, in reverse order.
     pub(crate) async fn shutdown(&self) {
-        self.ask(|done| GroupMsg::Shutdown { done }).await;
+        self.shutdown_with(ExitReason::Shutdown).await;
+    }
+
+    /// Stops the group's members for good, in reverse order, with
+    /// `reason` (`shutdown`, or `noconnection`: at once, no `terminate`).
+    pub(crate) async fn shutdown_with(&self, reason: ExitReason) {
+        self.ask(|done| GroupMsg::Shutdown { done, reason }).await;
     }
 
     /// The group as it is now; `None` once it stopped.
@@ -225,17 +235,17 @@ impl Member {
         }
     }
 
-    async fn stop(&self) {
+    async fn stop(&self, reason: &ExitReason) {
         match self {
             Member::Child(cell) => {
                 let (done, stopped) = oneshot::channel();
                 cell.signal(Control::Stop {
                     done,
-                    reason: ExitReason::Shutdown,
+                    reason: reason.clone(),
                 });
                 let _ = stopped.await;
             }
-            Member::Group(g) => g.shutdown().await,
+            Member::Group(g) => g.shutdown_with(reason.clone()).await,
             Member::Gone => {}
         }
     }
@@ -363,9 +373,9 @@ impl Group {
                 GroupMsg::Describe { reply } => {
                     let _ = reply.send(self.describe().await);
                 }
-                GroupMsg::Shutdown { done } => {
+                GroupMsg::Shutdown { done, reason } => {
                     for m in self.members.iter().rev() {
-                        m.stop().await;
+                        m.stop(&reason).await;
                     }
                     tracing::info!(group = %self.id, "group stopped");
                     let _ = done.send(());

@@ -72,6 +72,8 @@ pub(crate) struct Supervisor {
     dynamic: AtomicUsize,
     /// The config's top-level supervision groups, in start order.
     groups: Mutex<Vec<GroupHandle>>,
+    /// The singleton groups the cluster placed on this node, by id.
+    singleton_groups: Mutex<Vec<(String, GroupHandle)>>,
     /// The cluster this node belongs to, if any: dynamic ids are claimed
     /// there.
     pub(crate) cluster: Option<Arc<Cluster>>,
@@ -104,6 +106,7 @@ impl Supervisor {
             remote: Default::default(),
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
+            singleton_groups: Mutex::default(),
             cluster,
         });
         Ok((sup, stored))
@@ -484,6 +487,11 @@ impl Supervisor {
             self.start_config_child(child, parent, None).await;
         }
         for config in &self.config.groups {
+            // In a cluster, a singleton group starts where the cluster
+            // places it.
+            if self.cluster.is_some() && config.placement == Placement::Singleton {
+                continue;
+            }
             let handle = group::start_top(self, config).await;
             self.groups
                 .lock()
@@ -500,8 +508,15 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let singletons: Vec<GroupHandle> = self
+            .singleton_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, g)| g.clone())
+            .collect();
         let mut trees = Vec::with_capacity(groups.len());
-        for g in groups {
+        for g in groups.into_iter().chain(singletons) {
             if let Some(tree) = g.describe().await {
                 trees.push(tree);
             }
@@ -583,6 +598,78 @@ impl Supervisor {
             .filter(|c| c.placement == Placement::Singleton)
             .cloned()
             .collect()
+    }
+
+    /// The config's singleton groups (placed by the cluster).
+    pub(crate) fn singleton_groups(&self) -> Vec<crate::config::GroupConfig> {
+        self.config
+            .groups
+            .iter()
+            .filter(|g| g.placement == Placement::Singleton)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether singleton group `id` runs on this node.
+    pub(crate) fn runs_group(&self, id: &str) -> bool {
+        self.singleton_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(g, _)| g == id)
+    }
+
+    /// Starts a singleton group the cluster placed here.
+    pub(crate) async fn start_singleton_group(
+        self: &Arc<Self>,
+        config: &crate::config::GroupConfig,
+    ) {
+        // Its members are claimed too, so that every node routes to them.
+        if let Some(cluster) = &self.cluster {
+            for member in group_members(config) {
+                let spec = Supervisor::singleton_spec(member);
+                if let Err(e) = cluster.claim_member(&spec).await {
+                    tracing::warn!(child = %member.id, "cannot claim a singleton group's member: {e:#}");
+                }
+            }
+        }
+        let handle = group::start_top(self, config).await;
+        self.singleton_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((config.id.clone(), handle));
+    }
+
+    /// Stops singleton group `id` on this node with `reason`; with
+    /// `shutdown` (its home is another node now), gives its claim up for
+    /// that node.
+    pub(crate) async fn stop_singleton_group(&self, id: &str, reason: ExitReason) {
+        let handle = {
+            let mut groups = self
+                .singleton_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let at = groups.iter().position(|(g, _)| g == id);
+            at.map(|i| groups.remove(i).1)
+        };
+        let Some(handle) = handle else {
+            return;
+        };
+        let released = reason != ExitReason::NoConnection;
+        handle.shutdown_with(reason).await;
+        if let (true, Some(cluster)) = (released, &self.cluster) {
+            let config = self.config.groups.iter().find(|g| g.id == id);
+            for member in config.map(group_members).unwrap_or_default() {
+                cluster.release(&member.id).await;
+            }
+            cluster.release(id).await;
+        }
+    }
+
+    /// The spec a singleton group is claimed with (it has no plugin or
+    /// args of its own).
+    pub(crate) fn singleton_group_spec(id: &str) -> ChildSpec {
+        ChildSpec::new(id, "(group)", &serde_json::Value::Null)
     }
 
     /// The spec a singleton is claimed with.
@@ -678,6 +765,10 @@ impl Supervisor {
         for stopped in waits {
             let _ = stopped.await;
         }
+        for group in self.singleton_groups() {
+            self.stop_singleton_group(&group.id, ExitReason::NoConnection)
+                .await;
+        }
     }
 
     /// Starts a child this node took over from a dead one (or one of its
@@ -733,7 +824,13 @@ impl Supervisor {
     pub(crate) async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
-        for group in groups.iter().rev() {
+        let singletons = std::mem::take(
+            &mut *self
+                .singleton_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for group in singletons.iter().map(|(_, g)| g).chain(groups.iter()).rev() {
             group.shutdown().await;
         }
         let waits: Vec<_> = self
@@ -760,6 +857,15 @@ impl Supervisor {
         }
         self.env.tasks.idle().await;
     }
+}
+
+/// Every child of `group` and its nested groups.
+fn group_members(group: &crate::config::GroupConfig) -> Vec<&StaticChild> {
+    let mut out: Vec<&StaticChild> = group.children.iter().collect();
+    for nested in &group.groups {
+        out.extend(group_members(nested));
+    }
+    out
 }
 
 /// The parent of a dynamic child, or of a config child outside any group:

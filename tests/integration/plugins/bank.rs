@@ -22,6 +22,7 @@ pub(super) async fn bank() -> (Host, tempfile::TempDir) {
             max_seconds: None,
             children: vec![child("ledger"), child("balances")],
             groups: Vec::new(),
+            placement: Default::default(),
         });
     })
     .await
