@@ -122,6 +122,8 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
         println!("{}", Value::Array(children));
         return Ok(());
     }
+    // In a cluster, where each child runs.
+    let clustered = children.iter().any(|c| c.get("node").is_some());
     let rows = children
         .iter()
         .map(|c| {
@@ -129,7 +131,7 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
                 (Value::String(s), Value::Bool(false)) => format!("{s} (lazy)"),
                 (s, _) => text(s),
             };
-            vec![
+            let mut row = vec![
                 text(&c["id"]),
                 text(&c["plugin"]),
                 status,
@@ -137,25 +139,29 @@ pub(super) async fn ps(client: &Client, json: bool) -> Result<()> {
                 text(&c["restarts"]),
                 text(&c["args"]),
                 exit_text(&c["last_exit"]),
-            ]
+            ];
+            if clustered {
+                row.push(text(&c["node"]));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "PLUGIN",
-            "STATUS",
-            "VERSION",
-            "RESTARTS",
-            "ARGS",
-            "LAST EXIT",
-        ],
-        rows,
-        |column, cell| match column {
-            2 => status_style(cell),
-            _ => Style::new(),
-        },
-    );
+    let mut headers = vec![
+        "ID",
+        "PLUGIN",
+        "STATUS",
+        "VERSION",
+        "RESTARTS",
+        "ARGS",
+        "LAST EXIT",
+    ];
+    if clustered {
+        headers.push("NODE");
+    }
+    table(&headers, rows, |column, cell| match column {
+        2 => status_style(cell),
+        _ => Style::new(),
+    });
     Ok(())
 }
 
@@ -281,9 +287,10 @@ pub(super) async fn nodes(client: &Client, json: bool) -> Result<()> {
                         .unwrap_or_default();
                     vec![
                         name,
-                        match n["alive"] == true {
-                            true => "alive".into(),
-                            false => "gone".into(),
+                        match (n["alive"] == true, n["draining"] == true) {
+                            (true, false) => "alive".into(),
+                            (true, true) => "draining".into(),
+                            (false, _) => "gone".into(),
                         },
                         format!("{} ms", text(&n["heartbeat_age_ms"])),
                         text(&n["children"]),
@@ -306,6 +313,7 @@ pub(super) async fn nodes(client: &Client, json: bool) -> Result<()> {
         rows,
         |column, cell| match (column, cell) {
             (1, "alive") => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            (1, "draining") => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
             (1, _) => Style::new().fg_color(Some(AnsiColor::Red.into())),
             _ => Style::new(),
         },
@@ -365,10 +373,11 @@ pub(super) async fn drain(client: &Client, node: &str) -> Result<()> {
     let path = format!("/v1/nodes/{}/drain", path_id(node)?);
     let report = client.json(Method::POST, &path, None).await?;
     let failed = report["failed"].as_array().cloned().unwrap_or_default();
+    let moved = report["moved"].as_u64().unwrap_or(0);
     println!(
-        "drained {}: {} children moved to other nodes, {} stayed",
+        "drained {}: {moved} {} moved to other nodes, {} stayed",
         text(&report["node"]),
-        text(&report["moved"]),
+        if moved == 1 { "child" } else { "children" },
         failed.len()
     );
     for f in &failed {
