@@ -121,8 +121,10 @@ impl ClusterConfig {
             "cluster.heartbeat_ms must be at least 10"
         );
         anyhow::ensure!(
-            self.node_timeout_ms >= 2 * self.heartbeat_ms,
-            "cluster.node_timeout_ms must be at least twice cluster.heartbeat_ms"
+            // The lease (half the timeout) must outlast the two heartbeats
+            // a node may take to notice it is gone, before others act.
+            self.node_timeout_ms > 4 * self.heartbeat_ms,
+            "cluster.node_timeout_ms must be more than four times cluster.heartbeat_ms"
         );
         Ok(())
     }

@@ -1518,3 +1518,43 @@ async fn links_with_a_child_on_another_node_carry_exits_both_ways() {
     .await;
     assert_eq!(got, json!({"id": "t", "reason": "noconnection"}));
 }
+
+/// A durable node killed with `kill -9` comes back after its children
+/// moved: one that was stopped on its new node meanwhile stays stopped
+/// (the node forgets its record), one that runs there stays there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_does_not_bring_back_a_child_stopped_elsewhere() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2) = (node(&nats, "n1").await, node(&nats, "n2").await);
+    start(&n1, "gone", "permanent", 1).await;
+    start(&n1, "kept", "permanent", 2).await;
+    let dir = n1.kill_keep_dir().await;
+    wasmvisor_tests::wait_for_async("n2 to take both over", Duration::from_secs(30), || async {
+        let at = placement(&n2, "after the kill").await;
+        let both = at.get("gone").map(String::as_str) == Some("n2")
+            && at.get("kept").map(String::as_str) == Some("n2");
+        both.then_some(())
+    })
+    .await;
+    n2.client
+        .json(Method::DELETE, "/v1/children/gone", None)
+        .await
+        .expect("gone stops");
+
+    let flags = ["--cluster", nats.url.as_str(), "--node", "n1"];
+    let n1 = RunningHost::start_in(dir, &flags)
+        .await
+        .unwrap_or_else(|log| panic!("n1 did not come back; log:\n{log}"));
+    assert!(local_children(&n1, "n1 back").await.is_empty());
+    let at = placement(&n1, "n1 back").await;
+    assert_eq!(at.get("kept").map(String::as_str), Some("n2"), "{at:?}");
+    assert!(!at.contains_key("gone"), "{at:?}");
+    assert!(
+        n1.log().contains("was stopped on another node since"),
+        "{}",
+        n1.log()
+    );
+}

@@ -18,10 +18,13 @@ use tokio::sync::oneshot;
 pub(crate) enum Control {
     /// Remove the child for good: with `shutdown`, after `terminate`; with
     /// `noconnection` (its node lost its cluster lease), at once, cutting
-    /// short what it is doing, and without `terminate`.
+    /// short what it is doing, and without `terminate`. With `keep`, the
+    /// child leaves this node but not the cluster: its record and claim
+    /// stay (a lost lease, or a drain, which stores a durable state first).
     Stop {
         done: oneshot::Sender<()>,
         reason: ExitReason,
+        keep: bool,
     },
     /// Run `terminate(shutdown)` and start a fresh instance with the same
     /// args; also revives a child in backoff or failed.
@@ -67,6 +70,9 @@ pub(crate) enum Control {
 #[derive(Default)]
 pub(crate) struct ControlSlot {
     pending: AtomicBool,
+    /// A `Stop` with `keep` was taken: the child leaves with its record and
+    /// claim kept.
+    kept: AtomicBool,
     queue: Mutex<Queue>,
     waker: AtomicWaker,
 }
@@ -106,7 +112,16 @@ impl ControlSlot {
             .position(pick)
             .and_then(|i| signals.remove(i));
         self.pending.store(!signals.is_empty(), Ordering::Release);
+        if let Some(Control::Stop { keep: true, .. }) = &found {
+            self.kept.store(true, Ordering::Release);
+        }
         found
+    }
+
+    /// Whether the child was stopped to leave this node only (see
+    /// [`Control::Stop`]): its record and claim stay.
+    pub(crate) fn kept(&self) -> bool {
+        self.kept.load(Ordering::Acquire)
     }
 
     /// Ready with `take`'s signal once there is one; the caller's task is
@@ -164,6 +179,7 @@ impl ControlSlot {
                 Control::Kill { .. }
                 | Control::Stop {
                     reason: ExitReason::NoConnection,
+                    keep: true,
                     ..
                 } => true,
                 Control::Exit { generation: g, .. } => {
@@ -203,6 +219,7 @@ mod tests {
         slot.push(Control::Stop {
             done,
             reason: ExitReason::Shutdown,
+            keep: false,
         });
         slot.push(Control::Kill {
             reason: "operator".into(),
@@ -223,6 +240,7 @@ mod tests {
         slot.push(Control::Stop {
             done,
             reason: ExitReason::Shutdown,
+            keep: false,
         });
         assert!(stopped.await.is_err());
     }

@@ -336,8 +336,9 @@ impl Child {
                     self.held().await
                 }
                 // Its node lost its cluster lease: the child goes (it
-                // moves to another node), whatever its restart policy.
-                Ended::Exit(ExitReason::NoConnection) => {
+                // moves to another node), whatever its restart policy. (A
+                // guest's own `stop(noconnection)` is an exit like others.)
+                Ended::Exit(ExitReason::NoConnection) if self.cell.control.kept() => {
                     let reason = ExitReason::NoConnection;
                     self.cell.exited(&reason, Status::Restarting);
                     self.announce_exit(&reason);
@@ -658,7 +659,7 @@ impl Child {
         Began,
     > {
         match control {
-            Control::Stop { done, reason } => {
+            Control::Stop { done, reason, .. } => {
                 end_asleep(asleep, &reason);
                 self.cell.exited(&reason, Status::Restarting);
                 self.remove().await;
@@ -1123,8 +1124,11 @@ impl Child {
                     self.cell
                         .post_info(generation, Info::Exit { id: from, reason });
                 }
-                Control::Stop { done, reason } => {
-                    if self.parent.host_stopping() {
+                Control::Stop { done, reason, keep } => {
+                    // A durable state is stored before the host stops, and
+                    // before the child moves to another node (a drain).
+                    let moves = keep && reason != ExitReason::NoConnection;
+                    if self.parent.host_stopping() || moves {
                         self.store_on_shutdown(instance).await;
                     }
                     // A node cut off from its cluster runs no more guest
@@ -1406,7 +1410,7 @@ impl Child {
             tokio::select! {
                 biased;
                 control = self.cell.control.next() => match control {
-                    Control::Stop { done, reason } => {
+                    Control::Stop { done, reason, .. } => {
                         if reason == ExitReason::NoConnection {
                             self.cell.state().last_exit = Some(reason);
                         }
@@ -1472,7 +1476,7 @@ impl Child {
                         self.cell.set_status(status);
                         let _ = done.send(());
                     }
-                    Control::Stop { done, reason } => {
+                    Control::Stop { done, reason, .. } => {
                         if reason == ExitReason::NoConnection {
                             self.cell.state().last_exit = Some(reason);
                         }

@@ -126,6 +126,9 @@ pub(crate) enum Adopt {
     Mine,
     /// Another node holds it now: forget it here.
     Elsewhere(String),
+    /// Its claim was given up since (it moved, and was stopped there):
+    /// forget it here.
+    Released,
 }
 
 /// What one node asks of the node that runs a child.
@@ -244,8 +247,14 @@ pub(crate) struct Cluster {
     held: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Durable state.
     store: state::StateStore,
+    /// Children taken over whose state entry could not be fenced yet: their
+    /// state is fenced before it is read.
+    unfenced: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The watching tasks.
     watchers: Vec<tokio::task::AbortHandle>,
+    /// Other nodes' claims, as the watch sees them (see
+    /// [`Cluster::claims_held_elsewhere`]).
+    moved_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, u64)>>>,
 }
 
 /// What a node knows of the cluster, from watching its buckets: every
@@ -379,15 +388,20 @@ impl Cluster {
         let nodes = bucket(&js, format!("{}-nodes", config.name), timeout).await?;
         let store = state::StateStore::open(&js, &config.name).await?;
         let (outbox, outbox_rx) = tokio::sync::mpsc::channel(TOPIC_BACKLOG);
+        let (moved_tx, moved_rx) = tokio::sync::mpsc::unbounded_channel();
         let replica = Arc::new(Replica::default());
         let claims = replica.clone();
         let members = replica.clone();
+        let me = node.clone();
         let watchers = vec![
             follow(children.clone(), move |e| {
                 let mut claims = locked(&claims.claims);
                 match e.operation {
                     kv::Operation::Put => {
                         if let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) {
+                            if claim.owner != me {
+                                let _ = moved_tx.send((unkey(&e.key), e.revision));
+                            }
                             claims.insert(e.key, (claim, e.revision));
                         }
                     }
@@ -400,15 +414,13 @@ impl Cluster {
                 let mut members = locked(&members.members);
                 match e.operation {
                     kv::Operation::Put => {
+                        // Seen now, by this node's clock: the server's time
+                        // of the write would need the clocks to agree. A
+                        // node that died just before this one started is
+                        // judged gone a timeout later than it could be,
+                        // never earlier.
                         if let Ok(info) = serde_json::from_slice::<NodeInfo>(&e.value) {
-                            // An entry from before the watch started is as
-                            // old as the server says.
-                            let written = e.created.unix_timestamp_nanos() / 1_000_000;
-                            let age = u64::try_from(now_ms() as i128 - written).unwrap_or(0);
-                            let seen = std::time::Instant::now()
-                                .checked_sub(Duration::from_millis(age))
-                                .unwrap_or_else(std::time::Instant::now);
-                            members.insert(e.key, (info, seen));
+                            members.insert(e.key, (info, std::time::Instant::now()));
                         }
                     }
                     _ => {
@@ -434,7 +446,9 @@ impl Cluster {
             replica,
             held: Default::default(),
             store,
+            unfenced: Default::default(),
             watchers,
+            moved_rx: std::sync::Mutex::new(Some(moved_rx)),
         };
         cluster.claim_name().await?;
         tracing::info!(
@@ -516,15 +530,38 @@ impl Cluster {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut renewed = tokio::time::Instant::now();
+            let mut renewed_wall = SystemTime::now();
             loop {
                 tick.tick().await;
+                // Counted from before the write: the server's copy is at
+                // least that fresh.
+                let attempt = tokio::time::Instant::now();
+                let wall = SystemTime::now();
+                // Checked before the write: a node that could not renew its
+                // lease for that long (cut off, or its process paused, or
+                // its machine asleep, which only the wall clock counts)
+                // stops its children before a late write renews it, as
+                // other nodes may have taken them over.
+                let gap = attempt
+                    .duration_since(renewed)
+                    .max(wall.duration_since(renewed_wall).unwrap_or_default());
+                if gap >= lease && !me.fenced.swap(true, Ordering::AcqRel) {
+                    let newest = locked(&me.replica.claims)
+                        .values()
+                        .map(|(_, r)| *r)
+                        .max()
+                        .unwrap_or(0);
+                    me.fenced_at.store(newest.max(1), Ordering::Release);
+                    tracing::error!(
+                        "no heartbeat renewed for {gap:?}: stopping this node's children before \
+                         another node takes them over"
+                    );
+                    lost().await;
+                }
                 let (children, plugins) = sample();
                 let Ok(value) = serde_json::to_vec(&me.info(children, plugins)) else {
                     continue;
                 };
-                // Counted from before the write: the server's copy is at
-                // least that fresh.
-                let attempt = tokio::time::Instant::now();
                 let put = tokio::time::timeout(every, me.nodes.put(&me.node, value.into())).await;
                 let renewed_now = match put {
                     Ok(Ok(_)) => true,
@@ -537,28 +574,9 @@ impl Cluster {
                         false
                     }
                 };
-                // A write that went through after a gap of a lease or more
-                // (the process was paused, or the machine slept) renews a
-                // lease that was lost meanwhile: the children go all the
-                // same, before the node serves again, as other nodes may
-                // have taken them over.
-                if attempt.duration_since(renewed) >= lease
-                    && !me.fenced.swap(true, Ordering::AcqRel)
-                {
-                    let newest = locked(&me.replica.claims)
-                        .values()
-                        .map(|(_, r)| *r)
-                        .max()
-                        .unwrap_or(0);
-                    me.fenced_at.store(newest.max(1), Ordering::Release);
-                    tracing::error!(
-                        "no heartbeat renewed for {lease:?}: stopping this node's children before \
-                         another node takes them over"
-                    );
-                    lost().await;
-                }
                 if renewed_now {
                     renewed = attempt;
+                    renewed_wall = wall;
                     if me.fenced.swap(false, Ordering::AcqRel) {
                         tracing::warn!("the heartbeat is renewed: this node serves again");
                     }
@@ -588,8 +606,8 @@ impl Cluster {
             .map(|(k, (c, r))| (k.clone(), c.clone(), *r))
             .collect();
         // Own claims run nowhere only after a lost lease; a newer one may
-        // be a start in progress.
-        let fenced_at = self.fenced_at.swap(0, Ordering::AcqRel);
+        // be a start in progress. Looked for until none is left.
+        let fenced_at = self.fenced_at.load(Ordering::Acquire);
         let mut out = Vec::new();
         for (k, claim, revision) in claims.into_iter().filter(|(_, c, _)| !c.singleton) {
             let id = unkey(&k);
@@ -605,6 +623,12 @@ impl Cluster {
                 });
             }
         }
+        if fenced_at != 0 && !out.iter().any(|o| o.claim.owner == self.node) {
+            // Unless a newer lost lease set it again meanwhile.
+            let _ =
+                self.fenced_at
+                    .compare_exchange(fenced_at, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
         out
     }
 
@@ -616,21 +640,21 @@ impl Cluster {
     pub(crate) async fn take_over(&self, orphan: &Orphan) -> Result<bool> {
         let key = key(&orphan.spec.id);
         if orphan.spec.restart == Restart::Temporary {
-            if self
+            // Not restarted: its claim goes, its state first.
+            self.remove_state(&orphan.spec.id, orphan.revision).await;
+            let _ = self
                 .children
                 .delete_expect_revision(&key, Some(orphan.revision))
-                .await
-                .is_ok()
-            {
-                self.remove_state(&orphan.spec.id).await;
-            }
+                .await;
             return Ok(false);
         }
         if orphan.claim.owner == self.node {
-            // The watched copy may lag when a fence lifts: only a claim the
-            // bucket still says is this node's, unchanged, is restarted.
-            let now = self.claim_of(&orphan.spec.id).await?;
-            return Ok(now.is_some_and(|(c, r)| c.owner == self.node && r == orphan.revision));
+            // Claimed again at the revision this node knew, so that a node
+            // that takes it over at the same time (its copy as late as
+            // this one's) cannot also win.
+            return self
+                .move_claim(&orphan.spec.id, &orphan.claim, orphan.revision)
+                .await;
         }
         self.move_claim(&orphan.spec.id, &orphan.claim, orphan.revision)
             .await
@@ -655,16 +679,13 @@ impl Cluster {
         self.hold(id, token);
         // Before the child runs here: the old owner's late state writes
         // are refused from now on, and the state is this node's to read.
-        let mut tries = 0;
-        while let Err(e) = self.fence_state(id, token).await {
-            tries += 1;
-            if tries == 3 {
-                tracing::error!(
-                    child = id,
-                    "cannot fence its state in the cluster's store; it starts without it: {e}"
-                );
-                break;
-            }
+        if let Err(e) = self.fence_state(id, token).await {
+            // Done before its state is read (which fails until then).
+            tracing::warn!(
+                child = id,
+                "cannot fence its state in the cluster's store yet: {e}"
+            );
+            locked(&self.unfenced).insert(id.to_string());
         }
         Ok(true)
     }
@@ -730,17 +751,18 @@ impl Cluster {
     /// state; a claim another node holds is left alone.
     pub(crate) async fn release(&self, id: &str) {
         locked(&self.held).remove(id);
+        locked(&self.unfenced).remove(id);
         match self.claim_of(id).await {
             Ok(Some((claim, revision))) if claim.owner == self.node => {
-                match self
+                // The state first: once the claim is gone, another node may
+                // start the id and store a state of its own.
+                self.remove_state(id, revision).await;
+                if let Err(e) = self
                     .children
                     .delete_expect_revision(key(id), Some(revision))
                     .await
                 {
-                    Ok(()) => self.remove_state(id).await,
-                    Err(e) => {
-                        tracing::warn!(child = id, "cannot release the id in the cluster: {e}")
-                    }
+                    tracing::warn!(child = id, "cannot release the id in the cluster: {e}")
                 }
             }
             Ok(_) => {}
@@ -752,26 +774,64 @@ impl Cluster {
     /// claim is its own or free (then it claims it again), forget it if
     /// another node holds it.
     pub(crate) async fn adopt(&self, spec: &ChildSpec) -> Result<Adopt> {
-        if let Some((claim, token)) = self.claim_of(&spec.id).await? {
-            return Ok(match claim.owner == self.node {
-                true => {
-                    self.hold(&spec.id, token);
-                    Adopt::Mine
+        loop {
+            let last = self
+                .children
+                .entry(key(&spec.id))
+                .await
+                .context("cannot read the cluster registry")?;
+            let Some(entry) = last else {
+                match self.claim(spec).await {
+                    Ok(()) => return Ok(Adopt::Mine),
+                    // Claimed meanwhile: read again.
+                    Err(StartError::AlreadyStarted(_)) => continue,
+                    Err(e) => return Err(anyhow::anyhow!("{e}")),
                 }
-                false => Adopt::Elsewhere(claim.owner),
-            });
+            };
+            // A claim deleted since: the child was stopped (on the node it
+            // had moved to); this node's record of it is out of date.
+            if entry.operation != kv::Operation::Put {
+                return Ok(Adopt::Released);
+            }
+            let claim: Claim =
+                serde_json::from_slice(&entry.value).context("an unreadable claim")?;
+            if claim.owner != self.node {
+                return Ok(Adopt::Elsewhere(claim.owner));
+            }
+            // Its own: claimed again by a compare-and-set, so that a node
+            // taking it over at the same time loses (or wins, and this one
+            // forgets it).
+            if self.move_claim(&spec.id, &claim, entry.revision).await? {
+                return Ok(Adopt::Mine);
+            }
         }
-        match self.claim(spec).await {
-            Ok(()) => Ok(Adopt::Mine),
-            // Claimed meanwhile by another node.
-            Err(StartError::AlreadyStarted(_)) => Ok(Adopt::Elsewhere(
-                self.claim_of(&spec.id)
-                    .await?
-                    .map(|(c, _)| c.owner)
-                    .unwrap_or_default(),
-            )),
-            Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+
+    /// Claims again, by a compare-and-set raising the epoch, child `id`
+    /// whose claim is this node's: `false` when it is not (any more).
+    pub(crate) async fn reclaim(&self, id: &str) -> Result<bool> {
+        match self.claim_of(id).await? {
+            Some((claim, revision)) if claim.owner == self.node => {
+                self.move_claim(id, &claim, revision).await
+            }
+            _ => Ok(false),
         }
+    }
+
+    /// Claims that another node holds now, as the watch sees them: a child
+    /// of this node whose claim moved on (while this node could not tell)
+    /// is stopped here.
+    pub(crate) fn claims_held_elsewhere(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(String, u64)>> {
+        locked(&self.moved_rx).take()
+    }
+
+    /// Whether child `id`'s claim, now at `revision` and another node's,
+    /// moved on from the one this node holds (this node's copy of the
+    /// child runs no more).
+    pub(crate) fn moved_on(&self, id: &str, revision: u64) -> bool {
+        self.token(id).is_some_and(|mine| mine < revision)
     }
 
     /// This node's name.
@@ -844,7 +904,18 @@ impl Cluster {
                     }
                     _ => continue,
                 };
-                let in_order = matches!(op, Op::Cast | Op::Kill(_));
+                // Monitors and links too: a demonitor must not overtake its
+                // monitor, nor a link's end its start. None of them waits.
+                let in_order = matches!(
+                    op,
+                    Op::Cast
+                        | Op::Kill(_)
+                        | Op::Monitor(..)
+                        | Op::Demonitor(..)
+                        | Op::Down(_)
+                        | Op::Link(..)
+                        | Op::LinkExit(..)
+                );
                 let work = inbound.handle(op, id, request.payload.to_vec());
                 let client = client.clone();
                 let answer = async move {
@@ -1072,7 +1143,13 @@ impl Cluster {
         }
         match self.claim_of(&spec.id).await? {
             None => Ok(self.claim_as(spec, true).await.is_ok()),
-            Some((claim, _)) if claim.owner == self.node => Ok(true),
+            // Held since this node claimed it: nobody moved it.
+            Some((_, revision)) if self.token(&spec.id) == Some(revision) => Ok(true),
+            // This node's from before (a restart, a lost lease): claimed
+            // again, by a compare-and-set.
+            Some((claim, revision)) if claim.owner == self.node => {
+                self.move_claim(&spec.id, &claim, revision).await
+            }
             Some((claim, revision)) => {
                 let live = self.live();
                 if live.contains(&claim.owner) {
@@ -1100,6 +1177,11 @@ impl Cluster {
                     Err(e) => anyhow::bail!("{e}"),
                 },
                 Some((claim, _)) if claim.owner == self.node => return Ok(()),
+                Some((claim, _)) if !claim.singleton => anyhow::bail!(
+                    "the id {} is a dynamic child's on node {}",
+                    spec.id,
+                    claim.owner
+                ),
                 Some((claim, revision)) => {
                     if self.move_claim(&spec.id, &claim, revision).await? {
                         return Ok(());

@@ -114,6 +114,12 @@ impl Cluster {
     /// token belongs to the node the child moved to.
     pub(crate) async fn state(&self, id: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
         let token = self.token(id).ok_or(CheckpointError::Moved)?;
+        // A take-over whose fence failed: an older entry is the previous
+        // owner's state, not a stale one, until it is fenced.
+        if locked(&self.unfenced).contains(id) {
+            self.fence_state(id, token).await?;
+            locked(&self.unfenced).remove(id);
+        }
         let entry = self
             .store
             .entries
@@ -267,20 +273,44 @@ impl Cluster {
         }
     }
 
-    /// Removes child `id`'s state for good (its claim was given up).
-    pub(super) async fn remove_state(&self, id: &str) {
+    /// Removes child `id`'s state for good, before its claim (at most
+    /// `token`) is given up: an entry of a newer owner is left alone.
+    pub(super) async fn remove_state(&self, id: &str, token: u64) {
         let k = key(id);
-        if let Ok(Some(entry)) = self.store.entries.entry(k.clone()).await
-            && entry.operation == kv::Operation::Put
-            && let Some((_, Stored::Object(name))) = decode(&entry.value)
-        {
-            let _ = self.store.objects.delete(&name).await;
+        let entry = match self.store.entries.entry(k.clone()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(
+                    child = id,
+                    "cannot remove its state from the cluster's store: {e}"
+                );
+                return;
+            }
+        };
+        let Some((theirs, stored)) = decode(&entry.value) else {
+            return;
+        };
+        if theirs > token {
+            return;
         }
-        if let Err(e) = self.store.entries.purge(&k).await {
-            tracing::warn!(
-                child = id,
-                "cannot remove its state from the cluster's store: {e}"
-            );
+        let purged = self
+            .store
+            .entries
+            .purge_expect_revision(&k, Some(entry.revision))
+            .await;
+        match purged {
+            Ok(()) => {
+                if let Stored::Object(name) = stored {
+                    let _ = self.store.objects.delete(&name).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    child = id,
+                    "cannot remove its state from the cluster's store: {e}"
+                )
+            }
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct DrainFailure {
     pub why: String,
 }
 
+/// How many stored children a cluster node checks against the registry at
+/// once when it starts, and how many children it takes over at once.
+const RECONCILE_BATCH: usize = 64;
+
 /// Up to this many stored children, each one restored gets a log line.
 const RESTORE_LINES: usize = 500;
 
@@ -147,7 +151,24 @@ impl Host {
         }
         host.sup.start_config().await;
         let total = stored.len();
-        for (i, record) in stored.into_iter().enumerate() {
+        // In a cluster, each stored child is checked against the registry
+        // (one read each), many at once, in order: children still come
+        // back in start order.
+        let cluster = host.sup.cluster.clone();
+        let checked = futures_util::stream::iter(stored.into_iter().enumerate())
+            .map(|(i, record)| {
+                let cluster = cluster.clone();
+                async move {
+                    let adopt = match &cluster {
+                        Some(c) => Some(c.adopt(&record.spec).await),
+                        None => None,
+                    };
+                    (i, record, adopt)
+                }
+            })
+            .buffered(RECONCILE_BATCH);
+        let mut checked = std::pin::pin!(checked);
+        while let Some((i, record, adopt)) = checked.next().await {
             // One line per child up to a few hundred; past that, the first,
             // every 100,000th and the last (a million lines would be the
             // slowest part of the start).
@@ -161,9 +182,18 @@ impl Host {
             } else {
                 tracing::debug!("[{n}/{total}] restoring child {}", record.spec.id);
             }
-            if let Some(cluster) = &host.sup.cluster {
-                match cluster.adopt(&record.spec).await {
+            if let Some(adopt) = adopt {
+                match adopt {
                     Ok(Adopt::Mine) => {}
+                    Ok(Adopt::Released) => {
+                        tracing::info!(
+                            "stored child {} was stopped on another node since; forgotten here",
+                            record.spec.id
+                        );
+                        host.sup.forget(&record.spec.id).await;
+                        progress(Progress::Restoring { done: n, total });
+                        continue;
+                    }
                     Ok(Adopt::Elsewhere(owner)) => {
                         tracing::info!(
                             "stored child {} runs on node {owner} now; forgotten here",
@@ -210,6 +240,19 @@ impl Host {
                 requests.abort_handle(),
                 rehome.abort_handle(),
             ];
+            // A child of this node whose claim another node holds now (it
+            // was taken over while this node could not tell) stops here.
+            if let Some(mut moved) = cluster.claims_held_elsewhere() {
+                let (sup, cluster) = (host.sup.clone(), cluster.clone());
+                let sweep = tokio::spawn(async move {
+                    while let Some((id, revision)) = moved.recv().await {
+                        if sup.registry.get(&id).is_some() && cluster.moved_on(&id, revision) {
+                            sup.moved_away(&id);
+                        }
+                    }
+                });
+                tasks.push(sweep.abort_handle());
+            }
             tasks.extend(topics.iter().map(|t| t.abort_handle()));
             *host.cluster_tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         }
@@ -358,7 +401,10 @@ impl Host {
         let target = cluster
             .drain_target(id)
             .ok_or("no other live node takes children")?;
-        let spec = self.sup.hand_off(id).await.map_err(|e| e.to_string())?;
+        let (spec, kept) = self.sup.hand_off(id).await.map_err(|e| e.to_string())?;
+        if !kept {
+            return Err("it stopped on its own meanwhile".into());
+        }
         let asked = cluster
             .ask(
                 &target,
@@ -368,61 +414,33 @@ impl Host {
             )
             .await;
         // The claim says who runs it now, whatever the answer (a lost
-        // answer, or a node that died meanwhile).
+        // answer, or a node that died meanwhile): the target's
+        // compare-and-set, or this node's own below, wins.
         let owner = cluster.owner_of(id).await;
-        match (&asked, owner) {
-            (_, Ok(Some(owner))) if owner != cluster.node_name() => {
-                self.sup.forget_handed(id).await;
-                Ok(owner)
-            }
-            (Err((code, message)), Ok(Some(_))) => {
+        if let Ok(Some(owner)) = &owner
+            && owner != cluster.node_name()
+        {
+            self.sup.forget_handed(id).await;
+            return Ok(owner.clone());
+        }
+        let why = match asked {
+            Err((code, message)) => format!("node {target} did not take it: {code}: {message}"),
+            Ok(_) => format!("node {target} did not take it"),
+        };
+        match cluster.reclaim(id).await {
+            Ok(true) => {
                 // Still this node's: it runs here again.
                 self.sup.rehome(spec, ExitReason::Shutdown).await;
-                Err(format!("node {target} did not take it: {code}: {message}"))
+                Err(format!("{why}; it runs on this node again"))
             }
-            (Ok(_), Ok(Some(_))) => {
-                self.sup.rehome(spec, ExitReason::Shutdown).await;
-                Err(format!("node {target} did not take it"))
+            Ok(false) => {
+                self.sup.forget_handed(id).await;
+                Err(format!("{why}; its claim moved or is gone"))
             }
-            (_, Ok(None)) => Err("its claim is gone".into()),
-            (_, Err(e)) => Err(format!(
-                "cannot read its claim ({e:#}); it runs on {target} or, once the claim is \
-                 readable, is re-homed"
+            Err(e) => Err(format!(
+                "{why}; its claim cannot be read ({e:#}): it stays stored and claimed here, \
+                 and runs again when this node restarts"
             )),
-        }
-    }
-
-    /// Node `from` monitors child `id` of this node under `key`: it is told
-    /// the exit reason; `noproc` when the child does not run here.
-    fn monitored_from(&self, id: &str, from: String, key: u64) -> Answer {
-        let noproc = || {
-            (
-                "noproc".to_string(),
-                format!("{id} does not run on this node"),
-            )
-        };
-        let (Some(cell), Some(cluster)) = (self.sup.registry.get(id), self.sup.cluster.clone())
-        else {
-            return Err(noproc());
-        };
-        let node: Arc<str> = from.into();
-        let (to, child) = (node.clone(), id.to_string());
-        let tell = Box::new(move |reason: ExitReason| {
-            let reason = serde_json::to_vec(&reason).unwrap_or_default();
-            tokio::spawn(async move {
-                if let Err((code, message)) = cluster.ask(&to, &child, Op::Down(key), reason).await
-                {
-                    tracing::warn!(
-                        child,
-                        "cannot tell node {to} of the exit it monitors: {code}: {message}"
-                    );
-                }
-            });
-        });
-        let watcher = crate::child::RemoteWatcher { node, key, tell };
-        match cell.monitor_remote(watcher) {
-            true => Ok(Vec::new()),
-            false => Err(noproc()),
         }
     }
 
@@ -738,7 +756,13 @@ impl Inbound for Local {
                     };
                 }
                 Op::Adopt(from) => return host.adopt_handed(&id, &from).await,
-                Op::Monitor(from, key) => return host.monitored_from(&id, from, key),
+                Op::Monitor(from, key) => {
+                    return host
+                        .sup
+                        .monitored_from(&id, &from, key)
+                        .map(|()| Vec::new())
+                        .map_err(call_error);
+                }
                 Op::Demonitor(from, key) => {
                     if let Some(cell) = host.sup.registry.get(&id) {
                         cell.demonitor_remote(&from, key);
@@ -792,18 +816,25 @@ async fn rehome(sup: Arc<Supervisor>, cluster: Arc<Cluster>) {
         if cluster.fenced() {
             continue;
         }
-        for orphan in cluster.orphans(|id| sup.registry.get(id).is_some()) {
-            match cluster.take_over(&orphan).await {
-                Ok(true) => {
-                    tracing::info!(child = %orphan.spec.id, "taking the child over");
-                    sup.rehome(orphan.spec, ExitReason::NoConnection).await;
+        let orphans = cluster.orphans(|id| sup.registry.get(id).is_some());
+        let takeovers = futures_util::stream::iter(orphans)
+            .map(|orphan| {
+                let (sup, cluster) = (sup.clone(), cluster.clone());
+                async move {
+                    match cluster.take_over(&orphan).await {
+                        Ok(true) => {
+                            tracing::info!(child = %orphan.spec.id, "taking the child over");
+                            sup.rehome(orphan.spec, ExitReason::NoConnection).await;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(child = %orphan.spec.id, "cannot take the child over: {e:#}")
+                        }
+                    }
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(child = %orphan.spec.id, "cannot take the child over: {e:#}")
-                }
-            }
-        }
+            })
+            .buffer_unordered(RECONCILE_BATCH);
+        takeovers.collect::<()>().await;
         // Singletons run where their home is, and only there.
         for child in sup.singletons() {
             let here = sup.registry.get(&child.id).is_some();

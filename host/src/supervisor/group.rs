@@ -242,6 +242,8 @@ impl Member {
                 cell.signal(Control::Stop {
                     done,
                     reason: reason.clone(),
+                    // A lost lease: the member leaves this node only.
+                    keep: *reason == ExitReason::NoConnection,
                 });
                 let _ = stopped.await;
             }

@@ -63,9 +63,6 @@ pub(crate) struct Supervisor {
     durable: Option<Arc<Durable>>,
     /// Set by `shutdown`: children stop without being forgotten.
     shutting_down: AtomicBool,
-    /// Children being handed to another node (a drain): they stop without
-    /// being forgotten or giving their claim up.
-    handing_off: Mutex<std::collections::HashSet<String>>,
     /// This node's monitors of children on other nodes.
     remote: remote::RemoteWatches,
     /// Dynamic children that exist, for `[supervisor] max_children`.
@@ -102,7 +99,6 @@ impl Supervisor {
             config,
             durable,
             shutting_down: AtomicBool::new(false),
-            handing_off: Mutex::default(),
             remote: Default::default(),
             dynamic: AtomicUsize::new(0),
             groups: Mutex::default(),
@@ -267,6 +263,7 @@ impl Supervisor {
                 self.order(id, |done| Control::Stop {
                     done,
                     reason: ExitReason::Shutdown,
+                    keep: false,
                 })
                 .await
             }
@@ -629,7 +626,9 @@ impl Supervisor {
             for member in group_members(config) {
                 let spec = Supervisor::singleton_spec(member);
                 if let Err(e) = cluster.claim_member(&spec).await {
-                    tracing::warn!(child = %member.id, "cannot claim a singleton group's member: {e:#}");
+                    // Tried again at the next placement round.
+                    tracing::warn!(child = %member.id, "cannot claim a singleton group's member; the group does not start yet: {e:#}");
+                    return;
                 }
             }
         }
@@ -692,6 +691,7 @@ impl Supervisor {
             .order(id, |done| Control::Stop {
                 done,
                 reason: ExitReason::Shutdown,
+                keep: false,
             })
             .await;
         if let Some(cluster) = &self.cluster {
@@ -700,31 +700,19 @@ impl Supervisor {
     }
 
     /// Stops dynamic child `id` to hand it to another node (a drain),
-    /// keeping its record and claim: a `durable_state` child hibernates
-    /// first, so its state is stored, then it stops (`terminate(shutdown)`).
-    pub(crate) async fn hand_off(&self, id: &str) -> Result<ChildSpec, ChildError> {
+    /// keeping its record and claim: a `durable_state` child stores its
+    /// state as at a host shutdown, then it stops (`terminate(shutdown)`).
+    /// `false` when the child left otherwise meanwhile (an operator stop,
+    /// its own exit): then there is nothing to hand over.
+    pub(crate) async fn hand_off(&self, id: &str) -> Result<(ChildSpec, bool), ChildError> {
         let cell = self.child(id)?;
-        if self.config.plugin(&cell.spec.plugin).durable_state {
-            // A child that cannot hibernate now keeps its last checkpoint.
-            let _ = self.hibernate_child(id).await;
-        }
-        self.handing_off
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
-        let stopped = self
-            .order(id, |done| Control::Stop {
-                done,
-                reason: ExitReason::Shutdown,
-            })
-            .await;
-        if stopped.is_err() {
-            self.handing_off
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
-        }
-        stopped.map(|()| cell.spec.clone())
+        self.order(id, |done| Control::Stop {
+            done,
+            reason: ExitReason::Shutdown,
+            keep: true,
+        })
+        .await?;
+        Ok((cell.spec.clone(), cell.control.kept()))
     }
 
     /// Forgets a child handed to another node: the state database no
@@ -758,6 +746,7 @@ impl Supervisor {
                 cell.signal(Control::Stop {
                     done,
                     reason: ExitReason::NoConnection,
+                    keep: true,
                 });
                 stopped
             })
@@ -848,6 +837,7 @@ impl Supervisor {
                 cell.signal(Control::Stop {
                     done,
                     reason: ExitReason::Shutdown,
+                    keep: false,
                 });
                 Some(stopped)
             })
@@ -951,12 +941,7 @@ impl Parent for DynamicParent {
                 // Stopped for a lost lease, or to be handed to another
                 // node: it stays stored and claimed, and another node takes
                 // it over.
-                let handed = sup
-                    .handing_off
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&*cell.id);
-                if handed || cell.state().last_exit == Some(ExitReason::NoConnection) {
+                if cell.control.kept() {
                     return;
                 }
                 sup.forget(&cell.id).await;

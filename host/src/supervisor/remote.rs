@@ -8,7 +8,8 @@
 //! the exit signal comes, with `noconnection`, as in Erlang.
 
 use super::Supervisor;
-use crate::child::{Cell, Control, RemoteLink};
+use crate::child::{Cell, Control, RemoteLink, RemoteWatcher};
+use crate::cluster::Cluster;
 use crate::cluster::Op;
 use crate::types::CallError;
 use crate::types::ExitReason;
@@ -38,11 +39,25 @@ type LinkKey = (Arc<str>, u64);
 
 /// This node's monitors of children on other nodes, and its ends of links
 /// with them, by key.
-#[derive(Default)]
 pub(crate) struct RemoteWatches {
     next: AtomicU64,
     watches: Mutex<HashMap<u64, Watch>>,
     links: Mutex<HashMap<LinkKey, LinkEnd>>,
+}
+
+impl Default for RemoteWatches {
+    /// Keys start from the time: a node that restarts does not take a key
+    /// another node may still send a `down` or an exit for.
+    fn default() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        RemoteWatches {
+            next: AtomicU64::new(now << 20),
+            watches: Mutex::default(),
+            links: Mutex::default(),
+        }
+    }
 }
 
 impl RemoteWatches {
@@ -52,6 +67,28 @@ impl RemoteWatches {
 
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<LinkKey, LinkEnd>> {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tells node `node` how one of its monitors or links of child `id` ended
+/// (`op`, with the reason): tried again while the node is alive, as a lost
+/// message would leave a `down` or an exit signal never delivered.
+async fn tell_node(cluster: &Cluster, node: &str, id: &str, op: Op, reason: Vec<u8>) {
+    let mut tries = 0;
+    loop {
+        match cluster.ask(node, id, op.clone(), reason.clone()).await {
+            Ok(_) => return,
+            Err((code, message)) => {
+                tries += 1;
+                if tries == 3 || !cluster.is_live(node) {
+                    tracing::warn!(
+                        child = id,
+                        "cannot tell node {node} how a monitor or link ended: {code}: {message}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -119,7 +156,8 @@ impl Supervisor {
                 Err(_) => ExitReason::NoConnection,
             };
             // A `down` may have come first.
-            if let Some(watch) = sup.remote.lock().remove(&key) {
+            let watch = sup.remote.lock().remove(&key);
+            if let Some(watch) = watch {
                 fire(watch, failed);
             }
         });
@@ -165,6 +203,33 @@ impl Supervisor {
         }
     }
 
+    /// Node `from` monitors this node's child `id` under its `key`: that
+    /// node is told the exit reason; `not_found` (which it takes as
+    /// `noproc`) when the child does not run here.
+    pub(crate) fn monitored_from(
+        self: &Arc<Self>,
+        id: &str,
+        from: &str,
+        key: u64,
+    ) -> Result<(), CallError> {
+        let (Some(cell), Some(cluster)) = (self.registry.get(id), self.cluster.clone()) else {
+            return Err(CallError::NotFound);
+        };
+        let node: Arc<str> = from.into();
+        let (to, child) = (node.to_string(), id.to_string());
+        let tell = Box::new(move |reason: ExitReason| {
+            let reason = serde_json::to_vec(&reason).unwrap_or_default();
+            tokio::spawn(
+                async move { tell_node(&cluster, &to, &child, Op::Down(key), reason).await },
+            );
+        });
+        let watcher = RemoteWatcher { node, key, tell };
+        match cell.monitor_remote(watcher) {
+            true => Ok(()),
+            false => Err(CallError::NotFound),
+        }
+    }
+
     /// How this node's end `key` of a link with `partner` on `node` tells
     /// that node it ended.
     fn link_teller(
@@ -185,12 +250,7 @@ impl Supervisor {
             let reason = serde_json::to_vec(&reason).unwrap_or_default();
             tokio::spawn(async move {
                 let op = Op::LinkExit(key.0.to_string(), key.1);
-                if let Err((code, message)) = cluster.ask(&node, &partner, op, reason).await {
-                    tracing::warn!(
-                        child = %partner,
-                        "cannot tell node {node} that a link ended: {code}: {message}"
-                    );
-                }
+                tell_node(&cluster, &node, &partner, op, reason).await;
             });
         })
     }

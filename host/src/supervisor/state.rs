@@ -117,10 +117,10 @@ impl Supervisor {
     /// Child `id` runs on another node now (its claim moved on while this
     /// node could not tell, e.g. while it was paused): it stops here. Its
     /// record here is forgotten; the claim is not this node's to give up.
-    fn moved_away(self: &Arc<Self>, id: &str) {
+    pub(crate) fn moved_away(self: &Arc<Self>, id: &str) {
         tracing::error!(
             child = id,
-            "the child's claim moved to another node: a state write from here was refused; \
+            "the child's claim moved to another node while this node could not tell; \
              stopping it here"
         );
         let (sup, id) = (self.clone(), id.to_string());
