@@ -5,7 +5,7 @@
 //! PATH they are skipped and say why.
 
 use crate::shared::percentile;
-use crate::workloads::{Options, calls_1c, progress};
+use crate::shared::{calls_1c, progress};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -100,8 +100,20 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
+/// What the cluster workloads run with.
+pub struct Wanted {
+    /// The folder with `chaos.wasm`.
+    pub plugins: std::path::PathBuf,
+    /// The hosts' pool settings.
+    pub pool: PoolConfig,
+    /// Run the `cluster` workload (calls).
+    pub calls: bool,
+    /// Run the `rehome` workload.
+    pub rehome: bool,
+}
+
 /// Runs the cluster workloads `opts` asks for, in `dir`.
-pub async fn run(opts: &Options, dir: &Path, sizes: Sizes) -> Result<Figures> {
+pub async fn run(opts: &Wanted, dir: &Path, sizes: Sizes) -> Result<Figures> {
     std::fs::create_dir_all(dir)?;
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins)?;
@@ -115,13 +127,13 @@ pub async fn run(opts: &Options, dir: &Path, sizes: Sizes) -> Result<Figures> {
     let nats = Nats::start(&dir.join("nats")).await?;
     let result = async {
         let mut figures = Figures::default();
-        if opts.wants("cluster") {
+        if opts.calls {
             progress("cluster calls (2 nodes, NATS on loopback)");
             (figures.remote, figures.local) =
                 calls(&nats.url, &plugins, &opts.pool, sizes.calls).await?;
             figures.calls = sizes.calls;
         }
-        if opts.wants("rehome") {
+        if opts.rehome {
             progress("re-homing after kill -9");
             figures.rehome =
                 Some(rehome(&nats.url, &plugins, dir, &opts.pool, sizes.rehome).await?);

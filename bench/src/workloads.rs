@@ -4,7 +4,7 @@
 
 use crate::native::{self, NativeHost};
 use crate::report::Report;
-use crate::shared::{percentile, tracker_spec};
+use crate::shared::{calls_1c, percentile, progress, tracker_spec};
 use crate::system;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -363,11 +363,17 @@ pub async fn run(opts: Options) -> Result<Report> {
                     crate::cluster::FULL
                 };
                 let c = {
-                    let (opts, dir) = (opts.clone(), dir.join("cluster"));
+                    let wanted = crate::cluster::Wanted {
+                        plugins: opts.plugins.clone(),
+                        pool: opts.pool,
+                        calls: opts.wants("cluster"),
+                        rehome: opts.wants("rehome"),
+                    };
+                    let dir = dir.join("cluster");
                     // On a runtime worker, as the calls workload's client
                     // is (see main).
                     on_own_runtime("cluster", async move {
-                        tokio::spawn(async move { crate::cluster::run(&opts, &dir, sizes).await })
+                        tokio::spawn(async move { crate::cluster::run(&wanted, &dir, sizes).await })
                             .await?
                     })
                     .await?
@@ -431,10 +437,6 @@ fn kept_resident_bytes(host: &Host) -> u64 {
         .sum()
 }
 
-pub(crate) fn progress(what: &str) {
-    eprintln!("bench: {what}...");
-}
-
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("wasmvisor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -484,30 +486,6 @@ async fn native_spawn(native: &NativeHost, n: usize) -> f64 {
         let _ = t.await;
     }
     t.elapsed().as_secs_f64() * 1e6 / n as f64
-}
-
-/// `n` calls in a row from one client: (calls/s, p50 µs, p99 µs).
-pub(crate) async fn calls_1c<F, Fut, E>(n: usize, mut one: F) -> Result<(f64, f64, f64)>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
-    E: std::fmt::Display,
-{
-    for _ in 0..n / 10 {
-        one()
-            .await
-            .map_err(|e| anyhow!("warm-up call failed: {e}"))?;
-    }
-    let mut samples = Vec::with_capacity(n);
-    let t = Instant::now();
-    for _ in 0..n {
-        let s = Instant::now();
-        one().await.map_err(|e| anyhow!("call failed: {e}"))?;
-        samples.push(s.elapsed());
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    samples.sort();
-    Ok((rate, percentile(&samples, 0.5), percentile(&samples, 0.99)))
 }
 
 /// `n` calls split over 4 concurrent clients, each calling its own child.
