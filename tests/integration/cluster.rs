@@ -33,6 +33,12 @@ impl Nats {
 
     /// As [`Nats::start`]; without `jetstream`, a server with JetStream off.
     async fn start_with(jetstream: bool) -> Option<Nats> {
+        Nats::start_full(jetstream, &[]).await
+    }
+
+    /// A server with JetStream as `jetstream` says and `extra` arguments
+    /// (e.g. `--auth TOKEN`).
+    async fn start_full(jetstream: bool, extra: &[&str]) -> Option<Nats> {
         if std::process::Command::new("nats-server")
             .arg("--version")
             .output()
@@ -53,6 +59,7 @@ impl Nats {
         }
         let process = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -1557,4 +1564,66 @@ async fn a_restarted_node_does_not_bring_back_a_child_stopped_elsewhere() {
         "{}",
         n1.log()
     );
+}
+
+/// A dead node's child goes to a survivor that lacks its plugin: it waits
+/// there (status `waiting`) and starts, with its args, once the plugin is
+/// dropped into that node's folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_child_waits_for_its_plugin_on_the_survivor() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let (n1, n2) = (node(&nats, "n1").await, node(&nats, "n2").await);
+    let chaos = n2.plugins_dir().join("chaos.wasm");
+    let bytes = std::fs::read(&chaos).expect("n2 has chaos");
+    std::fs::remove_file(&chaos).expect("chaos leaves n2");
+    wasmvisor_tests::wait_for_async("n2 to unload chaos", Duration::from_secs(20), || async {
+        let plugins = n2.get("/v1/plugins").await;
+        let loaded = plugins
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "chaos" && !p["version"].is_null());
+        (!loaded).then_some(())
+    })
+    .await;
+    start(&n1, "w", "permanent", 7).await;
+    n1.kill().await;
+    wasmvisor_tests::wait_for_async("w to wait on n2", Duration::from_secs(30), || async {
+        // Until n2 takes it over, n1 (dead) is asked and does not answer.
+        let w = n2
+            .client
+            .json(Method::GET, "/v1/children/w", None)
+            .await
+            .ok()?;
+        (w["status"] == "waiting" && w["node"] == "n2").then_some(())
+    })
+    .await;
+    std::fs::write(&chaos, bytes).expect("chaos is back");
+    wasmvisor_tests::wait_for_async("w to serve on n2", Duration::from_secs(30), || async {
+        let (status, body) = call_1s(&n2, "w", json!("state")).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let (_, body) = call_1s(&n2, "w", json!("state")).await;
+    assert_eq!(body["reply"]["args"], json!({"i": 7}), "{body}");
+}
+
+/// A NATS that wants a token: a node with the token in its URL joins, one
+/// without is refused with an error naming the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_url_reaches_a_nats_that_wants_one() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(nats) = Nats::start_full(true, &["--auth", "s3cret"]).await else {
+        return;
+    };
+    let with = format!("nats://s3cret@{}", nats.addr);
+    let n1 = node_at(&with, "n1").await;
+    let nodes = n1.get("/v1/nodes").await;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    let (status, stderr, _) = run_failing(&nats.url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&nats.url), "{stderr}");
 }

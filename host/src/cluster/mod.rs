@@ -318,6 +318,41 @@ fn heir<'a>(id: &str, live: &'a [String]) -> Option<&'a String> {
     live.iter().max_by_key(|node| hash(node))
 }
 
+/// Credentials written into a NATS URL.
+#[derive(Debug, PartialEq)]
+enum UrlAuth {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The credentials in `urls` (comma-separated servers; the first that has
+/// any), and the URLs without them, to show in messages and logs.
+fn url_auth(urls: &str) -> (Option<UrlAuth>, String) {
+    let mut auth = None;
+    let mut shown = Vec::new();
+    for url in urls.split(',') {
+        let url = url.trim();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let host_at = rest.find('/').unwrap_or(rest.len());
+        let Some(at) = rest[..host_at].rfind('@') else {
+            shown.push(url.to_string());
+            continue;
+        };
+        let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+        if auth.is_none() {
+            auth = Some(match userinfo.split_once(':') {
+                Some((user, password)) => UrlAuth::UserPassword(user.into(), password.into()),
+                None => UrlAuth::Token(userinfo.into()),
+            });
+        }
+        shown.push(match scheme {
+            "" => host.to_string(),
+            scheme => format!("{scheme}://{host}"),
+        });
+    }
+    (auth, shown.join(","))
+}
+
 /// The id of a key made by [`key`].
 fn unkey(key: &str) -> String {
     let mut id = String::with_capacity(key.len());
@@ -372,6 +407,16 @@ impl Cluster {
                 .await
                 .with_context(|| format!("cannot read credentials {}", creds.display()))?;
         }
+        // async-nats takes a URL's user and password, or token, from its
+        // options, not from the URL; the URL is shown without them.
+        let (auth, shown) = url_auth(&config.nats);
+        options = match auth {
+            Some(UrlAuth::UserPassword(user, password)) => {
+                options.user_and_password(user, password)
+            }
+            Some(UrlAuth::Token(token)) => options.token(token),
+            None => options,
+        };
         if let Some(ca) = &config.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -380,8 +425,8 @@ impl Cluster {
             options.connect(config.nats.as_str()),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("no answer from NATS at {} within 10 s", config.nats))?
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats))?;
+        .map_err(|_| anyhow::anyhow!("no answer from NATS at {shown} within 10 s"))?
+        .with_context(|| format!("cannot connect to NATS at {shown}"))?;
         let js = jetstream::new(client.clone());
         let timeout = Duration::from_millis(config.node_timeout_ms);
         let children = bucket(&js, format!("{}-children", config.name), Duration::ZERO).await?;
@@ -455,7 +500,7 @@ impl Cluster {
             "joined cluster {} as node {} through {}",
             cluster.name,
             cluster.node,
-            config.nats
+            shown
         );
         Ok(cluster)
     }
@@ -1382,6 +1427,25 @@ pub(crate) mod tests {
                 _store: store,
             })
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_taken_out_of_it() {
+        assert_eq!(
+            url_auth("nats://u:p@h:4222"),
+            (
+                Some(UrlAuth::UserPassword("u".into(), "p".into())),
+                "nats://h:4222".into()
+            )
+        );
+        assert_eq!(
+            url_auth("nats://tok@h:1,nats://h:2"),
+            (
+                Some(UrlAuth::Token("tok".into())),
+                "nats://h:1,nats://h:2".into()
+            )
+        );
+        assert_eq!(url_auth("nats://h:4222"), (None, "nats://h:4222".into()));
     }
 
     #[test]
