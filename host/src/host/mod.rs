@@ -730,14 +730,8 @@ impl Inbound for Local {
                     let info = host.child(&id).ok_or_else(not_found)?;
                     return Ok(json(&host.with_node(info)));
                 }
-                Op::Stop => {
-                    local()?;
-                    host.sup.stop_child(&id).await
-                }
-                Op::Restart => {
-                    local()?;
-                    host.sup.restart_child(&id).await
-                }
+                Op::Stop => host.sup.stop_here(&id).await,
+                Op::Restart => host.sup.restart_here(&id).await,
                 Op::Kill(reason) => {
                     local()?;
                     host.sup.kill_child(&id, &reason)

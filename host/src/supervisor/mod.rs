@@ -231,7 +231,7 @@ impl Supervisor {
         slot.keep();
         if let Err(e) = self.persist(&cell).await {
             // Not durable means not acknowledged: undo the start.
-            let _ = self.stop_child(&cell.id).await;
+            let _ = self.stop_here(&cell.id).await;
             return Err(StartError::Unavailable(format!(
                 "cannot store the child: {e:#}"
             )));
@@ -278,6 +278,24 @@ impl Supervisor {
             Some(answer) => answer,
             None => self.order(id, |done| Control::Restart { done }).await,
         }
+    }
+
+    /// Stops child `id` on this node only (`terminate(shutdown)`, then
+    /// removed); `not_found` when this node has no such child, whichever
+    /// node of the cluster may run it.
+    pub(crate) async fn stop_here(&self, id: &str) -> Result<(), ChildError> {
+        self.order(id, |done| Control::Stop {
+            done,
+            reason: ExitReason::Shutdown,
+            keep: false,
+        })
+        .await
+    }
+
+    /// Restarts child `id` on this node only (see
+    /// [`Supervisor::restart_child`]).
+    pub(crate) async fn restart_here(&self, id: &str) -> Result<(), ChildError> {
+        self.order(id, |done| Control::Restart { done }).await
     }
 
     /// `kill_child`, on whichever node of the cluster runs the child.

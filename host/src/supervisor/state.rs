@@ -124,8 +124,10 @@ impl Supervisor {
              stopping it here"
         );
         let (sup, id) = (self.clone(), id.to_string());
+        // This node's copy only: a stop by id would go to the node that
+        // holds the claim now once the copy here is gone.
         tokio::spawn(async move {
-            let _ = sup.stop_child(&id).await;
+            let _ = sup.stop_here(&id).await;
         });
     }
 }
