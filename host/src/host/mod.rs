@@ -185,20 +185,12 @@ impl Host {
             if let Some(adopt) = adopt {
                 match adopt {
                     Ok(Adopt::Mine) => {}
-                    Ok(Adopt::Released) => {
-                        tracing::info!(
-                            "stored child {} was stopped on another node since; forgotten here",
-                            record.spec.id
-                        );
-                        host.sup.forget(&record.spec.id).await;
-                        progress(Progress::Restoring { done: n, total });
-                        continue;
-                    }
-                    Ok(Adopt::Elsewhere(owner)) => {
-                        tracing::info!(
-                            "stored child {} runs on node {owner} now; forgotten here",
-                            record.spec.id
-                        );
+                    Ok(other) => {
+                        let why = match other {
+                            Adopt::Elsewhere(owner) => format!("runs on node {owner} now"),
+                            _ => "was stopped on another node since".to_string(),
+                        };
+                        tracing::info!("stored child {} {why}; forgotten here", record.spec.id);
                         host.sup.forget(&record.spec.id).await;
                         progress(Progress::Restoring { done: n, total });
                         continue;

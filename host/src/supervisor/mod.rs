@@ -276,7 +276,7 @@ impl Supervisor {
     pub(crate) async fn restart_child(&self, id: &str) -> Result<(), ChildError> {
         match self.route_child(id, Op::Restart).await {
             Some(answer) => answer,
-            None => self.order(id, |done| Control::Restart { done }).await,
+            None => self.restart_here(id).await,
         }
     }
 
@@ -705,13 +705,7 @@ impl Supervisor {
     /// Stops a singleton whose home is another node now, and gives its
     /// claim up for that node.
     pub(crate) async fn stop_singleton(&self, id: &str) {
-        let _ = self
-            .order(id, |done| Control::Stop {
-                done,
-                reason: ExitReason::Shutdown,
-                keep: false,
-            })
-            .await;
+        let _ = self.stop_here(id).await;
         if let Some(cluster) = &self.cluster {
             cluster.release(id).await;
         }

@@ -269,25 +269,9 @@ impl Supervisor {
         let node = cluster.locate(id).await.ok_or(CallError::NotFound)?;
         let number = self.remote.next.fetch_add(1, Ordering::Relaxed);
         let key: LinkKey = (cluster.node_name().into(), number);
-        let partner: Arc<str> = id.into();
         // This end first: an exit from the other end may come before the
         // answer.
-        self.remote.links().insert(
-            key.clone(),
-            LinkEnd {
-                cell: Arc::downgrade(cell),
-                node: node.clone(),
-                partner: partner.clone(),
-            },
-        );
-        let tell = self.link_teller(key.clone(), node.clone(), partner.clone());
-        let end = RemoteLink {
-            key: key.clone(),
-            partner,
-            tell,
-        };
-        if cell.link_remote(Some(generation), end).is_none() {
-            self.remote.links().remove(&key);
+        if !self.add_link_end(cell, Some(generation), key.clone(), &node, id) {
             return Err(CallError::Failed("this incarnation has ended".into()));
         }
         let op = Op::Link(cluster.node_name().to_string(), number);
@@ -317,29 +301,44 @@ impl Supervisor {
         partner: &str,
     ) -> Result<(), CallError> {
         let cell = self.registry.get(id).ok_or(CallError::NotFound)?;
-        let key: LinkKey = (from.into(), number);
+        match self.add_link_end(&cell, None, (from.into(), number), from, partner) {
+            true => Ok(()),
+            false => Err(CallError::NotFound),
+        }
+    }
+
+    /// Adds this node's end `key` of a link between `cell`'s incarnation
+    /// `generation` (the current one when `None`) and `partner` on `node`:
+    /// in this node's table and on the cell. `false` (and nothing added)
+    /// when that incarnation does not run.
+    fn add_link_end(
+        self: &Arc<Self>,
+        cell: &Arc<Cell>,
+        generation: Option<u64>,
+        key: LinkKey,
+        node: &str,
+        partner: &str,
+    ) -> bool {
         let partner: Arc<str> = partner.into();
         self.remote.links().insert(
             key.clone(),
             LinkEnd {
-                cell: Arc::downgrade(&cell),
-                node: from.to_string(),
+                cell: Arc::downgrade(cell),
+                node: node.to_string(),
                 partner: partner.clone(),
             },
         );
-        let tell = self.link_teller(key.clone(), from.to_string(), partner.clone());
+        let tell = self.link_teller(key.clone(), node.to_string(), partner.clone());
         let end = RemoteLink {
             key: key.clone(),
             partner,
             tell,
         };
-        match cell.link_remote(None, end) {
-            Some(_) => Ok(()),
-            None => {
-                self.remote.links().remove(&key);
-                Err(CallError::NotFound)
-            }
+        if cell.link_remote(generation, end).is_some() {
+            return true;
         }
+        self.remote.links().remove(&key);
+        false
     }
 
     /// The other end of link `key` ended with `reason`: this end goes, and
