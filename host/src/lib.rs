@@ -9,8 +9,9 @@
 //!
 //! The code is in layers, each importing only those below it:
 //!
-//! 1. `types`, `names`, `config`, `events`, `metrics`: the vocabulary, and
-//!    the event stream and counters every layer reports into;
+//! 1. `types`, `names`, `config`, `events`, `metrics`, `tls`: the
+//!    vocabulary, the event stream and counters every layer reports into,
+//!    and the process's one TLS crypto provider;
 //! 2. `wasm`: the engine, plugin catalog, compile cache, one instance, and
 //!    the host functions guests import (through a narrow `Port`);
 //! 3. `child`: one child's address, mailbox, supervision signals and task;
@@ -38,6 +39,7 @@ pub mod config;
 pub mod events;
 pub(crate) mod metrics;
 pub mod names;
+pub(crate) mod tls;
 pub mod trace;
 pub mod types;
 

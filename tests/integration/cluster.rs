@@ -4,7 +4,9 @@
 //! each dynamic child id when they all start the same ids at once. A node
 //! cut off from NATS by its own TCP proxy (a partition, the server still
 //! up) stops its children before the survivors run them; a NATS that is
-//! not there, or has no JetStream, is a clear error at start.
+//! not there, or has no JetStream, is a clear error at start. A node signs
+//! in with a token, a credentials file (a NATS in operator mode) or over
+//! TLS with its own CA, and is refused without them.
 
 mod common;
 
@@ -982,7 +984,18 @@ async fn a_partitioned_node_stops_its_children_before_the_survivors_run_them() {
 /// The exit status, stderr and run time of `wasmvisor run` on an empty
 /// folder with `--cluster url`, which must exit (not serve) within 60 s.
 async fn run_failing(url: &str) -> (std::process::ExitStatus, String, Duration) {
+    run_failing_with(url, None).await
+}
+
+/// As [`run_failing`], with `config` as the folder's `wasmvisor.toml`.
+async fn run_failing_with(
+    url: &str,
+    config: Option<&str>,
+) -> (std::process::ExitStatus, String, Duration) {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(text) = config {
+        std::fs::write(dir.path().join("wasmvisor.toml"), text).unwrap();
+    }
     let began = std::time::Instant::now();
     let out = tokio::process::Command::new(common::process::BIN)
         .current_dir(dir.path())
@@ -1626,4 +1639,227 @@ async fn a_token_in_the_url_reaches_a_nats_that_wants_one() {
     assert!(!status.success(), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.contains(&nats.url), "{stderr}");
+}
+
+/// Runs `openssl` with the words of `args` in `dir`; `false` when it is
+/// not installed.
+fn openssl(dir: &std::path::Path, args: &str) -> bool {
+    match std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`server.pem`,
+/// `server.key`), made by the `openssl` command, which `.ci/run` installs;
+/// `None` (with the reason printed) when it is missing.
+fn tls_files() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca =
+        format!("req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=wasmvisor-test-CA");
+    if !openssl(dir.path(), &ca) {
+        eprintln!("skipped: openssl is not on PATH (apt-get install openssl)");
+        return None;
+    }
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n",
+    )
+    .unwrap();
+    let request = format!("req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    openssl(dir.path(), &request);
+    openssl(
+        dir.path(),
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+         -days 2 -extfile server.ext",
+    );
+    Some(dir)
+}
+
+/// A NATS that speaks TLS only: a node given the CA that signed the
+/// server's certificate (`tls_ca`) joins and runs a child; a node without
+/// it does not trust the certificate and exits with an error naming the
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_given_the_servers_ca_joins_a_nats_over_tls() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(tls) = tls_files() else {
+        return;
+    };
+    let cert = tls.path().join("server.pem");
+    let key = tls.path().join("server.key");
+    let Some(nats) = Nats::start_full(
+        true,
+        &[
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let ca = tls.path().join("ca.pem");
+    let config = format!("{CONFIG}tls_ca = {:?}\n", ca.to_str().unwrap());
+    let n1 =
+        RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(&config)).await;
+    let nodes = n1.get("/v1/nodes").await;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    assert_eq!(started(&n1, "over-tls").await, 201);
+    let (status, body) = call_1s(&n1, "over-tls", json!("state")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"]["args"], json!({"id": "over-tls"}), "{body}");
+    // Without the CA: the server's certificate is not trusted.
+    let (status, stderr, _) = run_failing(&nats.url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&nats.url), "{stderr}");
+}
+
+/// A NATS account set up as `nsc` would (the operator mode of the NATS
+/// docs' memory resolver): an operator, a system account and an account
+/// with JetStream, each a JWT signed by the key above it, and a user of
+/// the account whose `.creds` file a node is given.
+struct Accounts {
+    dir: tempfile::TempDir,
+    /// The server's config file.
+    conf: std::path::PathBuf,
+    /// The user's credentials file.
+    creds: std::path::PathBuf,
+}
+
+/// A NATS JWT (version 2) of `nats` claims for `subject`, signed by
+/// `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(json!({"typ": "JWT", "alg": "ed25519-nkey"}).to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "jti": format!("{subject}-{now}"),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+impl Accounts {
+    fn make() -> Accounts {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = nkeys::KeyPair::new_operator();
+        let system = nkeys::KeyPair::new_account();
+        let account = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let version = |kind: &str| json!({"type": kind, "version": 2});
+        let operator_jwt = jwt(&operator, &operator.public_key(), "op", version("operator"));
+        let mut system_claims = version("account");
+        system_claims["limits"] = json!({"subs": -1, "conn": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1});
+        let system_jwt = jwt(&operator, &system.public_key(), "SYS", system_claims);
+        let mut account_claims = version("account");
+        account_claims["limits"] = json!({
+            "subs": -1, "conn": -1, "data": -1, "payload": -1, "imports": -1,
+            "exports": -1, "wildcards": true, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+        });
+        let account_jwt = jwt(&operator, &account.public_key(), "app", account_claims);
+        let mut user_claims = version("user");
+        user_claims["pub"] = json!({});
+        user_claims["sub"] = json!({});
+        user_claims["subs"] = json!(-1);
+        user_claims["data"] = json!(-1);
+        user_claims["payload"] = json!(-1);
+        let user_jwt = jwt(&account, &user.public_key(), "node", user_claims);
+        let operator_file = dir.path().join("operator.jwt");
+        std::fs::write(&operator_file, &operator_jwt).unwrap();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "operator: {:?}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {:?}\n  {}: {:?}\n}}\n",
+                operator_file.to_str().unwrap(),
+                system.public_key(),
+                system.public_key(),
+                system_jwt,
+                account.public_key(),
+                account_jwt,
+            ),
+        )
+        .unwrap();
+        let creds = dir.path().join("node.creds");
+        std::fs::write(
+            &creds,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        Accounts { dir, conf, creds }
+    }
+}
+
+/// A NATS in operator mode, whose users sign in with a credentials file:
+/// a node given the user's `.creds` (`credentials`) joins and runs a
+/// child; one without is refused with an error naming the server, and a
+/// credentials file that is not there is an error naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_credentials_file_joins_a_nats_in_operator_mode() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let accounts = Accounts::make();
+    let Some(nats) = Nats::start_full(true, &["-c", accounts.conf.to_str().unwrap()]).await else {
+        return;
+    };
+    let config = format!(
+        "{CONFIG}credentials = {:?}\n",
+        accounts.creds.to_str().unwrap()
+    );
+    let n1 =
+        RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(&config)).await;
+    let nodes = n1.get("/v1/nodes").await;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    assert_eq!(started(&n1, "signed-in").await, 201);
+    let (status, body) = call_1s(&n1, "signed-in", json!("state")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"]["args"], json!({"id": "signed-in"}), "{body}");
+    // Without credentials: the server refuses the connection.
+    let (status, stderr, _) = run_failing(&nats.url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&nats.url), "{stderr}");
+    // A credentials file that is not there.
+    let missing = accounts.dir.path().join("missing.creds");
+    let config = format!("{CONFIG}credentials = {:?}\n", missing.to_str().unwrap());
+    let (status, stderr, _) = run_failing_with(&nats.url, Some(&config)).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(missing.to_str().unwrap()),
+        "the error does not name {}: {stderr}",
+        missing.display()
+    );
 }

@@ -241,6 +241,38 @@ async fn a_slow_request_does_not_block_the_child_and_its_response_arrives_as_inf
     assert_eq!(host.child("h").unwrap().restarts, 0);
 }
 
+/// An `https://` request speaks TLS through the process's one crypto
+/// provider: a server that closes the connection instead of answering the
+/// handshake is an error info, and the child goes on. (With two providers
+/// compiled in and none chosen, rustls panicked there, and no info came.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_request_to_a_server_without_tls_is_an_error_info() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    let (host, _dir) = host_with_chaos(PluginConfig {
+        allowed_hosts: vec![addr.to_string()],
+        ..Default::default()
+    })
+    .await;
+    start_ok(&host, "s", "chaos", json!({})).await;
+    let id = call_ok(
+        &host,
+        "s",
+        json!({"fetch_async": format!("https://{addr}/")}),
+    )
+    .await;
+    let infos = wait_for_info(&host, "s", "the TLS error", |i| i["http"]["id"] == id).await;
+    let why = http_info(&infos, &id).unwrap()["http"]["error"].clone();
+    assert!(why.as_str().is_some_and(|w| !w.is_empty()), "{infos:?}");
+    assert_eq!(call_ok(&host, "s", json!({"add": 1})).await, json!(1));
+    assert_eq!(host.child("s").unwrap().restarts, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_ends_the_requests_of_its_incarnation() {
     let (open, addr, host, _dir) = host_with_slow_server().await;

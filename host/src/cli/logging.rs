@@ -57,6 +57,7 @@ pub(super) fn init(default_level: &str, format: LogFormat) -> Result<Option<SdkT
 /// The OTLP/HTTP exporter behind a batch processor, configured by the
 /// standard `OTEL_*` variables (endpoint, headers, timeout, batch delay).
 fn provider() -> Result<SdkTracerProvider> {
+    crate::tls::install_crypto_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()

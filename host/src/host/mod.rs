@@ -106,6 +106,7 @@ impl Host {
     /// As [`Host::new`], telling `progress` how compiling the plugins and
     /// restoring the stored children goes (the CLI draws a bar from it).
     pub async fn start(config: Config, progress: &(dyn Fn(Progress) + Sync)) -> Result<Host> {
+        crate::tls::install_crypto_provider();
         let env = Arc::new(Env {
             // The engine's millisecond clock also bounds calls' waits.
             wasm: Wasm::new(&config, crate::child::tick)?,
