@@ -1332,18 +1332,17 @@ async fn least_loaded_starts_and_a_drained_nodes_children_move_with_their_state(
     assert!(!ok && err.contains("not_found"), "{err}");
 }
 
+/// The infos `id` (through `h`) has received.
+async fn infos(h: &RunningHost, id: &str) -> Vec<Value> {
+    let infos = call_1s(h, id, json!("infos")).await.1;
+    infos["reply"].as_array().cloned().unwrap_or_default()
+}
+
 /// The `down` infos `id` (through `h`) has received, by monitor reference.
 async fn downs(h: &RunningHost, id: &str) -> std::collections::BTreeMap<u64, Value> {
-    let infos = call_1s(h, id, json!("infos")).await.1;
-    infos["reply"]
-        .as_array()
-        .map(|infos| {
-            infos
-                .iter()
-                .filter_map(|i| Some((i["down"]["ref"].as_u64()?, i["down"].clone())))
-                .collect()
-        })
-        .unwrap_or_default()
+    let infos = infos(h, id).await;
+    let down = |i: &Value| Some((i["down"]["ref"].as_u64()?, i["down"].clone()));
+    infos.iter().filter_map(down).collect()
 }
 
 /// A guest's monitor of a child on another node: `down` with the exit
@@ -1405,16 +1404,11 @@ async fn a_monitor_of_a_child_on_another_node_fires_and_says_noconnection_when_i
 
 /// The `exit` infos `id` (through `h`) has received.
 async fn exits(h: &RunningHost, id: &str) -> Vec<Value> {
-    let infos = call_1s(h, id, json!("infos")).await.1;
-    infos["reply"]
-        .as_array()
-        .map(|infos| {
-            infos
-                .iter()
-                .filter_map(|i| i.get("exit").cloned())
-                .collect()
-        })
-        .unwrap_or_default()
+    let infos = infos(h, id).await;
+    infos
+        .iter()
+        .filter_map(|i| i.get("exit").cloned())
+        .collect()
 }
 
 /// Links with a child on another node work both ways: an exit there takes
@@ -1635,10 +1629,7 @@ async fn a_token_in_the_url_reaches_a_nats_that_wants_one() {
     let n1 = node_at(&with, "n1").await;
     let nodes = n1.get("/v1/nodes").await;
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
-    let (status, stderr, _) = run_failing(&nats.url).await;
-    assert!(!status.success(), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&nats.url), "{stderr}");
+    refused_without_config(&nats).await;
 }
 
 /// Runs `openssl` with the words of `args` in `dir`; `false` when it is
@@ -1690,6 +1681,27 @@ fn tls_files() -> Option<tempfile::TempDir> {
     Some(dir)
 }
 
+/// A node `n1` with `config` joins the cluster on `nats` alone and
+/// starts and answers child `id`.
+async fn joins_and_serves(nats: &Nats, config: &str, id: &str) {
+    let n1 = RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(config)).await;
+    let nodes = n1.get("/v1/nodes").await;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    assert_eq!(started(&n1, id).await, 201);
+    let (status, body) = call_1s(&n1, id, json!("state")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"]["args"], json!({"id": id}), "{body}");
+}
+
+/// A node with no config cannot join the cluster on `nats`: it exits with
+/// an error naming the server.
+async fn refused_without_config(nats: &Nats) {
+    let (status, stderr, _) = run_failing(&nats.url).await;
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&nats.url), "{stderr}");
+}
+
 /// A NATS that speaks TLS only: a node given the CA that signed the
 /// server's certificate (`tls_ca`) joins and runs a child; a node without
 /// it does not trust the certificate and exits with an error naming the
@@ -1718,19 +1730,9 @@ async fn a_node_given_the_servers_ca_joins_a_nats_over_tls() {
     };
     let ca = tls.path().join("ca.pem");
     let config = format!("{CONFIG}tls_ca = {:?}\n", ca.to_str().unwrap());
-    let n1 =
-        RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(&config)).await;
-    let nodes = n1.get("/v1/nodes").await;
-    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
-    assert_eq!(started(&n1, "over-tls").await, 201);
-    let (status, body) = call_1s(&n1, "over-tls", json!("state")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["reply"]["args"], json!({"id": "over-tls"}), "{body}");
+    joins_and_serves(&nats, &config, "over-tls").await;
     // Without the CA: the server's certificate is not trusted.
-    let (status, stderr, _) = run_failing(&nats.url).await;
-    assert!(!status.success(), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&nats.url), "{stderr}");
+    refused_without_config(&nats).await;
 }
 
 /// A NATS account set up as `nsc` would (the operator mode of the NATS
@@ -1839,19 +1841,9 @@ async fn a_node_with_a_credentials_file_joins_a_nats_in_operator_mode() {
         "{CONFIG}credentials = {:?}\n",
         accounts.creds.to_str().unwrap()
     );
-    let n1 =
-        RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(&config)).await;
-    let nodes = n1.get("/v1/nodes").await;
-    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
-    assert_eq!(started(&n1, "signed-in").await, 201);
-    let (status, body) = call_1s(&n1, "signed-in", json!("state")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["reply"]["args"], json!({"id": "signed-in"}), "{body}");
+    joins_and_serves(&nats, &config, "signed-in").await;
     // Without credentials: the server refuses the connection.
-    let (status, stderr, _) = run_failing(&nats.url).await;
-    assert!(!status.success(), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains(&nats.url), "{stderr}");
+    refused_without_config(&nats).await;
     // A credentials file that is not there.
     let missing = accounts.dir.path().join("missing.creds");
     let config = format!("{CONFIG}credentials = {:?}\n", missing.to_str().unwrap());

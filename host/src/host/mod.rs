@@ -751,9 +751,7 @@ impl Inbound for Local {
                         .map_err(call_error);
                 }
                 Op::Demonitor(from, key) => {
-                    if let Some(cell) = host.sup.registry.get(&id) {
-                        cell.demonitor_remote(&from, key);
-                    }
+                    host.sup.demonitored_from(&id, &from, key);
                     return Ok(Vec::new());
                 }
                 Op::Link(from, number) => {

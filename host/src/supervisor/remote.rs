@@ -5,7 +5,8 @@
 //! another node has an end on each node, under the key of the node that
 //! made it; each end tells the other how it ended. When the other node is
 //! lost (its heartbeat gone, or it cannot be reached), the `down` fires, or
-//! the exit signal comes, with `noconnection`, as in Erlang.
+//! the exit signal comes, with `noconnection`, as in Erlang; and the
+//! monitors it had set on this node's children are dropped.
 
 use super::Supervisor;
 use crate::child::{Cell, Control, RemoteLink, RemoteWatcher};
@@ -37,12 +38,19 @@ struct LinkEnd {
 /// A link's key: the node that made it, and its number there.
 type LinkKey = (Arc<str>, u64);
 
+/// A monitor another node set on a child here: that node and its key.
+type MonitorKey = (Arc<str>, u64);
+
 /// This node's monitors of children on other nodes, and its ends of links
-/// with them, by key.
+/// with them, by key; and the monitors other nodes set on its children.
 pub(crate) struct RemoteWatches {
     next: AtomicU64,
     watches: Mutex<HashMap<u64, Watch>>,
     links: Mutex<HashMap<LinkKey, LinkEnd>>,
+    /// Kept on the child's cell (which tells the watcher's node when it
+    /// exits) and here, so that a lost node's monitors can be found
+    /// without visiting every child.
+    monitored: Mutex<HashMap<MonitorKey, Weak<Cell>>>,
 }
 
 impl Default for RemoteWatches {
@@ -56,6 +64,7 @@ impl Default for RemoteWatches {
             next: AtomicU64::new(now << 20),
             watches: Mutex::default(),
             links: Mutex::default(),
+            monitored: Mutex::default(),
         }
     }
 }
@@ -67,6 +76,34 @@ impl RemoteWatches {
 
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<LinkKey, LinkEnd>> {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn monitored(&self) -> std::sync::MutexGuard<'_, HashMap<MonitorKey, Weak<Cell>>> {
+        self.monitored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the monitors that nodes `live` says are gone had set on
+    /// children here, and forgets those of children that are gone.
+    fn drop_lost_monitors(&self, live: impl Fn(&str) -> bool) {
+        let dropped: Vec<(MonitorKey, Weak<Cell>)> = {
+            let mut monitored = self.monitored();
+            monitored.retain(|_, cell| cell.strong_count() > 0);
+            let lost: Vec<MonitorKey> = monitored
+                .keys()
+                .filter(|(node, _)| !live(node))
+                .cloned()
+                .collect();
+            lost.into_iter()
+                .filter_map(|k| monitored.remove_entry(&k))
+                .collect()
+        };
+        // Outside the index's lock: a child's exit tells (and so takes
+        // that lock) after taking its own.
+        for ((node, key), cell) in dropped {
+            if let Some(cell) = cell.upgrade() {
+                cell.demonitor_remote(&node, key);
+            }
+        }
     }
 }
 
@@ -217,7 +254,17 @@ impl Supervisor {
         };
         let node: Arc<str> = from.into();
         let (to, child) = (node.to_string(), id.to_string());
+        // Indexed before it is set: the child may exit, and tell, at once.
+        let index: MonitorKey = (node.clone(), key);
+        self.remote
+            .monitored()
+            .insert(index.clone(), Arc::downgrade(&cell));
+        let sup = Arc::downgrade(self);
+        let told = index.clone();
         let tell = Box::new(move |reason: ExitReason| {
+            if let Some(sup) = sup.upgrade() {
+                sup.remote.monitored().remove(&told);
+            }
             let reason = serde_json::to_vec(&reason).unwrap_or_default();
             tokio::spawn(
                 async move { tell_node(&cluster, &to, &child, Op::Down(key), reason).await },
@@ -226,7 +273,18 @@ impl Supervisor {
         let watcher = RemoteWatcher { node, key, tell };
         match cell.monitor_remote(watcher) {
             true => Ok(()),
-            false => Err(CallError::NotFound),
+            false => {
+                self.remote.monitored().remove(&index);
+                Err(CallError::NotFound)
+            }
+        }
+    }
+
+    /// Node `from` removes the monitor it set under `key` on child `id`.
+    pub(crate) fn demonitored_from(&self, id: &str, from: &str, key: u64) {
+        self.remote.monitored().remove(&(from.into(), key));
+        if let Some(cell) = self.registry.get(id) {
+            cell.demonitor_remote(from, key);
         }
     }
 
@@ -364,8 +422,12 @@ impl Supervisor {
     }
 
     /// Fires `noconnection` for every monitor of a child on a node that
-    /// `live` says is gone, and forgets those whose watcher is gone.
+    /// `live` says is gone, and forgets those whose watcher is gone; ends
+    /// the links with children there the same way; and drops the monitors
+    /// such a node set on children here, as Erlang does at a `nodedown`
+    /// (the watchers there were stopped when their node lost its lease).
     pub(crate) fn remote_nodes_lost(&self, live: impl Fn(&str) -> bool) {
+        self.remote.drop_lost_monitors(&live);
         let lost: Vec<Watch> = {
             let mut watches = self.remote.lock();
             watches.retain(|_, w| w.watcher.strong_count() > 0);
@@ -391,5 +453,51 @@ impl Supervisor {
         for key in broken {
             self.remote_link_exit(key, ExitReason::NoConnection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ChildSpec, Status};
+
+    fn running(id: &str) -> Arc<Cell> {
+        let cell = Arc::new(Cell::new(
+            ChildSpec::new(id, "p", &serde_json::Value::Null),
+            8,
+        ));
+        cell.set_status(Status::Running);
+        cell
+    }
+
+    /// Sets a monitor from `node` under `key` on `cell`, indexed as
+    /// `monitored_from` does.
+    fn monitor_from(remote: &RemoteWatches, cell: &Arc<Cell>, node: &str, key: u64) {
+        let node: Arc<str> = node.into();
+        remote
+            .monitored()
+            .insert((node.clone(), key), Arc::downgrade(cell));
+        let tell = Box::new(|_| ());
+        assert!(cell.monitor_remote(RemoteWatcher { node, key, tell }));
+    }
+
+    #[test]
+    fn a_lost_nodes_monitors_are_dropped_and_the_others_kept() {
+        let remote = RemoteWatches::default();
+        let (a, b) = (running("a"), running("b"));
+        monitor_from(&remote, &a, "gone", 1);
+        monitor_from(&remote, &a, "alive", 2);
+        monitor_from(&remote, &b, "gone", 3);
+        remote.drop_lost_monitors(|node| node == "alive");
+        let left = |cell: &Cell| cell.state().monitors.len();
+        assert_eq!((left(&a), left(&b)), (1, 0));
+        assert_eq!(remote.monitored().len(), 1);
+        // A child that is gone leaves the index at the next look.
+        drop(b);
+        remote.drop_lost_monitors(|_| true);
+        assert_eq!(remote.monitored().len(), 1);
+        drop(a);
+        remote.drop_lost_monitors(|_| true);
+        assert!(remote.monitored().is_empty());
     }
 }
