@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -264,6 +264,11 @@ pub(crate) struct Cluster {
 struct Replica {
     claims: std::sync::Mutex<std::collections::HashMap<String, (Claim, u64)>>,
     members: std::sync::Mutex<BTreeMap<String, (NodeInfo, std::time::Instant)>>,
+    /// Children this node placed on each node (`least_loaded`) since that
+    /// node's last heartbeat, which counts them: a burst of starts within
+    /// one heartbeat is spread, not all sent to the node that was emptiest
+    /// before it. Taken after `members` when both are.
+    placed: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -437,6 +442,7 @@ impl Cluster {
         let replica = Arc::new(Replica::default());
         let claims = replica.clone();
         let members = replica.clone();
+        let placed = replica.clone();
         let me = node.clone();
         let watchers = vec![
             follow(children.clone(), move |e| {
@@ -465,6 +471,7 @@ impl Cluster {
                         // judged gone a timeout later than it could be,
                         // never earlier.
                         if let Ok(info) = serde_json::from_slice::<NodeInfo>(&e.value) {
+                            locked(&placed.placed).remove(&info.node);
                             members.insert(e.key, (info, std::time::Instant::now()));
                         }
                     }
@@ -1263,16 +1270,23 @@ impl Cluster {
             .collect()
     }
 
-    /// The live node, not draining, that runs the fewest children by their
-    /// last heartbeats (this node on a tie, then by name).
+    /// Places a child: the live node, not draining, that runs the fewest
+    /// children by its last heartbeat and the children placed on it since
+    /// (this node on a tie, then by name). The choice counts as one more
+    /// child there until that node's next heartbeat.
     pub(crate) fn least_loaded(&self) -> Option<String> {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         let candidates = self.candidates();
-        locked(&self.replica.members)
+        let members = locked(&self.replica.members);
+        let mut placed = locked(&self.replica.placed);
+        let load = |info: &NodeInfo| info.children + placed.get(&info.node).copied().unwrap_or(0);
+        let node = members
             .values()
             .filter(|(info, seen)| seen.elapsed() < timeout && candidates.contains(&info.node))
-            .min_by_key(|(info, _)| (info.children, info.node != self.node, info.node.clone()))
-            .map(|(info, _)| info.node.clone())
+            .min_by_key(|(info, _)| (load(info), info.node != self.node, info.node.clone()))
+            .map(|(info, _)| info.node.clone())?;
+        *placed.entry(node.clone()).or_default() += 1;
+        Some(node)
     }
 
     /// The node child `id` goes to when this node is drained: rendezvous

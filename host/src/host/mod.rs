@@ -266,7 +266,8 @@ impl Host {
 
     /// Starts a dynamic child where `placement` says: on this node, or, in
     /// a cluster with [`StartPlacement::LeastLoaded`], on the live node that
-    /// runs the fewest children (by their last heartbeats). The child as
+    /// runs the fewest children (by their last heartbeats, and the starts
+    /// this node placed on it since). The child as
     /// JSON (with its `node` in a cluster), or `None` when its `init`
     /// returned `ignore`.
     pub async fn start_placed(
