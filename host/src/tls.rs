@@ -16,3 +16,18 @@ pub(crate) fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::crypto::CryptoProvider;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_provider_is_installed_once_and_then_kept() {
+        super::install_crypto_provider();
+        let first = CryptoProvider::get_default().expect("a provider is installed");
+        super::install_crypto_provider();
+        let again = CryptoProvider::get_default().expect("a provider is installed");
+        assert!(Arc::ptr_eq(first, again));
+    }
+}

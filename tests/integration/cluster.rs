@@ -1677,8 +1677,11 @@ fn openssl(dir: &std::path::Path, args: &str) -> bool {
 fn tls_files() -> Option<tempfile::TempDir> {
     let dir = tempfile::tempdir().unwrap();
     let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let ca =
-        format!("req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=wasmvisor-test-CA");
+    // The CA's extensions are spelled out: a minimal openssl.cnf may not.
+    let ca = format!(
+        "req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=wasmvisor-test-CA \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+    );
     if !openssl(dir.path(), &ca) {
         eprintln!("skipped: openssl is not on PATH (apt-get install openssl)");
         return None;
@@ -1702,8 +1705,11 @@ fn tls_files() -> Option<tempfile::TempDir> {
 /// starts and answers child `id`.
 async fn joins_and_serves(nats: &Nats, config: &str, id: &str) {
     let n1 = RunningHost::start_with(&["--cluster", &nats.url, "--node", "n1"], Some(config)).await;
-    let nodes = n1.get("/v1/nodes").await;
-    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    wasmvisor_tests::wait_for_async("n1 among the nodes", Duration::from_secs(20), || async {
+        let nodes = n1.get("/v1/nodes").await;
+        (nodes.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
     assert_eq!(started(&n1, id).await, 201);
     let (status, body) = call_1s(&n1, id, json!("state")).await;
     assert_eq!(status, 200, "{body}");

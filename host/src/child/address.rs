@@ -263,6 +263,18 @@ impl Cell {
         });
     }
 
+    /// Takes out the monitor that node `node` set under `key`, if it is
+    /// still set.
+    pub(crate) fn take_remote_monitor(&self, node: &str, key: u64) -> Option<RemoteWatcher> {
+        let mut state = self.state();
+        let at = state.monitors.iter().position(|m| {
+            m.remote
+                .as_ref()
+                .is_some_and(|r| r.key == key && &*r.node == node)
+        })?;
+        state.monitors.swap_remove(at).remote
+    }
+
     /// Removes `watcher`'s monitor `reference`; whether it was still set.
     pub(crate) fn demonitor(&self, watcher: &Cell, reference: u64) -> bool {
         let mut state = self.state();

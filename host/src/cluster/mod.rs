@@ -264,11 +264,13 @@ pub(crate) struct Cluster {
 struct Replica {
     claims: std::sync::Mutex<std::collections::HashMap<String, (Claim, u64)>>,
     members: std::sync::Mutex<BTreeMap<String, (NodeInfo, std::time::Instant)>>,
-    /// Children this node placed on each node (`least_loaded`) since that
-    /// node's last heartbeat, which counts them: a burst of starts within
-    /// one heartbeat is spread, not all sent to the node that was emptiest
-    /// before it. Taken after `members` when both are.
-    placed: std::sync::Mutex<HashMap<String, usize>>,
+    /// When this node placed children on each node (`least_loaded`), for
+    /// two heartbeats: a burst of starts within one heartbeat is spread,
+    /// not all sent to the node that was emptiest before it. Kept past the
+    /// heartbeat that may count them (it may have been sampled before they
+    /// started): counting one twice for a while is the safer error. Taken
+    /// after `members` when both are.
+    placed: std::sync::Mutex<HashMap<String, Vec<std::time::Instant>>>,
 }
 
 fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -443,6 +445,7 @@ impl Cluster {
         let claims = replica.clone();
         let members = replica.clone();
         let placed = replica.clone();
+        let counted = Duration::from_millis(config.heartbeat_ms.saturating_mul(2));
         let me = node.clone();
         let watchers = vec![
             follow(children.clone(), move |e| {
@@ -471,11 +474,15 @@ impl Cluster {
                         // judged gone a timeout later than it could be,
                         // never earlier.
                         if let Ok(info) = serde_json::from_slice::<NodeInfo>(&e.value) {
-                            locked(&placed.placed).remove(&info.node);
+                            if let Some(times) = locked(&placed.placed).get_mut(&info.node) {
+                                times.retain(|t| t.elapsed() < counted);
+                            }
                             members.insert(e.key, (info, std::time::Instant::now()));
                         }
                     }
                     _ => {
+                        // A heartbeat's key is its node's name.
+                        locked(&placed.placed).remove(&e.key);
                         members.remove(&e.key);
                     }
                 }
@@ -1271,21 +1278,25 @@ impl Cluster {
     }
 
     /// Places a child: the live node, not draining, that runs the fewest
-    /// children by its last heartbeat and the children placed on it since
-    /// (this node on a tie, then by name). The choice counts as one more
-    /// child there until that node's next heartbeat.
+    /// children by its last heartbeat and the children this node placed on
+    /// it lately (this node on a tie, then by name). The choice counts as
+    /// one more child there until a heartbeat of that node comes two
+    /// heartbeats later.
     pub(crate) fn least_loaded(&self) -> Option<String> {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         let candidates = self.candidates();
         let members = locked(&self.replica.members);
         let mut placed = locked(&self.replica.placed);
-        let load = |info: &NodeInfo| info.children + placed.get(&info.node).copied().unwrap_or(0);
+        let load = |info: &NodeInfo| info.children + placed.get(&info.node).map_or(0, Vec::len);
         let node = members
             .values()
             .filter(|(info, seen)| seen.elapsed() < timeout && candidates.contains(&info.node))
             .min_by_key(|(info, _)| (load(info), info.node != self.node, info.node.clone()))
             .map(|(info, _)| info.node.clone())?;
-        *placed.entry(node.clone()).or_default() += 1;
+        placed
+            .entry(node.clone())
+            .or_default()
+            .push(std::time::Instant::now());
         Some(node)
     }
 

@@ -267,7 +267,7 @@ impl Host {
     /// Starts a dynamic child where `placement` says: on this node, or, in
     /// a cluster with [`StartPlacement::LeastLoaded`], on the live node that
     /// runs the fewest children (by their last heartbeats, and the starts
-    /// this node placed on it since). The child as
+    /// this node placed on it in the last two heartbeats). The child as
     /// JSON (with its `node` in a cluster), or `None` when its `init`
     /// returned `ignore`.
     pub async fn start_placed(

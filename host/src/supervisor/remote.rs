@@ -6,7 +6,8 @@
 //! made it; each end tells the other how it ended. When the other node is
 //! lost (its heartbeat gone, or it cannot be reached), the `down` fires, or
 //! the exit signal comes, with `noconnection`, as in Erlang; and the
-//! monitors it had set on this node's children are dropped.
+//! monitors it had set on this node's children fire `noconnection` towards
+//! it (one try) and are dropped.
 
 use super::Supervisor;
 use crate::child::{Cell, Control, RemoteLink, RemoteWatcher};
@@ -18,6 +19,7 @@ use crate::wasm::Info;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 /// A monitor of a child on another node, as the watcher's node keeps it.
 struct Watch {
@@ -41,6 +43,13 @@ type LinkKey = (Arc<str>, u64);
 /// A monitor another node set on a child here: that node and its key.
 type MonitorKey = (Arc<str>, u64);
 
+/// The monitors other nodes set on this node's children: the child, and
+/// when the monitor was set.
+type Monitored = Mutex<HashMap<MonitorKey, (Weak<Cell>, Instant)>>;
+
+/// How a monitor set from another node tells that node the exit reason.
+type Tell = Box<dyn FnOnce(ExitReason) + Send + Sync>;
+
 /// This node's monitors of children on other nodes, and its ends of links
 /// with them, by key; and the monitors other nodes set on its children.
 pub(crate) struct RemoteWatches {
@@ -50,7 +59,7 @@ pub(crate) struct RemoteWatches {
     /// Kept on the child's cell (which tells the watcher's node when it
     /// exits) and here, so that a lost node's monitors can be found
     /// without visiting every child.
-    monitored: Mutex<HashMap<MonitorKey, Weak<Cell>>>,
+    monitored: Arc<Monitored>,
 }
 
 impl Default for RemoteWatches {
@@ -64,7 +73,7 @@ impl Default for RemoteWatches {
             next: AtomicU64::new(now << 20),
             watches: Mutex::default(),
             links: Mutex::default(),
-            monitored: Mutex::default(),
+            monitored: Arc::default(),
         }
     }
 }
@@ -78,33 +87,75 @@ impl RemoteWatches {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn monitored(&self) -> std::sync::MutexGuard<'_, HashMap<MonitorKey, Weak<Cell>>> {
-        self.monitored.lock().unwrap_or_else(|p| p.into_inner())
+    fn monitored(&self) -> std::sync::MutexGuard<'_, HashMap<MonitorKey, (Weak<Cell>, Instant)>> {
+        lock_monitored(&self.monitored)
     }
 
-    /// Drops the monitors that nodes `live` says are gone had set on
-    /// children here, and forgets those of children that are gone.
-    fn drop_lost_monitors(&self, live: impl Fn(&str) -> bool) {
+    /// Sets a monitor from `node` under `key` on `cell`, which tells that
+    /// node the exit reason through `tell`; `false` (and no monitor) when
+    /// the child does not run.
+    fn watch_from(&self, cell: &Arc<Cell>, node: Arc<str>, key: u64, tell: Tell) -> bool {
+        let index: MonitorKey = (node.clone(), key);
+        // Indexed before it is set: the child may exit, and tell, at once.
+        self.monitored()
+            .insert(index.clone(), (Arc::downgrade(cell), Instant::now()));
+        let monitored = Arc::downgrade(&self.monitored);
+        let told = index.clone();
+        let tell = Box::new(move |reason: ExitReason| {
+            if let Some(monitored) = monitored.upgrade() {
+                lock_monitored(&monitored).remove(&told);
+            }
+            tell(reason);
+        });
+        if cell.monitor_remote(RemoteWatcher { node, key, tell }) {
+            return true;
+        }
+        self.monitored().remove(&index);
+        false
+    }
+
+    /// Removes the monitor `node` set under `key` on `cell`.
+    fn unwatch_from(&self, cell: Option<&Cell>, node: &str, key: u64) {
+        self.monitored().remove(&(node.into(), key));
+        if let Some(cell) = cell {
+            cell.demonitor_remote(node, key);
+        }
+    }
+
+    /// The monitors set from nodes that `live` says are gone, at least
+    /// `grace` ago (a node that has just joined may not be seen yet): each
+    /// fires `noconnection` towards its node (which gets it if it is only
+    /// cut off from this one) and is dropped. Those of children that are
+    /// gone are forgotten.
+    fn drop_lost_monitors(&self, live: impl Fn(&str) -> bool, grace: Duration) {
         let dropped: Vec<(MonitorKey, Weak<Cell>)> = {
             let mut monitored = self.monitored();
-            monitored.retain(|_, cell| cell.strong_count() > 0);
+            monitored.retain(|_, (cell, _)| cell.strong_count() > 0);
             let lost: Vec<MonitorKey> = monitored
-                .keys()
-                .filter(|(node, _)| !live(node))
-                .cloned()
+                .iter()
+                .filter(|((node, _), (_, set))| set.elapsed() >= grace && !live(node))
+                .map(|(k, _)| k.clone())
                 .collect();
             lost.into_iter()
-                .filter_map(|k| monitored.remove_entry(&k))
+                .filter_map(|k| monitored.remove_entry(&k).map(|(k, (cell, _))| (k, cell)))
                 .collect()
         };
-        // Outside the index's lock: a child's exit tells (and so takes
-        // that lock) after taking its own.
+        // Outside the index's lock, which a monitor's `tell` takes.
         for ((node, key), cell) in dropped {
-            if let Some(cell) = cell.upgrade() {
-                cell.demonitor_remote(&node, key);
+            let watcher = cell
+                .upgrade()
+                .and_then(|c| c.take_remote_monitor(&node, key));
+            if let Some(watcher) = watcher {
+                (watcher.tell)(ExitReason::NoConnection);
             }
         }
     }
+}
+
+fn lock_monitored(
+    monitored: &Monitored,
+) -> std::sync::MutexGuard<'_, HashMap<MonitorKey, (Weak<Cell>, Instant)>> {
+    monitored.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Tells node `node` how one of its monitors or links of child `id` ended
@@ -254,38 +305,22 @@ impl Supervisor {
         };
         let node: Arc<str> = from.into();
         let (to, child) = (node.to_string(), id.to_string());
-        // Indexed before it is set: the child may exit, and tell, at once.
-        let index: MonitorKey = (node.clone(), key);
-        self.remote
-            .monitored()
-            .insert(index.clone(), Arc::downgrade(&cell));
-        let sup = Arc::downgrade(self);
-        let told = index.clone();
         let tell = Box::new(move |reason: ExitReason| {
-            if let Some(sup) = sup.upgrade() {
-                sup.remote.monitored().remove(&told);
-            }
             let reason = serde_json::to_vec(&reason).unwrap_or_default();
             tokio::spawn(
                 async move { tell_node(&cluster, &to, &child, Op::Down(key), reason).await },
             );
         });
-        let watcher = RemoteWatcher { node, key, tell };
-        match cell.monitor_remote(watcher) {
+        match self.remote.watch_from(&cell, node, key, tell) {
             true => Ok(()),
-            false => {
-                self.remote.monitored().remove(&index);
-                Err(CallError::NotFound)
-            }
+            false => Err(CallError::NotFound),
         }
     }
 
     /// Node `from` removes the monitor it set under `key` on child `id`.
     pub(crate) fn demonitored_from(&self, id: &str, from: &str, key: u64) {
-        self.remote.monitored().remove(&(from.into(), key));
-        if let Some(cell) = self.registry.get(id) {
-            cell.demonitor_remote(from, key);
-        }
+        let cell = self.registry.get(id);
+        self.remote.unwatch_from(cell.as_deref(), from, key);
     }
 
     /// How this node's end `key` of a link with `partner` on `node` tells
@@ -424,10 +459,16 @@ impl Supervisor {
     /// Fires `noconnection` for every monitor of a child on a node that
     /// `live` says is gone, and forgets those whose watcher is gone; ends
     /// the links with children there the same way; and drops the monitors
-    /// such a node set on children here, as Erlang does at a `nodedown`
-    /// (the watchers there were stopped when their node lost its lease).
+    /// such a node set on children here (telling it `noconnection`), as
+    /// Erlang does at a `nodedown`.
     pub(crate) fn remote_nodes_lost(&self, live: impl Fn(&str) -> bool) {
-        self.remote.drop_lost_monitors(&live);
+        let grace = self
+            .config
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.node_timeout_ms);
+        self.remote
+            .drop_lost_monitors(&live, Duration::from_millis(grace));
         let lost: Vec<Watch> = {
             let mut watches = self.remote.lock();
             watches.retain(|_, w| w.watcher.strong_count() > 0);
@@ -470,34 +511,59 @@ mod tests {
         cell
     }
 
-    /// Sets a monitor from `node` under `key` on `cell`, indexed as
-    /// `monitored_from` does.
-    fn monitor_from(remote: &RemoteWatches, cell: &Arc<Cell>, node: &str, key: u64) {
-        let node: Arc<str> = node.into();
-        remote
-            .monitored()
-            .insert((node.clone(), key), Arc::downgrade(cell));
-        let tell = Box::new(|_| ());
-        assert!(cell.monitor_remote(RemoteWatcher { node, key, tell }));
+    /// A `tell` that records the reasons it was given.
+    fn recorder() -> (Arc<Mutex<Vec<ExitReason>>>, Tell) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let to = told.clone();
+        let tell = Box::new(move |reason| to.lock().unwrap().push(reason));
+        (told, tell)
     }
 
     #[test]
-    fn a_lost_nodes_monitors_are_dropped_and_the_others_kept() {
+    fn a_lost_nodes_monitors_say_noconnection_and_are_dropped_the_others_kept() {
         let remote = RemoteWatches::default();
         let (a, b) = (running("a"), running("b"));
-        monitor_from(&remote, &a, "gone", 1);
-        monitor_from(&remote, &a, "alive", 2);
-        monitor_from(&remote, &b, "gone", 3);
-        remote.drop_lost_monitors(|node| node == "alive");
+        let (gone_a, tell) = recorder();
+        assert!(remote.watch_from(&a, "gone".into(), 1, tell));
+        let (alive_a, tell) = recorder();
+        assert!(remote.watch_from(&a, "alive".into(), 2, tell));
+        let (gone_b, tell) = recorder();
+        assert!(remote.watch_from(&b, "gone".into(), 3, tell));
+        // Too recent: a node that has just joined may not be seen yet.
+        remote.drop_lost_monitors(|node| node == "alive", Duration::from_secs(60));
+        assert_eq!(remote.monitored().len(), 3);
+        remote.drop_lost_monitors(|node| node == "alive", Duration::ZERO);
         let left = |cell: &Cell| cell.state().monitors.len();
         assert_eq!((left(&a), left(&b)), (1, 0));
         assert_eq!(remote.monitored().len(), 1);
+        assert_eq!(*gone_a.lock().unwrap(), [ExitReason::NoConnection]);
+        assert_eq!(*gone_b.lock().unwrap(), [ExitReason::NoConnection]);
+        assert!(alive_a.lock().unwrap().is_empty());
+        // The child exits: the monitor tells, and leaves the index.
+        a.exited(&ExitReason::Normal, Status::Restarting);
+        assert_eq!(*alive_a.lock().unwrap(), [ExitReason::Normal]);
+        assert!(remote.monitored().is_empty());
+    }
+
+    #[test]
+    fn a_monitor_of_a_child_that_does_not_run_is_not_indexed_and_demonitor_unindexes() {
+        let remote = RemoteWatches::default();
+        let idle = running("i");
+        idle.set_status(Status::Failed);
+        let (_, tell) = recorder();
+        assert!(!remote.watch_from(&idle, "n".into(), 1, tell));
+        assert!(remote.monitored().is_empty());
+        let a = running("a");
+        let (told, tell) = recorder();
+        assert!(remote.watch_from(&a, "n".into(), 2, tell));
+        remote.unwatch_from(Some(&a), "n", 2);
+        assert!(remote.monitored().is_empty());
+        assert!(a.state().monitors.is_empty());
+        a.exited(&ExitReason::Normal, Status::Restarting);
+        assert!(told.lock().unwrap().is_empty());
         // A child that is gone leaves the index at the next look.
-        drop(b);
-        remote.drop_lost_monitors(|_| true);
-        assert_eq!(remote.monitored().len(), 1);
-        drop(a);
-        remote.drop_lost_monitors(|_| true);
+        assert!(remote.watch_from(&running("b"), "n".into(), 3, recorder().1));
+        remote.drop_lost_monitors(|_| true, Duration::ZERO);
         assert!(remote.monitored().is_empty());
     }
 }
