@@ -59,20 +59,36 @@ impl Nats {
         if jetstream {
             command.arg("-js").arg("-sd").arg(store.path());
         }
-        let process = command
+        let log = store.path().join("nats-server.log");
+        let mut process = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
             .spawn()
             .expect("nats-server starts");
         let addr = format!("127.0.0.1:{port}");
-        wasmvisor_tests::wait_for_async("nats-server to listen", Duration::from_secs(20), || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(&addr).await.ok() }
-        })
+        let listening = wasmvisor_tests::wait_for_async(
+            "nats-server to listen",
+            Duration::from_secs(20),
+            || {
+                // One that exits (say, refusing its config) says why.
+                let exited = process.try_wait().ok().flatten();
+                let addr = addr.clone();
+                async move {
+                    match exited {
+                        Some(status) => Some(Err(status)),
+                        None => tokio::net::TcpStream::connect(&addr).await.ok().map(Ok),
+                    }
+                }
+            },
+        )
         .await;
+        if let Err(status) = listening {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("nats-server {extra:?} exited ({status}):\n{said}");
+        }
         Some(Nats {
             url: format!("nats://{addr}"),
             addr,
